@@ -1,0 +1,265 @@
+"""Exact parameter counts, read off the op graph.
+
+Totals count tied weights once (as `model.parameters()` does in PyTorch and as published counts
+do). `active` is what one token uses: for MoE layers the router, top-k routed experts and the shared
+experts. Per-device counts follow Megatron-LM's sharding (Shoeybi et al. 2019; Narayanan et al.
+2021): column/row-parallel projections, vocab-parallel embeddings, replicated norms, experts split
+across the expert-parallel group, layers split into pipeline stages with the embedding on the first
+stage and the output head on the last (which keeps its own copy of a tied embedding).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from llmsizer.errors import SpecError
+from llmsizer.explain import Quantity, total
+from llmsizer.graph import LayerGraph, ModelGraph, Op, Weight, build_graph
+from llmsizer.specs.model import ModelSpec
+
+
+@dataclass(frozen=True)
+class ParamCounts:
+    """Exact counts for one model."""
+
+    total: int
+    active: int  # per token (MoE: top-k routed + shared experts + everything dense)
+    embedding: int  # token (+ learned position) embeddings
+    non_embedding: int
+    breakdown: dict[str, int]  # "attention.q_proj.weight" -> count summed over all layers
+    groups: dict[str, int]  # "embedding", "attention", "mlp", "moe", "norms", "lm_head"
+    per_layer: dict[int, int]  # layer index -> count
+    tied_embeddings: bool
+    explanation: Quantity = field(compare=False, repr=False)
+
+
+def _group(component: str) -> str:
+    head = component.split(".")[0]
+    return {"head": "embedding", "norms": "norms"}.get(head, head)
+
+
+def count_params(spec: ModelSpec) -> ParamCounts:
+    graph = build_graph(spec)
+    breakdown: dict[str, int] = {}
+    active = 0
+    for _, op in graph.all_ops():
+        for w in op.weights:
+            key = f"{op.component}.{w.name}"
+            breakdown[key] = breakdown.get(key, 0) + op.instances * w.numel
+        active += op.active_params
+    groups: dict[str, int] = {}
+    for key, n in breakdown.items():
+        g = _group(key)
+        groups[g] = groups.get(g, 0) + n
+    total_n = sum(breakdown.values())
+    embedding = sum(n for k, n in breakdown.items()
+                    if k.startswith(("embedding.tokens", "embedding.positions")))
+    return ParamCounts(
+        total=total_n,
+        active=active,
+        embedding=embedding,
+        non_embedding=total_n - embedding,
+        breakdown=breakdown,
+        groups=groups,
+        per_layer={layer.index: layer.params for layer in graph.layers},
+        tied_embeddings=spec.tie_embeddings,
+        explanation=explain_params(graph),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# --explain: the count as a tree of formulas
+# ---------------------------------------------------------------------------------------------
+
+def _symbols(spec: ModelSpec) -> dict[str, int]:
+    syms = {"h": spec.hidden_size, "V": spec.vocab_size, "a·d": spec.q_dim, "g·d": spec.kv_dim,
+            "f": spec.ffn_size, "P": spec.learned_position_rows, "e": spec.embedding_dim, "1": 1}
+    if spec.moe:
+        syms |= {"E": spec.moe.num_experts, "f_e": spec.moe.expert_ffn_size,
+                 "f_s": spec.moe.shared_expert_ffn_size}
+    return syms
+
+
+def _weight_formula(op: Op, w: Weight) -> str:
+    if w.name == "bias":
+        return op.out_sym
+    if op.kind == "embedding":
+        return f"{op.in_sym}·{op.out_sym}"
+    if op.kind == "norm":
+        return "h"
+    return f"{op.in_sym}·{op.out_sym}"
+
+
+def _op_quantity(op: Op, syms: dict[str, int]) -> Quantity:
+    terms = []
+    for w in op.weights:
+        formula = _weight_formula(op, w)
+        terms.append((f"{op.name}.{w.name}", formula, w.numel))
+    per = sum(n for *_, n in terms)
+    formula = " + ".join(f for _, f, _ in terms)
+    substituted = " + ".join(
+        "·".join(f"{syms.get(part, part):,}" if isinstance(syms.get(part), int) else part
+                 for part in f.split("·")) for _, f, _ in terms)
+    if op.instances > 1:
+        mult = "E" if op.expert_parallel else f"{op.instances}"
+        formula = f"{mult}·({formula})"
+        substituted = f"{op.instances}·({substituted})"
+    return Quantity(name=op.component, value=op.instances * per, unit="params",
+                    formula=formula, substituted=substituted)
+
+
+def _layer_signature(layer: LayerGraph) -> tuple[tuple[str, int], ...]:
+    return tuple((op.component, op.params) for op in layer.ops)
+
+
+def explain_params(graph: ModelGraph) -> Quantity:
+    spec = graph.spec
+    syms = _symbols(spec)
+    parts: list[Quantity] = []
+    emb = [_op_quantity(op, syms) for op in graph.embedding if op.weights]
+    parts.append(total("embeddings", "params", emb))
+
+    # Identical layers are explained once and multiplied.
+    kinds: dict[tuple[tuple[str, int], ...], list[LayerGraph]] = {}
+    for layer in graph.layers:
+        kinds.setdefault(_layer_signature(layer), []).append(layer)
+    for layers in kinds.values():
+        first = layers[0]
+        ops = [_op_quantity(op, syms) for op in first.ops if op.weights]
+        per_layer = total("per layer", "params", ops)
+        label = "MoE layers" if spec.is_moe_layer(first.index) else "layers"
+        if len(kinds) == 1:
+            label = "layers"
+        parts.append(Quantity(
+            name=f"{label} ({len(layers)} of {spec.num_layers})",
+            value=len(layers) * per_layer.value, unit="params",
+            formula="L·per_layer" if len(layers) == spec.num_layers else "n·per_layer",
+            substituted=f"{len(layers)}·{int(per_layer.value):,}",
+            children=(per_layer,)))
+    head = [_op_quantity(op, syms) for op in graph.head if op.weights]
+    if spec.tie_embeddings:
+        head.append(Quantity("lm_head (tied to embedding.tokens: counted once)", 0, "params"))
+    parts.append(total("output head", "params", head))
+    tree = total("total parameters", "params", parts,
+                 source="exact count over the op graph (llmsizer.graph)")
+    legend = ", ".join(f"{k}={v:,}" for k, v in syms.items()
+                       if k not in ("1",) and v and (k != "P" or spec.learned_position_rows))
+    return Quantity(tree.name, tree.value, tree.unit, tree.formula, tree.substituted,
+                    f"{tree.source}; {legend}", tree.children)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sharding across tensor, pipeline and expert parallelism
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ShardedParams:
+    """Parameters held by each device of a tp × pp × ep group.
+
+    `per_stage[s]` is what one device of pipeline stage s holds (all TP ranks of a stage hold the
+    same amount up to vocab padding); `max_per_device` is the most loaded device.
+    """
+
+    tp: int
+    pp: int
+    ep: int
+    stage_layers: tuple[tuple[int, ...], ...]
+    per_stage: tuple[int, ...]
+    replicated_per_stage: tuple[int, ...]  # parameters every TP rank of the stage holds whole
+
+    @property
+    def max_per_device(self) -> int:
+        return max(self.per_stage)
+
+
+def stage_layers(num_layers: int, pp: int) -> tuple[tuple[int, ...], ...]:
+    """Layers of each pipeline stage: as even as possible, earlier stages take the remainder."""
+    base, extra = divmod(num_layers, pp)
+    out, start = [], 0
+    for s in range(pp):
+        n = base + (1 if s < extra else 0)
+        out.append(tuple(range(start, start + n)))
+        start += n
+    return tuple(out)
+
+
+def validate_parallel(spec: ModelSpec, tp: int = 1, pp: int = 1, ep: int = 1) -> None:
+    for name, v in (("tp", tp), ("pp", pp), ("ep", ep)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise SpecError(name, v, "a positive integer")
+    if spec.num_heads % tp:
+        raise SpecError("tp", tp, f"a divisor of num_heads ({spec.num_heads}) for {spec.name}")
+    kv = spec.kv_heads
+    if kv % tp and tp % kv:
+        raise SpecError("tp", tp, f"a divisor or multiple of num_kv_heads ({kv}) for {spec.name}")
+    widths = [("ffn_size", spec.ffn_size)]
+    if spec.moe:
+        widths.append(("moe.expert_ffn_size", spec.moe.expert_ffn_size))
+        if spec.moe.shared_experts:
+            widths.append(("moe.shared_expert_ffn_size", spec.moe.shared_expert_ffn_size))
+    for name, width in widths:
+        if width % tp:
+            raise SpecError("tp", tp, f"a divisor of {name} ({width}) for {spec.name}")
+    if pp > spec.num_layers:
+        raise SpecError("pp", pp, f"at most num_layers ({spec.num_layers}) for {spec.name}")
+    if ep > 1:
+        if spec.moe is None:
+            raise SpecError("ep", ep, f"1: {spec.name} has no experts")
+        if spec.moe.num_experts % ep:
+            raise SpecError("ep", ep, f"a divisor of num_experts ({spec.moe.num_experts})")
+
+
+def _weight_shard(op: Op, w: Weight, tp: int) -> tuple[int, bool]:
+    """(elements one TP rank holds, whether they are replicated across TP ranks)."""
+    if w.shard == "replicated" or tp == 1:
+        return w.numel, w.shard == "replicated"
+    rest = w.numel // w.shape[0] if w.shape else 1
+    if w.shard == "vocab":
+        # Megatron pads the vocabulary to a multiple of tp (and of 128): the largest shard holds
+        # ceil(V / tp) rows.
+        return math.ceil(w.shape[0] / tp) * rest, False
+    if w.shard == "column":
+        if op.heads is not None and op.heads < tp:
+            # Fewer K/V heads than ranks: each rank keeps one whole head (replicated tp/heads times).
+            return w.numel // op.heads, True
+        return w.numel // tp, False
+    # row-parallel weight: the input features are split
+    return w.numel // tp, False
+
+
+def shard_params(spec: ModelSpec, tp: int = 1, pp: int = 1, ep: int = 1) -> ShardedParams:
+    validate_parallel(spec, tp, pp, ep)
+    graph = build_graph(spec)
+    layers = stage_layers(spec.num_layers, pp)
+
+    def ops_cost(ops: tuple[Op, ...] | list[Op]) -> tuple[int, int]:
+        held = repl = 0
+        for op in ops:
+            instances = op.instances // ep if op.expert_parallel else op.instances
+            for w in op.weights:
+                n, replicated = _weight_shard(op, w, tp)
+                held += instances * n
+                repl += instances * n if replicated else 0
+        return held, repl
+
+    per_stage, repl_stage = [], []
+    for s, idx in enumerate(layers):
+        held = repl = 0
+        for i in idx:
+            h, r = ops_cost(graph.layers[i].ops)
+            held, repl = held + h, repl + r
+        if s == 0:
+            h, r = ops_cost(graph.embedding)
+            held, repl = held + h, repl + r
+        if s == pp - 1:
+            h, r = ops_cost(graph.head)
+            held, repl = held + h, repl + r
+            if spec.tie_embeddings and pp > 1:
+                # The last stage keeps its own copy of the tied embedding for the output
+                # projection; the two copies' gradients are all-reduced (Megatron-LM).
+                h, r = ops_cost(graph.embedding[:1])
+                held, repl = held + h, repl + r
+        per_stage.append(held)
+        repl_stage.append(repl)
+    return ShardedParams(tp, pp, ep, layers, tuple(per_stage), tuple(repl_stage))

@@ -1,0 +1,239 @@
+"""Catalogs of models and accelerators: reviewed data files, every entry with its source.
+
+Lookup is case-insensitive and accepts aliases and Hugging Face repo ids; an unknown name gets
+"did you mean ...". Wherever a name is accepted, a path to a JSON file is accepted too: a Hugging
+Face `config.json` (or a folder holding one), or a file in the catalog's own entry format.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from llmsizer.errors import LlmsizerError, SpecError, UnknownNameError
+from llmsizer.specs.hardware import Accelerator
+from llmsizer.specs.model import ModelSpec
+
+
+class CatalogError(LlmsizerError):
+    """A catalog or user file that is malformed."""
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    display_name: str
+    family: str
+    aliases: tuple[str, ...]
+    hf_repo: str | None
+    source: str
+    config: dict[str, Any]
+    published_params: dict[str, Any] | None
+
+    def spec(self) -> ModelSpec:
+        return _model_spec(self.name)
+
+
+def _normalize(name: str) -> str:
+    return re.sub(r"[\s_]+", "-", name.strip().lower())
+
+
+def _read_data(filename: str) -> list[dict[str, Any]]:
+    text = resources.files("llmsizer.catalog").joinpath("data", filename).read_text("utf-8")
+    data = json.loads(text)
+    assert isinstance(data, list)
+    return data
+
+
+@cache
+def _models() -> dict[str, ModelEntry]:
+    out = {}
+    for raw in _read_data("models.json"):
+        entry = ModelEntry(
+            name=raw["name"],
+            display_name=raw.get("display_name", raw["name"]),
+            family=raw.get("family", ""),
+            aliases=tuple(raw.get("aliases", ())),
+            hf_repo=raw.get("hf_repo"),
+            source=raw["source"],
+            config=raw["config"],
+            published_params=raw.get("published_params"),
+        )
+        out[entry.name] = entry
+    return out
+
+
+@cache
+def _model_index() -> dict[str, str]:
+    index: dict[str, str] = {}
+    for entry in _models().values():
+        keys = [entry.name, entry.display_name, *entry.aliases]
+        if entry.hf_repo:
+            keys.append(entry.hf_repo)
+        for key in keys:
+            index[_normalize(key)] = entry.name
+    return index
+
+
+@cache
+def _model_spec(name: str) -> ModelSpec:
+    from llmsizer.specs.hf import spec_from_hf_config
+
+    entry = _models()[name]
+    spec = spec_from_hf_config(entry.config, name=entry.name)
+    return _with_source(spec, entry.source)
+
+
+def _with_source(spec: ModelSpec, source: str) -> ModelSpec:
+    from dataclasses import replace
+
+    return replace(spec, source=source)
+
+
+def list_models() -> list[ModelEntry]:
+    return list(_models().values())
+
+
+def model_entry(name: str) -> ModelEntry | None:
+    """The catalog entry a name or alias refers to, or None."""
+    key = _model_index().get(_normalize(name))
+    return _models()[key] if key else None
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.endswith(".json") or "/" in name and Path(name).exists() or Path(name).is_dir()
+
+
+def get_model(name_or_path: str | dict[str, Any] | ModelSpec) -> ModelSpec:
+    """A ModelSpec from a catalog name/alias/HF repo id, a config.json path or dict, or a spec."""
+    if isinstance(name_or_path, ModelSpec):
+        return name_or_path
+    if isinstance(name_or_path, dict):
+        return _model_from_dict(name_or_path, "dict")
+    entry = model_entry(name_or_path)
+    if entry is not None:
+        return entry.spec()
+    if _looks_like_path(name_or_path):
+        from llmsizer.specs.hf import load_config
+
+        data, origin = load_config(name_or_path)
+        return _model_from_dict(data, origin)
+    known = [e.name for e in _models().values()] + [a for e in _models().values() for a in e.aliases]
+    raise UnknownNameError("model", name_or_path, known, "llmsizer models")
+
+
+def _model_from_dict(data: dict[str, Any], origin: str) -> ModelSpec:
+    from llmsizer.specs.hf import spec_from_hf_config
+
+    if "config" in data and isinstance(data["config"], dict):  # a catalog-format entry
+        spec = spec_from_hf_config(data["config"], name=data.get("name") or origin)
+        return _with_source(spec, str(data.get("source", origin)))
+    name = data.get("name") or data.get("_name_or_path") or Path(origin).parent.name or origin
+    return _with_source(spec_from_hf_config(data, name=str(name)), origin)
+
+
+# ---------------------------------------------------------------------------------------------
+# Accelerators
+# ---------------------------------------------------------------------------------------------
+
+_MEMORY_UNITS = {"GB": 10**9, "GiB": 2**30, "TB": 10**12, "TiB": 2**40}
+
+
+def accelerator_from_dict(raw: dict[str, Any], origin: str = "catalog") -> Accelerator:
+    """Build an Accelerator from an entry of accelerators.json (or a user file in that format)."""
+    name = raw.get("name")
+    where = f"{origin}: accelerator {name!r}" if name else origin
+
+    def need(key: str) -> Any:
+        if raw.get(key) is None:
+            raise CatalogError(f"{where}: missing field {key!r}")
+        return raw[key]
+
+    memory = need("memory")
+    if isinstance(memory, dict):
+        unit = memory.get("unit")
+        if unit not in _MEMORY_UNITS:
+            raise SpecError(f"{name}.memory.unit", unit, "one of " + ", ".join(_MEMORY_UNITS))
+        memory_bytes = int(raw.get("memory_bytes") or memory["value"] * _MEMORY_UNITS[unit])
+        stated = f"{memory['value']} {unit}"
+    else:
+        raise CatalogError(f"{where}: field 'memory' must be {{\"value\": ..., \"unit\": \"GB\"}}")
+    peaks = {k: float(v) * 1e12 for k, v in (need("peak_tflops") or {}).items() if v is not None}
+    link = raw.get("intra_node_link") or {}
+    try:
+        return Accelerator(
+            name=str(need("name")),
+            display_name=str(raw.get("display_name", name)),
+            vendor=str(raw.get("vendor", "")),
+            peak_flops=peaks,
+            memory_bytes=memory_bytes,
+            memory_bandwidth_bytes_s=float(need("memory_bandwidth_gb_s")) * 1e9,
+            memory_stated=stated + (f" {raw['memory_type']}" if raw.get("memory_type") else ""),
+            intra_node_link_bytes_s=(float(link["bandwidth_gb_s"]) * 1e9
+                                     if link.get("bandwidth_gb_s") else None),
+            intra_node_link_name=str(link.get("name", "")),
+            sm_count=raw.get("sm_count"),
+            tensor_cores_per_sm=raw.get("tensor_cores_per_sm"),
+            fp16_flops_per_tensor_core_per_clock=raw.get(
+                "dense_fp16_flops_per_tensor_core_per_clock"),
+            boost_clock_mhz=raw.get("boost_clock_mhz"),
+            tdp_w=raw.get("tdp_w"),
+            aliases=tuple(raw.get("aliases", ())),
+            sources=dict(raw.get("sources", {})),
+            notes=str(raw.get("notes", "")),
+            extras={k: v for k, v in raw.items() if k in ("architecture", "form_factor",
+                                                           "memory_note", "pcie", "memory_type")},
+        )
+    except (TypeError, ValueError) as e:
+        if isinstance(e, LlmsizerError):
+            raise
+        raise CatalogError(f"{where}: {e}") from None
+
+
+@cache
+def _accelerators() -> dict[str, Accelerator]:
+    return {raw["name"]: accelerator_from_dict(raw) for raw in _read_data("accelerators.json")}
+
+
+@cache
+def _accelerator_index() -> dict[str, str]:
+    index: dict[str, str] = {}
+    for acc in _accelerators().values():
+        for key in (acc.name, acc.display_name, *acc.aliases):
+            index[_normalize(key)] = acc.name
+    return index
+
+
+def list_accelerators() -> list[Accelerator]:
+    return list(_accelerators().values())
+
+
+def get_accelerator(name_or_path: str | dict[str, Any] | Accelerator) -> Accelerator:
+    """An Accelerator from a catalog name/alias, or a path to a JSON file in the catalog format."""
+    if isinstance(name_or_path, Accelerator):
+        return name_or_path
+    if isinstance(name_or_path, dict):
+        return accelerator_from_dict(name_or_path, "dict")
+    key = _accelerator_index().get(_normalize(name_or_path))
+    if key:
+        return _accelerators()[key]
+    path = Path(name_or_path)
+    if name_or_path.endswith(".json") or path.is_file():
+        try:
+            data = json.loads(path.read_text("utf-8"))
+        except FileNotFoundError:
+            raise CatalogError(f"{path}: no such file") from None
+        except json.JSONDecodeError as e:
+            raise CatalogError(f"{path}: broken JSON at line {e.lineno} column {e.colno}: "
+                               f"{e.msg}") from None
+        if not isinstance(data, dict):
+            raise CatalogError(f"{path}: expected one accelerator as a JSON object")
+        return accelerator_from_dict(data, str(path))
+    known = [a.name for a in _accelerators().values()] + [
+        x for a in _accelerators().values() for x in a.aliases]
+    raise UnknownNameError("GPU", name_or_path, known, "llmsizer gpus")

@@ -1,0 +1,1 @@
+"""What the user describes: validated, frozen data. Specs know nothing of analyses."""
