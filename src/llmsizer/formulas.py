@@ -1,0 +1,96 @@
+"""Closed-form approximations from the literature, kept beside the exact counts for comparison.
+
+Each function returns a `Reference`: the value, the formula, and where it comes from. They are
+never used to compute llmsizer's own answers (those come from the op graph); they are printed next
+to them with their relative error, so a reader sees how far the rule of thumb is off and why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llmsizer.specs.model import ModelSpec
+
+SEED_000 = "seed 000 (大模型相关细节), per-module parameter table"
+SEED_001 = "seed 001 (一文探秘LLM应用开发(12)), parameter count section"
+SEED_003 = "seed 003 (Transformer 架构定量分析), sec. 2.10"
+KAPLAN = "Kaplan et al. 2020, Scaling Laws for Neural Language Models, eq. 2.1 / Table 1"
+
+
+@dataclass(frozen=True)
+class Reference:
+    name: str
+    formula: str
+    substituted: str
+    value: float
+    source: str
+    assumes: str  # what the formula takes for granted that a real model may not do
+
+    def relative_error(self, exact: float) -> float:
+        return (self.value - exact) / exact
+
+
+def params_12Lh2(spec: ModelSpec) -> Reference:
+    """Non-embedding parameters ≈ 12·L·h² (4h² attention + 8h² for a 4h-wide 2-matrix MLP)."""
+    L, h = spec.num_layers, spec.hidden_size
+    return Reference("12·L·h² (non-embedding)", "12·L·h²", f"12·{L}·{h}²", 12 * L * h * h,
+                     f"{KAPLAN}; {SEED_001}; {SEED_003}",
+                     "MHA, 2-matrix FFN of width 4h, no biases/norms/embeddings")
+
+
+def params_kaplan(spec: ModelSpec) -> Reference:
+    """N ≈ 2·h·L·(2·d_attn + d_ff), Kaplan et al. eq. 2.1 (non-embedding)."""
+    L, h, d_attn, f = spec.num_layers, spec.hidden_size, spec.q_dim, spec.ffn_size
+    return Reference("2·h·L·(2·d_attn + d_ff) (non-embedding)", "2·h·L·(2·d_attn + d_ff)",
+                     f"2·{h}·{L}·(2·{d_attn} + {f})", 2 * h * L * (2 * d_attn + f), KAPLAN,
+                     "MHA, 2-matrix FFN, no biases/norms/embeddings")
+
+
+def params_12Lh2_Vh(spec: ModelSpec) -> Reference:
+    """N = 12·L·h² + V·h: seed 003's count for BLOOM (one shared embedding, biases ignored)."""
+    L, h, V = spec.num_layers, spec.hidden_size, spec.vocab_size
+    return Reference("12·L·h² + V·h", "12·L·h² + V·h", f"12·{L}·{h}² + {V}·{h}",
+                     12 * L * h * h + V * h, SEED_003,
+                     "MHA, 4h 2-matrix FFN, tied embeddings, no biases/norms")
+
+
+def params_seed001(spec: ModelSpec) -> Reference:
+    """V·h + h² + h + L·(12h² + 13h): seed 001's decoder-only count (biases and 2 LayerNorms per
+    layer, an h×h output layer with bias)."""
+    L, h, V = spec.num_layers, spec.hidden_size, spec.vocab_size
+    return Reference("L·(12h² + 13h) + h² + h + V·h", "L·(12·h² + 13·h) + h² + h + V·h",
+                     f"{L}·(12·{h}² + 13·{h}) + {h}² + {h} + {V}·{h}",
+                     L * (12 * h * h + 13 * h) + h * h + h + V * h, SEED_001,
+                     "MHA with biases, 4h 2-matrix FFN with biases, 2 LayerNorms per layer")
+
+
+def params_seed001_approx(spec: ModelSpec) -> Reference:
+    """(12·L + 1)·h² + V·h: seed 001's simplification (used for its LLaMA table)."""
+    L, h, V = spec.num_layers, spec.hidden_size, spec.vocab_size
+    return Reference("(12·L + 1)·h² + V·h", "(12·L + 1)·h² + V·h", f"(12·{L} + 1)·{h}² + {V}·{h}",
+                     (12 * L + 1) * h * h + V * h, SEED_001,
+                     "as 12·L·h², plus an h×h output layer and one V×h embedding")
+
+
+def params_seed000(spec: ModelSpec) -> Reference:
+    """L·(4h² + 4h + 2·h·f + f + h + 4h) + V·h + S·h: seed 000's per-module table (QKV and dense
+    weights and biases, two FFN matrices with biases, two LayerNorms, learned positions)."""
+    L, h, V, f = spec.num_layers, spec.hidden_size, spec.vocab_size, spec.ffn_size
+    S = spec.learned_position_rows or spec.max_seq_len
+    per_layer = 4 * h * h + 4 * h + 2 * h * f + f + h + 4 * h
+    return Reference("L·(4h² + 2·h·f + f + 9h) + V·h + S·h", "L·(4·h² + 2·h·f + f + 9·h) + V·h + S·h",
+                     f"{L}·(4·{h}² + 2·{h}·{f} + {f} + 9·{h}) + {V}·{h} + {S}·{h}",
+                     L * per_layer + V * h + S * h, SEED_000,
+                     "MHA with biases, 2-matrix FFN of width f with biases, learned positions")
+
+
+def param_references(spec: ModelSpec) -> list[tuple[Reference, str]]:
+    """The references and which exact count each approximates ("total" or "non_embedding")."""
+    return [
+        (params_12Lh2(spec), "non_embedding"),
+        (params_kaplan(spec), "non_embedding"),
+        (params_12Lh2_Vh(spec), "total"),
+        (params_seed001_approx(spec), "total"),
+        (params_seed001(spec), "total"),
+        (params_seed000(spec), "total"),
+    ]

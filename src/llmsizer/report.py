@@ -1,0 +1,208 @@
+"""Text and JSON views of results. Front-ends only: no analysis happens here."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from llmsizer.analysis.params import ParamCounts, ShardedParams
+from llmsizer.formulas import param_references
+from llmsizer.specs.hardware import Accelerator
+from llmsizer.specs.model import ModelSpec
+from llmsizer.units import format_bytes, format_count
+
+
+def table(rows: Sequence[Sequence[Any]], header: Sequence[str], align: str = "") -> str:
+    """A plain text table; `align` gives 'l' or 'r' per column (default: first l, rest r)."""
+    cells = [[str(c) for c in header]] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    align = align or "l" + "r" * (len(header) - 1)
+
+    def fmt(row: list[str]) -> str:
+        return "  ".join(c.ljust(w) if a == "l" else c.rjust(w)
+                         for c, w, a in zip(row, widths, align)).rstrip()
+
+    lines = [fmt(cells[0]), "  ".join("-" * w for w in widths)]
+    lines += [fmt(r) for r in cells[1:]]
+    return "\n".join(lines)
+
+
+def describe_model(spec: ModelSpec) -> str:
+    ffn = "gated (SwiGLU/GeGLU)" if spec.ffn_kind == "gated" else f"2-matrix ({spec.activation})"
+    parts = [
+        f"{spec.num_layers} layers", f"hidden {spec.hidden_size}",
+        f"{spec.num_heads} heads ({spec.attention_kind}"
+        + (f", {spec.kv_heads} KV heads" if spec.attention_kind == "GQA" else "")
+        + f", head_dim {spec.head_size})",
+        f"FFN {ffn} {spec.ffn_size}", f"vocab {spec.vocab_size}",
+        "tied embeddings" if spec.tie_embeddings else "untied embeddings",
+        f"{spec.position} positions", spec.norm,
+    ]
+    if spec.moe:
+        m = spec.moe
+        moe = f"MoE {m.num_experts} experts top-{m.top_k} (expert FFN {m.expert_ffn_size}"
+        if m.shared_experts:
+            moe += f", {m.shared_experts} shared of {m.shared_expert_ffn_size}"
+        moe += f") in {len(m.moe_layers)} of {spec.num_layers} layers"
+        parts.append(moe)
+    if spec.parallel_block:
+        parts.append("parallel attention+FFN")
+    return ", ".join(parts)
+
+
+def params_json(spec: ModelSpec, counts: ParamCounts, shards: ShardedParams | None,
+                explain: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "model": spec.name,
+        "total": counts.total,
+        "active": counts.active,
+        "embedding": counts.embedding,
+        "non_embedding": counts.non_embedding,
+        "tied_embeddings": counts.tied_embeddings,
+        "breakdown": counts.breakdown,
+        "groups": counts.groups,
+        "approximations": [
+            {"name": ref.name, "formula": ref.formula, "substituted": ref.substituted,
+             "value": ref.value, "compared_to": target,
+             "relative_error": ref.relative_error(getattr(counts, target)),
+             "source": ref.source, "assumes": ref.assumes}
+            for ref, target in param_references(spec)
+        ],
+        "source": spec.source,
+    }
+    if shards is not None:
+        out["sharding"] = {
+            "tp": shards.tp, "pp": shards.pp, "ep": shards.ep,
+            "per_device_by_stage": list(shards.per_stage),
+            "layers_by_stage": [len(s) for s in shards.stage_layers],
+            "max_per_device": shards.max_per_device,
+        }
+    if explain:
+        out["explain"] = counts.explanation.to_json()
+    return out
+
+
+def params_text(spec: ModelSpec, counts: ParamCounts, shards: ShardedParams | None) -> str:
+    lines = [f"{spec.name}: {describe_model(spec)}"]
+    if spec.source:
+        lines.append(f"source: {spec.source}")
+    lines.append("")
+    summary = [
+        ("total", counts.total),
+        ("active per token", counts.active),
+        ("embedding", counts.embedding),
+        ("non-embedding", counts.non_embedding),
+    ]
+    lines.append(table([(k, f"{v:,}", format_count(v)) for k, v in summary],
+                       ["parameters", "exact", ""]))
+    lines.append("")
+    rows = [(k, f"{v:,}", f"{100 * v / counts.total:.2f}%") for k, v in counts.breakdown.items()]
+    lines.append(table(rows, ["component (all layers)", "parameters", "share"]))
+    if counts.tied_embeddings:
+        lines.append("lm_head shares embedding.tokens.weight (tied): counted once")
+    lines.append("")
+    refs = []
+    for ref, target in param_references(spec):
+        exact = getattr(counts, target)
+        refs.append((ref.formula, f"{int(ref.value):,}", target.replace("_", "-"),
+                     f"{100 * ref.relative_error(exact):+.2f}%"))
+    lines.append(table(refs, ["closed-form approximation", "value", "vs exact", "error"],
+                       "lrlr"))
+    lines.append("sources: `--explain` or `--json` name each formula's source and assumptions")
+    if shards is not None:
+        lines.append("")
+        lines.append(f"per device with tp={shards.tp} pp={shards.pp} ep={shards.ep} "
+                     "(Megatron-LM sharding):")
+        rows = [(s, len(layers), f"{n:,}", format_count(n),
+                 format_bytes(2 * n))
+                for s, (layers, n) in enumerate(zip(shards.stage_layers, shards.per_stage))]
+        lines.append(table(rows, ["stage", "layers", "params/device", "", "bf16 weights"]))
+    return "\n".join(lines)
+
+
+def params_explain(spec: ModelSpec, counts: ParamCounts) -> str:
+    from llmsizer.explain import render
+
+    lines = [render(counts.explanation), "", "closed-form approximations:"]
+    for ref, target in param_references(spec):
+        exact = getattr(counts, target)
+        lines.append(f"  {ref.name} = {ref.substituted} = {int(ref.value):,} params; "
+                     f"{100 * ref.relative_error(exact):+.2f}% vs exact {target.replace('_', '-')} "
+                     f"{exact:,}\n    [{ref.source}] assumes: {ref.assumes}")
+    return "\n".join(lines)
+
+
+def accelerator_json(acc: Accelerator) -> dict[str, Any]:
+    return {
+        "name": acc.name,
+        "display_name": acc.display_name,
+        "vendor": acc.vendor,
+        "aliases": list(acc.aliases),
+        "peak_tflops_dense": {k: v / 1e12 for k, v in acc.peak_flops.items()},
+        "memory_bytes": acc.memory_bytes,
+        "memory_stated": acc.memory_stated,
+        "memory_bandwidth_bytes_s": acc.memory_bandwidth_bytes_s,
+        "intra_node_link": acc.intra_node_link_name,
+        "intra_node_link_bytes_s": acc.intra_node_link_bytes_s,
+        "sm_count": acc.sm_count,
+        "tensor_cores_per_sm": acc.tensor_cores_per_sm,
+        "fp16_flops_per_tensor_core_per_clock": acc.fp16_flops_per_tensor_core_per_clock,
+        "boost_clock_mhz": acc.boost_clock_mhz,
+        "tdp_w": acc.tdp_w,
+        "ridge_point_flops_per_byte": acc.ridge_point_flops_per_byte,
+        "sources": acc.sources,
+        "notes": acc.notes,
+        **acc.extras,
+    }
+
+
+def accelerator_explain(acc: Accelerator) -> str:
+    lines = [f"{acc.display_name} ({acc.name})"]
+    derived = acc.derived_peak_flops
+    key = "bf16" if "bf16" in acc.peak_flops else "fp16"
+    if derived is not None:
+        lines.append(
+            f"  peak dense {key} tensor FLOP/s = SMs · tensor cores/SM · FLOPs/(tensor core·clock)"
+            f" · clock\n    = {acc.sm_count} · {acc.tensor_cores_per_sm} · "
+            f"{acc.fp16_flops_per_tensor_core_per_clock} · {acc.boost_clock_mhz:g} MHz"
+            f"\n    = {derived / 1e12:.1f} TFLOP/s (datasheet: {acc.peak_flops[key] / 1e12:g})"
+            f"   [{_sources(acc, 'sm_count', 'clock')}]")
+        per_clock = acc.fp16_flops_per_tensor_core_per_clock or 0
+        if per_clock == 512:
+            lines.append("    (512 = 2·(8·4·8): one 8×4×8 matrix multiply-add per clock per tensor "
+                         "core, seed 003 sec. 1.3)")
+    else:
+        lines.append("  (SM count, tensor cores per SM or clock not public: the peak is the "
+                     "datasheet's)")
+    for dtype, v in acc.peak_flops.items():
+        unit = "TOP/s  " if dtype.startswith("int") else "TFLOP/s"
+        lines.append(f"  peak {dtype:5s} {v / 1e12:10.1f} {unit} dense   "
+                     f"[{acc.sources.get('peak_tflops', '')}]")
+    lines.append(f"  memory {format_bytes(acc.memory_bytes)} (datasheet: {acc.memory_stated})"
+                 f"   [{acc.sources.get('memory', '')}]")
+    lines.append(f"  memory bandwidth {acc.memory_bandwidth_bytes_s / 1e9:,.0f} GB/s"
+                 f"   [{acc.sources.get('bandwidth', '')}]")
+    lines.append(f"  ridge point = peak {key} / bandwidth = {acc.peak_flops[key] / 1e12:g}e12 / "
+                 f"{acc.memory_bandwidth_bytes_s / 1e9:g}e9 = "
+                 f"{acc.ridge_point_flops_per_byte:.0f} FLOP/byte (seed 001: roofline)")
+    if acc.intra_node_link_bytes_s:
+        lines.append(f"  intra-node link {acc.intra_node_link_name}: "
+                     f"{acc.intra_node_link_bytes_s / 1e9:,.0f} GB/s"
+                     f"   [{acc.sources.get('link', '')}]")
+    if acc.notes:
+        lines.append(f"  notes: {acc.notes}")
+    return "\n".join(lines)
+
+
+def _sources(acc: Accelerator, *keys: str) -> str:
+    seen: list[str] = []
+    for k in keys:
+        s = acc.sources.get(k, "")
+        if s and s not in seen:
+            seen.append(s)
+    return "; ".join(seen)
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, indent=2, ensure_ascii=False)

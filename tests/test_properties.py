@@ -1,0 +1,94 @@
+"""Invariants that hold for every architecture (Hypothesis)."""
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from llmsizer import ModelSpec, MoESpec, count_params
+from llmsizer.analysis.params import shard_params
+
+
+@st.composite
+def specs(draw):
+    tp_unit = draw(st.sampled_from([1, 2, 4, 8]))
+    kv = draw(st.sampled_from([1, 2, 4, 8]))
+    heads = kv * draw(st.sampled_from([1, 2, 4]))
+    head_dim = draw(st.sampled_from([8, 16, 32]))
+    hidden = heads * head_dim * draw(st.sampled_from([1, 2]))
+    layers = draw(st.integers(1, 12))
+    ffn = tp_unit * 8 * draw(st.integers(1, 16))
+    moe = None
+    if draw(st.booleans()):
+        experts = draw(st.sampled_from([2, 4, 8]))
+        moe = MoESpec(
+            num_experts=experts,
+            top_k=draw(st.integers(1, experts)),
+            expert_ffn_size=8 * draw(st.integers(1, 8)),
+            moe_layers=tuple(i for i in range(layers) if draw(st.booleans())),
+            shared_experts=draw(st.integers(0, 2)),
+            shared_expert_ffn_size=64,
+        )
+    return ModelSpec(
+        name="random", num_layers=layers, hidden_size=hidden, num_heads=heads, num_kv_heads=kv,
+        head_dim=head_dim, vocab_size=draw(st.integers(8, 1000)), ffn_size=ffn,
+        ffn_kind=draw(st.sampled_from(["mlp", "gated"])),
+        tie_embeddings=draw(st.booleans()),
+        norm=draw(st.sampled_from(["layernorm", "rmsnorm"])), norm_bias=draw(st.booleans()),
+        qkv_bias=draw(st.booleans()), out_bias=draw(st.booleans()), mlp_bias=draw(st.booleans()),
+        moe=moe,
+    )
+
+
+@given(specs())
+@settings(max_examples=150, deadline=None)
+def test_breakdown_groups_and_layers_add_up(spec):
+    c = count_params(spec)
+    assert sum(c.breakdown.values()) == c.total
+    assert sum(c.groups.values()) == c.total
+    assert c.embedding + c.non_embedding == c.total
+    assert c.explanation.value == c.total
+    assert 0 < c.active <= c.total
+    assert (c.active == c.total) == (spec.moe is None or not spec.moe.moe_layers
+                                     or spec.moe.top_k == spec.moe.num_experts)
+
+
+@given(specs(), st.sampled_from([1, 2, 4, 8]))
+@settings(max_examples=150, deadline=None)
+def test_tensor_shards_add_up_to_the_total_plus_replicas(spec, tp):
+    if spec.num_heads % tp or (spec.kv_heads % tp and tp % spec.kv_heads):
+        return
+    if spec.ffn_size % tp or (spec.moe and (spec.moe.expert_ffn_size % tp
+                                            or spec.moe.shared_expert_ffn_size % tp)):
+        return
+    if spec.vocab_size % tp:
+        return
+    if spec.kv_heads < tp:  # K/V heads replicated: covered by a hand-worked test
+        return
+    total = count_params(spec).total
+    shards = shard_params(spec, tp=tp)
+    per_rank, replicated = shards.per_stage[0], shards.replicated_per_stage[0]
+    # Every rank holds 1/tp of what is split plus all of what is replicated (norms, row-parallel
+    # biases, the router).
+    assert tp * (per_rank - replicated) + replicated == total
+
+
+@given(specs(), st.integers(1, 12))
+@settings(max_examples=150, deadline=None)
+def test_pipeline_stages_add_up_to_the_total(spec, pp):
+    if pp > spec.num_layers:
+        return
+    total = count_params(spec).total
+    shards = shard_params(spec, pp=pp)
+    tied_copy = spec.vocab_size * spec.hidden_size if (spec.tie_embeddings and pp > 1) else 0
+    assert sum(shards.per_stage) == total + tied_copy
+    assert sum(len(s) for s in shards.stage_layers) == spec.num_layers
+
+
+@given(specs(), st.sampled_from([1, 2, 4, 8]), st.sampled_from([1, 2, 4]))
+@settings(max_examples=100, deadline=None)
+def test_more_sharding_never_holds_more_per_device(spec, tp, pp):
+    try:
+        a = shard_params(spec, tp=tp, pp=pp).max_per_device
+        b = shard_params(spec, tp=tp * 2, pp=pp).max_per_device
+    except ValueError:
+        return
+    assert b <= a
