@@ -7,6 +7,7 @@ exit code 2; never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Sequence
 
@@ -160,10 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LlmsizerError as e:
         print(f"llmsizer: error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    try:
+    with contextlib.suppress(BrokenPipeError):  # `llmsizer models | head`
         print(out)
-    except BrokenPipeError:  # `llmsizer models | head`
-        pass
     return 0
 
 

@@ -21,7 +21,7 @@ def table(rows: Sequence[Sequence[Any]], header: Sequence[str], align: str = "")
 
     def fmt(row: list[str]) -> str:
         return "  ".join(c.ljust(w) if a == "l" else c.rjust(w)
-                         for c, w, a in zip(row, widths, align)).rstrip()
+                         for c, w, a in zip(row, widths, align, strict=True)).rstrip()
 
     lines = [fmt(cells[0]), "  ".join("-" * w for w in widths)]
     lines += [fmt(r) for r in cells[1:]]
@@ -116,7 +116,7 @@ def params_text(spec: ModelSpec, counts: ParamCounts, shards: ShardedParams | No
                      "(Megatron-LM sharding):")
         rows = [(s, len(layers), f"{n:,}", format_count(n),
                  format_bytes(2 * n))
-                for s, (layers, n) in enumerate(zip(shards.stage_layers, shards.per_stage))]
+                for s, (layers, n) in enumerate(zip(shards.stage_layers, shards.per_stage, strict=True))]
         lines.append(table(rows, ["stage", "layers", "params/device", "", "bf16 weights"]))
     return "\n".join(lines)
 

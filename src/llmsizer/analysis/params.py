@@ -81,26 +81,23 @@ def _symbols(spec: ModelSpec) -> dict[str, int]:
     return syms
 
 
-def _weight_formula(op: Op, w: Weight) -> str:
+def _weight_terms(op: Op, w: Weight) -> list[str]:
+    """The symbols whose product is the weight's size: ["h", "f"] for an h→f projection."""
     if w.name == "bias":
-        return op.out_sym
-    if op.kind == "embedding":
-        return f"{op.in_sym}·{op.out_sym}"
+        return [op.out_sym]
     if op.kind == "norm":
-        return "h"
-    return f"{op.in_sym}·{op.out_sym}"
+        return ["h"]
+    return [op.in_sym, op.out_sym]
 
 
 def _op_quantity(op: Op, syms: dict[str, int]) -> Quantity:
-    terms = []
+    formulas, values = [], []
     for w in op.weights:
-        formula = _weight_formula(op, w)
-        terms.append((f"{op.name}.{w.name}", formula, w.numel))
-    per = sum(n for *_, n in terms)
-    formula = " + ".join(f for _, f, _ in terms)
-    substituted = " + ".join(
-        "·".join(f"{syms.get(part, part):,}" if isinstance(syms.get(part), int) else part
-                 for part in f.split("·")) for _, f, _ in terms)
+        terms = _weight_terms(op, w)
+        formulas.append("·".join(terms))
+        values.append("·".join(f"{syms[t]:,}" if t in syms else t for t in terms))
+    per = sum(w.numel for w in op.weights)
+    formula, substituted = " + ".join(formulas), " + ".join(values)
     if op.instances > 1:
         mult = "E" if op.expert_parallel else f"{op.instances}"
         formula = f"{mult}·({formula})"

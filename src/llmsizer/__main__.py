@@ -1,0 +1,3 @@
+from llmsizer.cli import main
+
+raise SystemExit(main())

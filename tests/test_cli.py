@@ -1,0 +1,146 @@
+"""The command line: contract keys of --json, and one-line errors with exit code 2."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from llmsizer.cli import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_params_json_has_the_contract_keys(capsys):
+    code, out, _ = run(capsys, "params", "llama-2-7b", "--json")
+    data = json.loads(out)
+    assert code == 0
+    assert data["total"] == 6_738_415_616
+    assert data["active"] == data["total"]
+    assert isinstance(data["breakdown"], dict)
+    assert sum(data["breakdown"].values()) == data["total"]
+    assert all(isinstance(v, int) for v in data["breakdown"].values())
+
+
+def test_params_json_moe_active_is_smaller(capsys):
+    _, out, _ = run(capsys, "params", "mixtral-8x7b", "--json")
+    data = json.loads(out)
+    assert data["active"] < data["total"]
+
+
+def test_params_text_shows_the_exact_count_and_approximations(capsys):
+    code, out, _ = run(capsys, "params", "llama-2-7b")
+    assert code == 0
+    assert "6,738,415,616" in out
+    assert "12·L·h²" in out
+
+
+def test_params_explain_substitutes_values_and_names_sources(capsys):
+    _, out, _ = run(capsys, "params", "llama-2-7b", "--explain")
+    assert "L·per_layer = 32·" in out
+    assert "h·a·d = 4,096·4,096" in out
+    assert "Kaplan" in out
+
+
+def test_params_explain_json_carries_the_tree(capsys):
+    _, out, _ = run(capsys, "params", "gpt2", "--json", "--explain")
+    tree = json.loads(out)["explain"]
+    assert tree["value"] == 124_439_808
+    assert sum(c["value"] for c in tree["children"]) == tree["value"]
+
+
+def test_params_sharding_json(capsys):
+    _, out, _ = run(capsys, "params", "llama-2-70b", "--tp", "8", "--pp", "4", "--json")
+    sharding = json.loads(out)["sharding"]
+    assert sharding["layers_by_stage"] == [20, 20, 20, 20]
+    assert len(sharding["per_device_by_stage"]) == 4
+
+
+def test_params_accepts_a_config_json(tmp_path, capsys):
+    cfg = {"model_type": "gpt2", "n_embd": 64, "n_layer": 2, "n_head": 4, "vocab_size": 100,
+           "n_positions": 32}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    code, out, _ = run(capsys, "params", str(path), "--json")
+    assert code == 0
+    h = 64
+    per_layer = 12 * h * h + 13 * h  # seed 001: 12h² + 13h for biased MHA + 4h FFN + 2 LN
+    assert json.loads(out)["total"] == 2 * per_layer + 100 * h + 32 * h + 2 * h
+
+
+def test_models_and_gpus_json_list_the_catalogs(capsys):
+    _, out, _ = run(capsys, "models", "--json")
+    models = json.loads(out)
+    assert any(m["name"] == "llama-2-7b" and m["params_total"] == 6_738_415_616 for m in models)
+    _, out, _ = run(capsys, "gpus", "--json")
+    gpus = json.loads(out)
+    a800 = next(g for g in gpus if g["name"].startswith("a800"))
+    assert a800["peak_tflops_dense"]["bf16"] == 312
+    assert a800["sources"]
+
+
+def test_gpus_explain_reproduces_the_a800_derivation(capsys):
+    _, out, _ = run(capsys, "gpus", "a800", "--explain")
+    assert "108 · 4 · 512 · 1410 MHz" in out
+    assert "311.9 TFLOP/s" in out
+
+
+@pytest.mark.parametrize("argv,field", [
+    (["params", "llama-2-7"], "did you mean"),
+    (["params", "llama-2-7b", "--tp", "3"], "tp=3"),
+    (["params", "llama-2-7b", "--tp", "0"], "tp=0"),
+    (["params", "llama-2-7b", "--tp", "-2"], "tp=-2"),
+    (["params", "llama-2-7b", "--pp", "40"], "pp=40"),
+    (["params", "llama-2-7b", "--ep", "2"], "ep=2"),
+    (["params", "llama-2-70b", "--tp", "128"], "tp=128"),
+    (["params", "/nonexistent/config.json"], "no such file"),
+    (["gpus", "h1000"], "did you mean"),
+    (["params"], "model"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_bad_input_is_one_line_with_exit_code_2(capsys, argv, field):
+    with pytest.raises(SystemExit) as e:
+        code = main(argv)
+        raise SystemExit(code)
+    assert e.value.code == 2
+    _, err = capsys.readouterr()
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("llmsizer: error:")
+    assert field in lines[0]
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("content,expect", [
+    ('{"model_type": "llama", "hidden_size": 4096,,}', "broken JSON at line 1"),
+    ('{"model_type": "t5"}', "model_type='t5'"),
+    ('{"model_type": "llama", "hidden_size": 100, "num_attention_heads": 3, '
+     '"num_hidden_layers": 2, "vocab_size": 10, "intermediate_size": 64}', "num_heads=3"),
+    ('{"model_type": "llama", "hidden_size": 64, "num_attention_heads": 8, '
+     '"num_key_value_heads": 3, "num_hidden_layers": 2, "vocab_size": 10, '
+     '"intermediate_size": 64}', "num_kv_heads=3"),
+    ('{"model_type": "llama", "hidden_size": -64, "num_attention_heads": 8, '
+     '"num_hidden_layers": 2, "vocab_size": 10, "intermediate_size": 64}', "hidden_size=-64"),
+    ('{"model_type": "mixtral", "hidden_size": 64, "num_attention_heads": 8, '
+     '"num_hidden_layers": 2, "vocab_size": 10, "intermediate_size": 64, '
+     '"num_local_experts": 2, "num_experts_per_tok": 4}', "moe.top_k=4"),
+    ('[1, 2]', "expected a JSON object"),
+])
+def test_broken_config_files_are_one_line_errors(tmp_path, capsys, content, expect):
+    path = tmp_path / "config.json"
+    path.write_text(content)
+    code, _, err = run(capsys, "params", str(path))
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1
+    assert expect in err
+
+
+def test_console_script_runs_as_a_process():
+    proc = subprocess.run([sys.executable, "-m", "llmsizer", "params", "gpt2", "--json"],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["total"] == 124_439_808
