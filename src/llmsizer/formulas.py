@@ -94,3 +94,56 @@ def param_references(spec: ModelSpec) -> list[tuple[Reference, str]]:
         (params_seed001(spec), "total"),
         (params_seed000(spec), "total"),
     ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Training FLOPs
+# ---------------------------------------------------------------------------------------------
+
+NARAYANAN = ("Narayanan et al. 2021, Efficient Large-Scale Language Model Training on GPU "
+             "Clusters Using Megatron-LM, eq. (3); seed 004 (AscendSpeed throughput_calculator)")
+PALM = "Chowdhery et al. 2022, PaLM, Appendix B"
+KAPLAN_FLOPS = "Kaplan et al. 2020, sec. 2.1 (C ≈ 6·N per token); seeds 001 and 003"
+
+
+def flops_6NT(n_params: int, tokens: float) -> Reference:
+    """Training FLOPs ≈ 6·N·T: 2 per parameter per token forward, 4 backward."""
+    return Reference("6·N·T", "6·N·T", f"6·{n_params:,}·{tokens:g}", 6 * n_params * tokens,
+                     KAPLAN_FLOPS, "attention's s² term and the lm_head's role ignored")
+
+
+def flops_8NT(n_params: int, tokens: float) -> Reference:
+    """With full recomputation, one more forward: 8·N·T (seed 004's cheat sheet)."""
+    return Reference("8·N·T", "8·N·T", f"8·{n_params:,}·{tokens:g}", 8 * n_params * tokens,
+                     "seed 004 (AICC cheat sheet, training time); seed 003",
+                     "full activation recomputation; attention ignored")
+
+
+def flops_megatron(spec: ModelSpec, batch: int, seq: int, recompute: bool) -> Reference:
+    """24·c·B·s·L·h²·(1 + s/(6h) + V/(16·L·h)), c = 4 with activation recomputation, else 3."""
+    L, h, V = spec.num_layers, spec.hidden_size, spec.vocab_size
+    c = 4 if recompute else 3
+    value = 24 * c * batch * seq * L * h * h * (1 + seq / (6 * h) + V / (16 * L * h))
+    return Reference(
+        f"Megatron (c={c})", "24·c·B·s·L·h²·(1 + s/(6h) + V/(16·L·h))",
+        f"24·{c}·{batch}·{seq}·{L}·{h}²·(1 + {seq}/(6·{h}) + {V}/(16·{L}·{h}))", value,
+        NARAYANAN, "MHA, 4h 2-matrix FFN, dense attention, untied output layer")
+
+
+def flops_seed001(spec: ModelSpec, batch: int, seq: int) -> Reference:
+    """L·(24·b·s·h² + 4·b·s²·h) + 4·b·s·h·V: seed 001's per-iteration formula. Its terms are those
+    of one forward pass (24bsh² = 2·12h² per token), so it is compared with the forward."""
+    L, h, V, b, s = spec.num_layers, spec.hidden_size, spec.vocab_size, batch, seq
+    value = L * (24 * b * s * h * h + 4 * b * s * s * h) + 4 * b * s * h * V
+    return Reference("L·(24bsh² + 4bs²h) + 4bshV", "L·(24·b·s·h² + 4·b·s²·h) + 4·b·s·h·V",
+                     f"{L}·(24·{b}·{s}·{h}² + 4·{b}·{s}²·{h}) + 4·{b}·{s}·{h}·{V}", value,
+                     "seed 001 (训练计算量)", "MHA, 4h FFN, dense attention; forward only")
+
+
+def flops_palm(spec: ModelSpec, n_params: int, tokens: float, seq: int) -> Reference:
+    """(6·N + 12·L·H·Q·T) per token: PaLM's model FLOPs with (non-causal) attention."""
+    L, a, d = spec.num_layers, spec.num_heads, spec.head_size
+    per_token = 6 * n_params + 12 * L * a * d * seq
+    return Reference("6·N + 12·L·H·Q·T per token", "(6·N + 12·L·H·Q·T)·tokens",
+                     f"(6·{n_params:,} + 12·{L}·{a}·{d}·{seq})·{tokens:g}", per_token * tokens,
+                     PALM, "dense (unmasked) attention; N includes embeddings")

@@ -145,7 +145,9 @@ def _layer_ops(spec: ModelSpec, index: int) -> tuple[Op, ...]:
                 "h>g·d", heads=spec.kv_heads),
         _linear("v_proj", "attention.v_proj", h, spec.kv_dim, spec.qkv_bias, "column",
                 "h>g·d", heads=spec.kv_heads),
-        Op("attention", "attention", "attention.core", heads=spec.num_heads),
+        # The attention core (Q·Kᵀ, softmax, ·V): no weights; in/out_features = head_dim.
+        Op("attention", "attention", "attention.core", in_features=spec.head_size,
+           out_features=spec.head_size, heads=spec.num_heads),
         _linear("o_proj", "attention.o_proj", spec.q_dim, h, spec.out_bias, "row", "a·d>h"),
     ]
     moe = spec.moe
