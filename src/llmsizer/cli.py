@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("--json", action="store_true", help="print one JSON object")
     pa.add_argument("--explain", action="store_true",
                     help="print every number as its formula with values and source")
+    from llmsizer import cli_train
+
+    cli_train.add_parser(sub, _positive_int)
     return p
 
 
@@ -147,7 +150,13 @@ def cmd_params(args: argparse.Namespace) -> str:
     return text
 
 
-COMMANDS = {"models": cmd_models, "gpus": cmd_gpus, "params": cmd_params}
+def cmd_train(args: argparse.Namespace) -> str:
+    from llmsizer import cli_train
+
+    return cli_train.run(args)
+
+
+COMMANDS = {"models": cmd_models, "gpus": cmd_gpus, "params": cmd_params, "train": cmd_train}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,130 @@
+"""Activation memory: the tensors a layer keeps for its backward pass, per implementation.
+
+A convention is a list of saved tensors, each sized from the model's shapes, so GQA, gated FFNs,
+head_dim ≠ h/a and MoE flow in from the spec. Conventions:
+
+- "megatron": Megatron-LM GPT-style layers with dropout (Korthikanti et al. 2022, "Reducing
+  Activation Recomputation in Large Transformer Models", sec. 4, eq. 1–6): for MHA, a 4h FFN and
+  2-byte activations this is exactly s·b·h·(34 + 5·a·s/h) per layer, and with tensor/sequence
+  parallelism and selective recomputation their eqs. (2)–(6). With a flash-attention kernel the
+  a·s² terms are replaced by the kernel's fp32 log-sum-exp, as selective recomputation does.
+- "hf-eager", "hf-sdpa": Hugging Face transformers Llama-style layers (RMSNorm, SwiGLU, no
+  dropout), as measured with torch.autograd.graph.saved_tensors_hooks (tests/test_verify_activations.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llmsizer.errors import SpecError
+from llmsizer.specs.model import ModelSpec
+
+CONVENTIONS = ("megatron", "hf-eager", "hf-sdpa")
+
+
+@dataclass(frozen=True)
+class Saved:
+    """One kept tensor: its bytes for the whole (b, s) micro-batch on one device."""
+
+    name: str
+    bytes: float
+    formula: str
+
+
+@dataclass(frozen=True)
+class LayerActivations:
+    saved: tuple[Saved, ...]
+
+    @property
+    def bytes(self) -> float:
+        return sum(s.bytes for s in self.saved)
+
+
+def layer_activations(spec: ModelSpec, batch: int, seq: int, *, convention: str = "megatron",
+                      act_bytes: float = 2, tp: int = 1, sequence_parallel: bool = False,
+                      recompute: str = "none", moe_layer: bool = False,
+                      flash: bool = False) -> LayerActivations:
+    """Bytes one layer keeps for backward for one micro-batch of `batch` sequences of `seq`
+    tokens (already divided by context parallelism), on one device of a TP group."""
+    if convention not in CONVENTIONS:
+        raise SpecError("activations", convention, "one of " + ", ".join(CONVENTIONS))
+    b, s, h, e, t = batch, seq, spec.hidden_size, act_bytes, tp
+    sbh = s * b * h
+    # Tensors outside the TP-split region are whole on each rank unless sequence parallelism
+    # splits them along the sequence (Korthikanti sec. 4.2.2).
+    rep = t if sequence_parallel else 1
+
+    if recompute == "full":
+        # Only the layer's input is kept; everything else is rebuilt before backward.
+        return LayerActivations((Saved("layer input", e * sbh / rep, "e·s·b·h" + _div(rep)),))
+
+    q, kv, a = spec.q_dim, spec.kv_dim, spec.num_heads
+    f = spec.ffn_size
+    width_sym = "f"
+    if moe_layer and spec.moe is not None:
+        # Each token passes through top_k experts: their intermediates add up to top_k·f_e wide.
+        f = spec.moe.top_k * spec.moe.expert_ffn_size + (
+            spec.moe.shared_experts * spec.moe.shared_expert_ffn_size)
+        width_sym = "k·f_e"
+    saved: list[Saved] = []
+
+    if convention == "megatron":
+        dropout = True
+        saved += [
+            Saved("attention LayerNorm input", e * sbh / rep, "e·s·b·h" + _div(rep)),
+            Saved("QKV projection input", e * sbh / rep, "e·s·b·h" + _div(rep)),
+            Saved("Q and K", e * s * b * (q + kv) / t, "e·s·b·(q + kv)" + _div(t)),
+        ]
+        if flash:
+            # A flash kernel keeps no s² tensor: its output (counted below as the output
+            # projection's input) and the fp32 log-sum-exp of each row (Dao et al. 2022).
+            saved.append(Saved("softmax log-sum-exp (fp32)", 4 * a * s * b / t, "4·a·s·b" + _div(t)))
+        elif recompute != "selective":
+            saved += [
+                Saved("softmax output", e * a * s * s * b / t, "e·a·s²·b" + _div(t)),
+                Saved("attention dropout mask", a * s * s * b / t if dropout else 0,
+                      "a·s²·b" + _div(t)),
+                Saved("attention dropout output", e * a * s * s * b / t, "e·a·s²·b" + _div(t)),
+            ]
+        saved += [
+            Saved("V", e * s * b * kv / t, "e·s·b·kv" + _div(t)),
+            Saved("output projection input", e * s * b * q / t, "e·s·b·q" + _div(t)),
+            Saved("attention residual dropout mask", sbh / rep, "s·b·h" + _div(rep)),
+            Saved("MLP LayerNorm input", e * sbh / rep, "e·s·b·h" + _div(rep)),
+            Saved("MLP input", e * sbh / rep, "e·s·b·h" + _div(rep)),
+        ]
+        if spec.ffn_kind == "gated":
+            saved += [
+                Saved("gate projection output", e * s * b * f / t, f"e·s·b·{width_sym}" + _div(t)),
+                Saved("up projection output", e * s * b * f / t, f"e·s·b·{width_sym}" + _div(t)),
+            ]
+        else:
+            saved.append(Saved("activation input", e * s * b * f / t,
+                               f"e·s·b·{width_sym}" + _div(t)))
+        saved += [
+            Saved("down projection input", e * s * b * f / t, f"e·s·b·{width_sym}" + _div(t)),
+            Saved("MLP residual dropout mask", sbh / rep, "s·b·h" + _div(rep)),
+        ]
+        return LayerActivations(tuple(saved))
+
+    raise SpecError("activations", convention, "megatron (the Hugging Face conventions are "
+                    "not modelled yet)")
+
+
+def _div(n: int) -> str:
+    return f"/{n}" if n > 1 else ""
+
+
+def korthikanti_per_layer(spec: ModelSpec, batch: int, seq: int, tp: int = 1,
+                          sequence_parallel: bool = False, recompute: str = "none") -> float:
+    """The closed forms of Korthikanti et al. 2022, eqs. (1)-(6), in bytes per layer (reference
+    only; assumes MHA, a 4h FFN, 2-byte activations and dropout)."""
+    s, b, h, a, t = seq, batch, spec.hidden_size, spec.num_heads, tp
+    if recompute == "full":
+        return 2 * s * b * h / (t if sequence_parallel else 1)
+    attn = 0 if recompute == "selective" else 5 * a * s / h
+    if sequence_parallel:
+        return s * b * h / t * (34 + attn)
+    if t > 1:
+        return s * b * h * (10 + 24 / t + attn / t)
+    return s * b * h * (34 + attn)

@@ -1,0 +1,64 @@
+"""How much of an accelerator's peak real kernels reach: named, sourced, overridable factors.
+
+Matrix products: a per-device ceiling (seed 003 sec. 1.3: an A800 reaches at most about 80 % of
+its 312 TFLOP/s) times tile and wave quantization (a GEMM is cut into tm×tn output tiles; the SMs
+run them in waves, and a last partial wave or a padded edge tile wastes the rest; NVIDIA's "Matrix
+Multiplication Background User's Guide"). Memory streams reach a fraction of peak bandwidth. These
+are the calibration knobs of issue 5; until then the defaults below are stated assumptions.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from llmsizer.errors import SpecError
+from llmsizer.specs.hardware import Accelerator
+
+
+@dataclass(frozen=True)
+class Efficiency:
+    matmul_ceiling: float = 0.80  # seed 003: "A800 reaches at most ~80% of 312 TFLOPS"
+    memory_ceiling: float = 0.85  # STREAM-like copy kernels on HBM reach 80-90 % of peak
+    comm_efficiency: float = 0.80  # NCCL bus bandwidth over link peak (nccl-tests on NVLink)
+    tile_m: int = 128
+    tile_n: int = 128
+    collective_latency_s: float = 10e-6  # per ring step
+    source: str = "defaults (uncalibrated): see llmsizer.analysis.efficiency"
+
+    def __post_init__(self) -> None:
+        for name in ("matmul_ceiling", "memory_ceiling", "comm_efficiency"):
+            v = getattr(self, name)
+            if not 0 < v <= 1:
+                raise SpecError(name, v, "a fraction in (0, 1]")
+
+    def describe(self) -> dict[str, str]:
+        return {
+            "matmul_ceiling": f"{self.matmul_ceiling:.0%} of peak at best (seed 003: ~80% on A800)",
+            "memory_ceiling": f"{self.memory_ceiling:.0%} of peak memory bandwidth",
+            "comm_efficiency": f"{self.comm_efficiency:.0%} of link bandwidth as bus bandwidth",
+            "tiles": f"{self.tile_m}x{self.tile_n} output tiles, waves over the SMs",
+        }
+
+
+def matmul_efficiency(m: int, n: int, eff: Efficiency, acc: Accelerator, batch: int = 1) -> float:
+    """Fraction of peak an (m×k)·(k×n) product reaches: ceiling × padding × wave quantization."""
+    tm, tn = eff.tile_m, eff.tile_n
+    tiles_m, tiles_n = math.ceil(m / tm), math.ceil(n / tn)
+    padding = (m * n) / (tiles_m * tm * tiles_n * tn)
+    tiles = tiles_m * tiles_n * batch
+    sms = acc.sm_count or 0
+    if sms:
+        waves = math.ceil(tiles / sms)
+        wave = tiles / (waves * sms)
+    else:
+        wave = 1.0
+    return eff.matmul_ceiling * padding * wave
+
+
+def op_time(flops: float, bytes_moved: float, peak_flops: float, bandwidth: float,
+            matmul_eff: float, eff: Efficiency) -> float:
+    """Roofline time of one op: the slower of its compute and its memory traffic."""
+    compute = flops / (peak_flops * matmul_eff) if flops else 0.0
+    memory = bytes_moved / (bandwidth * eff.memory_ceiling) if bytes_moved else 0.0
+    return max(compute, memory)

@@ -1,0 +1,229 @@
+"""Text, JSON and --explain views of a training analysis."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llmsizer.analysis.params import count_params
+from llmsizer.analysis.training import TrainingResult
+from llmsizer.formulas import flops_6NT, flops_8NT, flops_megatron, flops_palm, flops_seed001
+from llmsizer.report import table
+from llmsizer.units import format_bytes, format_count, format_flops, format_seconds
+
+
+def achieved(result: TrainingResult, *, gpu_hours: float | None = None,
+             step_time_s: float | None = None, tokens_per_s: float | None = None,
+             tokens: float | None = None) -> dict[str, Any] | None:
+    """The inverse question: from a measurement, the MFU/HFU that was achieved."""
+    par, peak = result.par, result.peak_flops
+    per_token_model = result.step_flops.model_flops / result.tokens_per_step
+    per_token_hw = result.step_flops.hardware_flops / result.tokens_per_step
+    n = count_params(result.spec).active
+    if gpu_hours is not None:
+        if tokens is None:
+            return None
+        gpu_seconds = gpu_hours * 3600
+        rate = tokens / gpu_seconds  # tokens per GPU-second
+        given = f"{gpu_hours:g} GPU-hours for {tokens:g} tokens"
+    elif step_time_s is not None:
+        rate = result.tokens_per_step / (step_time_s * par.world_size)
+        given = f"step time {step_time_s:g} s on {par.world_size} GPUs"
+    elif tokens_per_s is not None:
+        rate = tokens_per_s / par.world_size
+        given = f"{tokens_per_s:g} tokens/s on {par.world_size} GPUs"
+    else:
+        return None
+    return {
+        "given": given,
+        "tokens_per_s_per_device": rate,
+        "mfu": rate * per_token_model / peak,
+        "hfu": rate * per_token_hw / peak,
+        "mfu_6N": rate * 6 * n / peak,
+        "model_flops_per_token": per_token_model,
+        "six_n_per_token": 6 * n,
+        "peak_flops": peak,
+        "formula": "MFU = tokens/s/device · FLOPs/token / peak",
+    }
+
+
+def training_json(r: TrainingResult, tokens: float | None, price: float | None,
+                  inverse: dict[str, Any] | None, explain: bool) -> dict[str, Any]:
+    peak = r.memory.peak
+    t = r.time
+    out: dict[str, Any] = {
+        "model": r.spec.name,
+        "gpu": r.memory and r.assumptions.get("gpu", ""),
+        "parallelism": {
+            "gpus": r.par.world_size, "dp": r.par.dp, "tp": r.par.tp, "pp": r.par.pp,
+            "cp": r.par.cp, "ep": r.par.ep, "zero": r.par.zero,
+            "sequence_parallel": r.par.sequence_parallel, "recompute": r.par.recompute,
+            "offload": sorted(r.par.offload), "micro_batch": r.par.micro_batch,
+            "grad_accum": r.par.grad_accum, "global_batch": r.par.global_batch,
+            "schedule": r.par.schedule, "virtual_stages": r.par.virtual_stages,
+        },
+        "seq": r.seq,
+        "memory_per_device": {
+            "weights": peak.weights, "gradients": peak.gradients, "optimizer": peak.optimizer,
+            "activations": peak.activations, "other": peak.other, "total": peak.total,
+            "other_parts": peak.other_parts, "stage": peak.stage,
+            "in_flight_microbatches": peak.in_flight_microbatches,
+        },
+        "memory_per_stage": [s.total for s in r.memory.stages],
+        "host_bytes_per_device": peak.host_bytes,
+        "nvme_bytes_per_device": peak.nvme_bytes,
+        "capacity_bytes": r.capacity_bytes,
+        "fits": r.fits,
+        "shortfall_bytes": r.shortfall_bytes,
+        "flops_per_step": r.step_flops.model_flops,
+        "hardware_flops_per_step": r.step_flops.hardware_flops,
+        "forward_flops_per_step": r.step_flops.forward,
+        "step_time_s": t.total_s,
+        "step_time_breakdown_s": {
+            "compute": t.compute_s, "pipeline_bubble": t.bubble_s, "tp_comm": t.tp_comm_s,
+            "ep_comm": t.ep_comm_s, "cp_comm": t.cp_comm_s, "pp_comm": t.pp_comm_s,
+            "dp_comm_exposed": t.dp_comm_exposed_s, "optimizer": t.optimizer_s,
+        },
+        "tokens_per_step": r.tokens_per_step,
+        "tokens_per_s": r.tokens_per_s,
+        "tokens_per_s_per_device": r.tokens_per_s / r.par.world_size,
+        "samples_per_s_per_device": r.par.global_batch / t.total_s / r.par.world_size,
+        "tflops_per_s_per_device": r.step_flops.model_flops / t.total_s / r.par.world_size / 1e12,
+        "mfu": r.mfu,
+        "hfu": r.hfu,
+        "assumptions": r.assumptions,
+        "references": [
+            {"name": ref.name, "value": ref.value, "relative_error":
+             ref.relative_error(target), "compared_to": what, "source": ref.source}
+            for ref, target, what in _references(r)
+        ],
+    }
+    if tokens is not None:
+        seconds = tokens / r.tokens_per_s
+        out["tokens"] = tokens
+        out["time_to_train_s"] = seconds
+        out["gpu_hours"] = seconds * r.par.world_size / 3600
+        if price is not None:
+            out["cost"] = out["gpu_hours"] * price
+    else:
+        out["time_to_train_s"] = None
+    if inverse is not None:
+        out["achieved"] = inverse
+    if explain:
+        out["explain"] = explain_lines(r)
+    return out
+
+
+def _references(r: TrainingResult) -> list[tuple[Any, float, str]]:
+    n = count_params(r.spec).active
+    tokens = r.tokens_per_step
+    b = r.par.global_batch
+    fwd = r.step_flops.forward
+    return [
+        (flops_6NT(n, tokens), r.step_flops.model_flops, "model FLOPs"),
+        (flops_8NT(n, tokens), 4 * fwd, "4× forward (full recompute)"),
+        (flops_palm(r.spec, n, tokens, r.seq), r.step_flops.model_flops, "model FLOPs"),
+        (flops_megatron(r.spec, b, r.seq, recompute=r.par.recompute == "full"),
+         r.step_flops.hardware_flops, "hardware FLOPs"),
+        (flops_seed001(r.spec, b, r.seq), fwd, "forward FLOPs"),
+    ]
+
+
+def training_text(r: TrainingResult, data: dict[str, Any]) -> str:
+    p = r.par
+    peak = r.memory.peak
+    lines = [
+        f"{r.spec.name} on {p.world_size}× {data['gpu_name']}: dp={p.dp} tp={p.tp} pp={p.pp} "
+        f"cp={p.cp} ep={p.ep}, ZeRO-{p.zero}"
+        + (f", offload {'+'.join(sorted(p.offload))} to {p.offload_device}" if p.offload else "")
+        + f", recompute {p.recompute}" + (", sequence parallel" if p.sequence_parallel else "")
+        + f", {p.schedule}" + (f":{p.virtual_stages}" if p.virtual_stages > 1 else ""),
+        f"seq {r.seq}, micro-batch {p.micro_batch}, {p.grad_accum} micro-batches per step, "
+        f"global batch {p.global_batch} sequences = {r.tokens_per_step:,} tokens",
+        "",
+        f"memory per device (most loaded: pipeline stage {peak.stage}, "
+        f"{peak.in_flight_microbatches:g} micro-batches in flight)",
+    ]
+    rows = [("weights", peak.weights), ("gradients", peak.gradients),
+            ("optimizer (+fp32 master)", peak.optimizer), ("activations", peak.activations)]
+    rows += [(f"other: {k}", v) for k, v in peak.other_parts.items()]
+    rows.append(("total", peak.total))
+    lines.append(table([(k, format_bytes(v)) for k, v in rows], ["", "bytes"]))
+    if peak.host_bytes or peak.nvme_bytes:
+        lines.append(f"offloaded per device: host {format_bytes(peak.host_bytes)}, "
+                     f"NVMe {format_bytes(peak.nvme_bytes)}")
+    cap = format_bytes(r.capacity_bytes)
+    if r.fits:
+        lines.append(f"fits: {format_bytes(peak.total)} of {cap}")
+    else:
+        lines.append(f"DOES NOT FIT: needs {format_bytes(peak.total)} of {cap}, "
+                     f"{format_bytes(r.shortfall_bytes)} over")
+        for s in data.get("suggestions", []):
+            lines.append(f"  would fit: {s}")
+    t = r.time
+    lines += ["", f"step time {format_seconds(t.total_s)}"]
+    parts = [("compute (fwd+bwd+recompute)", t.compute_s), ("pipeline bubble", t.bubble_s),
+             ("tensor-parallel comm", t.tp_comm_s), ("expert all-to-all", t.ep_comm_s),
+             ("context-parallel comm (exposed)", t.cp_comm_s), ("pipeline p2p", t.pp_comm_s),
+             ("data-parallel comm (exposed)", t.dp_comm_exposed_s), ("optimizer step", t.optimizer_s)]
+    lines.append(table([(k, format_seconds(v), f"{100 * v / t.total_s:.1f}%")
+                        for k, v in parts if v > 0], ["", "time", "share"]))
+    lines += [
+        "",
+        f"throughput {r.tokens_per_s:,.0f} tokens/s ({r.tokens_per_s / p.world_size:,.0f} "
+        f"tokens/s/device, {data['samples_per_s_per_device']:.3g} samples/s/device)",
+        f"model FLOPs/step {format_flops(r.step_flops.model_flops)} "
+        f"(hardware {format_flops(r.step_flops.hardware_flops)}); "
+        f"{data['tflops_per_s_per_device']:.1f} TFLOP/s/device; MFU {100 * r.mfu:.1f}%, "
+        f"HFU {100 * r.hfu:.1f}% of {r.peak_flops / 1e12:g} TFLOP/s",
+    ]
+    if data.get("time_to_train_s"):
+        line = (f"time to train {data['tokens']:.3g} tokens: "
+                f"{format_seconds(data['time_to_train_s'])}, {data['gpu_hours']:,.0f} GPU-hours")
+        if "cost" in data:
+            line += f", cost {data['cost']:,.0f}"
+        lines.append(line)
+    if "achieved" in data:
+        a = data["achieved"]
+        lines += ["", f"achieved, from {a['given']}:",
+                  f"  {a['tokens_per_s_per_device']:,.0f} tokens/s/device · FLOPs/token / peak",
+                  f"  MFU with 6·N per token ({format_count(a['six_n_per_token'])}): "
+                  f"{100 * a['mfu_6N']:.1f}%",
+                  f"  MFU with attention-inclusive model FLOPs "
+                  f"({format_count(a['model_flops_per_token'])}/token): {100 * a['mfu']:.1f}%",
+                  f"  HFU (with recomputation): {100 * a['hfu']:.1f}%"]
+    lines += ["", "closed-form references:"]
+    for ref in data["references"]:
+        lines.append(f"  {ref['name']:28s} {format_flops(ref['value']):>14s}  "
+                     f"{100 * ref['relative_error']:+6.1f}% vs {ref['compared_to']}")
+    lines += ["", "assumptions: " + "; ".join(f"{k}: {v}" for k, v in r.assumptions.items()
+                                             if k != "gpu")]
+    return "\n".join(lines)
+
+
+def explain_lines(r: TrainingResult) -> list[str]:
+    """Formulas with values substituted for the headline numbers."""
+    p, peak, t = r.par, r.memory.peak, r.time
+    from llmsizer.specs.precision import RECIPES  # noqa: F401  (documentation link)
+
+    lines = [
+        f"params on the most loaded device Ψ = {peak.params:,} (after tp={p.tp}, pp={p.pp}, "
+        f"ep={p.ep}; llmsizer params --tp --pp --ep)",
+        f"weights = Ψ·bytes{'/N_d' if p.zero >= 3 else ''} = {format_bytes(peak.weights)}"
+        "   [ZeRO paper sec. 5: stage 3 shards parameters]",
+        f"gradients = Ψ·bytes{'/N_d' if p.zero >= 2 else ''} = {format_bytes(peak.gradients)}"
+        "   [ZeRO: stage 2 shards gradients]",
+        f"optimizer = Ψ·K{'/N_d' if p.zero >= 1 else ''} = {format_bytes(peak.optimizer)}"
+        f" with N_d = dp·cp = {p.data_shard_group}   [ZeRO: K = 12 for mixed-precision Adam]",
+        f"activations = Σ layers per-layer bytes × {peak.in_flight_microbatches:g} micro-batches "
+        f"in flight = {format_bytes(peak.activations)}   [Korthikanti et al. 2022; "
+        f"schedule {p.schedule}]",
+        f"step time = (m + (pp−1)/V)·t_mb + comm + optimizer = ({p.grad_accum} + "
+        f"{p.pp - 1}/{p.virtual_stages})·{format_seconds(t.compute_s / p.grad_accum)} + … = "
+        f"{format_seconds(t.total_s)}   [Narayanan et al. 2021, sec. 2.2]",
+        f"MFU = model FLOPs/step / (step time · GPUs · peak) = {r.step_flops.model_flops:.4g} / "
+        f"({t.total_s:.4g} · {p.world_size} · {r.peak_flops:.4g}) = {100 * r.mfu:.2f}%"
+        "   [PaLM, Appendix B]",
+        f"tokens/s = global batch · seq / step time = {p.global_batch} · {r.seq} / "
+        f"{t.total_s:.4g} = {r.tokens_per_s:,.0f}",
+    ]
+    return lines
