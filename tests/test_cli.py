@@ -144,3 +144,62 @@ def test_console_script_runs_as_a_process():
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["total"] == 124_439_808
+
+
+def test_train_json_has_the_contract_keys(capsys):
+    code, out, _ = run(capsys, "train", "llama-2-7b", "--gpu", "a100", "--gpus", "8", "--zero", "1",
+                       "--global-batch", "64", "--tokens", "1T", "--json")
+    assert code == 0
+    data = json.loads(out)
+    mem = data["memory_per_device"]
+    for key in ("weights", "gradients", "optimizer", "activations", "other", "total"):
+        assert isinstance(mem[key], (int, float))
+    assert mem["total"] == pytest.approx(sum(mem[k] for k in ("weights", "gradients", "optimizer",
+                                                              "activations", "other")))
+    for key in ("fits", "flops_per_step", "step_time_s", "tokens_per_s", "mfu", "time_to_train_s"):
+        assert key in data
+    assert data["time_to_train_s"] == pytest.approx(1e12 / data["tokens_per_s"])
+    assert data["parallelism"]["grad_accum"] == 8
+
+
+def test_train_answers_the_llama3_question(capsys):
+    code, out, _ = run(capsys, "train", "llama-3-70b", "--gpu", "h100", "--seq", "8192",
+                       "--tokens", "15T", "--gpu-hours", "6.4M", "--tp", "8", "--json")
+    achieved = json.loads(out)["achieved"]
+    assert achieved["mfu_6N"] == pytest.approx(0.279, abs=0.001)
+
+
+def test_train_that_does_not_fit_says_by_how_much_and_what_would(capsys):
+    code, out, _ = run(capsys, "train", "llama-2-70b", "--gpu", "a100", "--gpus", "8")
+    assert code == 0
+    assert "DOES NOT FIT" in out and "over" in out
+    assert "would fit: --zero 3" in out
+
+
+def test_train_explain_shows_formulas(capsys):
+    _, out, _ = run(capsys, "train", "llama-2-7b", "--gpu", "a100", "--gpus", "8", "--zero", "1",
+                    "--explain")
+    assert "MFU = model FLOPs/step / (step time · GPUs · peak)" in out
+    assert "ZeRO" in out
+
+
+@pytest.mark.parametrize("argv,expect", [
+    (["--gpus", "6", "--tp", "4"], "gpus=6"),
+    (["--gpus", "6", "--tp", "3"], "tp=3"),
+    (["--gpus", "1", "--zero", "1"], "zero=1"),
+    (["--gpus", "8", "--global-batch", "12"], "global-batch=12"),
+    (["--gpus", "8", "--schedule", "interleaved:1", "--pp", "2"], "schedule="),
+    (["--gpus", "8", "--recompute", "half"], "recompute='half'"),
+    (["--gpus", "8", "--precision", "fp12"], "precision='fp12'"),
+    (["--gpus", "8", "--optimizer", "lion"], "optimizer='lion'"),
+    (["--gpus", "8", "--tokens", "lots"], "tokens='lots'"),
+    (["--gpus", "8", "--offload", "optimizer"], "offload='optimizer'"),
+    (["--gpus", "8", "--sequence-parallel"], "sequence_parallel"),
+    (["--gpus", "8", "--ep", "2"], "ep=2"),
+    (["--gpus", "8", "--gpu-hours", "5"], "gpu-hours"),
+])
+def test_train_bad_settings_are_one_line_errors(capsys, argv, expect):
+    code, _, err = run(capsys, "train", "llama-2-7b", "--gpu", "a100", *argv)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1
+    assert expect in err

@@ -150,7 +150,7 @@ def suggestions(spec: Any, par: Any, precision: Any, opt: Any, seq: int, capacit
         tries.append((f"--micro-batch {par.micro_batch // 2}",
                       {"micro_batch": par.micro_batch // 2, "grad_accum": par.grad_accum * 2}))
     if par.dp > 1:
-        tries.append((f"--zero 3 --recompute full", {"zero": 3, "recompute": "full"}))
+        tries.append(("--zero 3 --recompute full", {"zero": 3, "recompute": "full"}))
         tries.append(("--zero 3 --offload optimizer --recompute full",
                       {"zero": 3, "offload": frozenset({"optimizer"}), "recompute": "full"}))
         tries.append(("--zero 3 --offload optimizer,params --recompute full",

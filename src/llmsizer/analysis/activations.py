@@ -107,8 +107,75 @@ def layer_activations(spec: ModelSpec, batch: int, seq: int, *, convention: str 
         ]
         return LayerActivations(tuple(saved))
 
-    raise SpecError("activations", convention, "megatron (the Hugging Face conventions are "
-                    "not modelled yet)")
+    if spec.ffn_kind != "gated" or spec.norm != "rmsnorm":
+        raise SpecError("activations", convention, "megatron for this model: the Hugging Face "
+                        "conventions describe Llama-style layers (RMSNorm, gated FFN)")
+    # Hugging Face transformers Llama-style layer (RMSNorm, gated MLP, no dropout), as measured
+    # with saved_tensors_hooks on transformers 5.x / torch 2.x (tests/test_verify_activations.py).
+    for which in ("attention", "MLP"):
+        saved += [
+            Saved(f"{which} RMSNorm fp32 input copy", 4 * sbh / rep, "4·s·b·h" + _div(rep)),
+            Saved(f"{which} RMSNorm fp32 rsqrt", 4 * s * b / rep, "4·s·b" + _div(rep)),
+            Saved(f"{which} RMSNorm normalised output", e * sbh / rep, "e·s·b·h" + _div(rep)),
+        ]
+    saved.append(Saved("Q/K/V projection input", e * sbh / rep, "e·s·b·h" + _div(rep)))
+    if convention == "hf-eager":
+        # repeat_kv materialises K and V at query size; softmax runs in fp32 and, in 16-bit
+        # models, its cast-back probabilities are kept by the P·V product too.
+        saved += [Saved("Q, K and V (K/V repeated to query heads)", 3 * e * s * b * q / t,
+                        "3·e·s·b·q" + _div(t))]
+        if recompute != "selective":
+            saved.append(Saved("softmax output (fp32)", 4 * a * s * s * b / t, "4·a·s²·b" + _div(t)))
+            if e != 4:
+                saved.append(Saved("attention probabilities (model dtype)", e * a * s * s * b / t,
+                                   "e·a·s²·b" + _div(t)))
+    else:  # hf-sdpa: flash-style kernel, K/V kept at their own (GQA) size, fp32 log-sum-exp
+        saved += [
+            Saved("Q", e * s * b * q / t, "e·s·b·q" + _div(t)),
+            Saved("K and V", 2 * e * s * b * kv / t, "2·e·s·b·kv" + _div(t)),
+            Saved("log-sum-exp (fp32)", 4 * a * s * b / t, "4·a·s·b" + _div(t)),
+        ]
+    saved += [
+        Saved("output projection input", e * s * b * q / t, "e·s·b·q" + _div(t)),
+        Saved("gate/up projection input", e * sbh / rep, "e·s·b·h" + _div(rep)),
+        Saved("activation input (gate output)", e * s * b * f / t, f"e·s·b·{width_sym}" + _div(t)),
+        Saved("activation output", e * s * b * f / t, f"e·s·b·{width_sym}" + _div(t)),
+        Saved("up projection output", e * s * b * f / t, f"e·s·b·{width_sym}" + _div(t)),
+        Saved("down projection input", e * s * b * f / t, f"e·s·b·{width_sym}" + _div(t)),
+    ]
+    return LayerActivations(tuple(saved))
+
+
+def output_activations(spec: ModelSpec, batch: int, seq: int, *, convention: str = "megatron",
+                       act_bytes: float = 2, tp: int = 1, sequence_parallel: bool = False,
+                       recompute: str = "none") -> LayerActivations:
+    """What is kept outside the layers for backward: the embedding side and the output head with
+    the loss, per micro-batch on one device of the last (and first) pipeline stage."""
+    b, s, h, e, t, V = batch, seq, spec.hidden_size, act_bytes, tp, spec.vocab_size
+    rep = t if sequence_parallel else 1
+    v_local = -(-V // t)
+    if convention == "megatron":
+        # Korthikanti et al. 2022 sec. 4.3: final LayerNorm input and the output projection's
+        # input (2·s·b·h each) and the fp32 logits of the cross-entropy (4·s·b·V/t).
+        return LayerActivations((
+            Saved("final norm input", e * s * b * h / rep, "e·s·b·h" + _div(rep)),
+            Saved("output projection input", e * s * b * h / rep, "e·s·b·h" + _div(rep)),
+            Saved("fp32 logits for the loss", 4 * s * b * v_local, "4·s·b·V" + _div(t)),
+        ))
+    # Hugging Face: token ids, rotary cos/sin (shared by all layers), the final RMSNorm, the
+    # lm_head input, the fp32 log-softmax of the loss, the shifted labels and a scalar.
+    labels = 8 * b * s if b > 1 else 8 * (s + 1)  # b = 1: the shifted slice keeps its padding
+    rope = 0 if recompute == "full" else 2 * s * spec.head_size * e
+    return LayerActivations((
+        Saved("input ids (int64)", 8 * b * s, "8·s·b"),
+        Saved("rotary cos and sin", rope, "2·s·d·e"),
+        Saved("final RMSNorm (fp32 copy, rsqrt, output)", 4 * s * b * h + 4 * s * b + e * s * b * h,
+              "4·s·b·h + 4·s·b + e·s·b·h"),
+        Saved("lm_head input", e * s * b * h, "e·s·b·h"),
+        Saved("log-softmax of the logits (fp32)", 4 * s * b * v_local, "4·s·b·V" + _div(t)),
+        Saved("shifted labels (int64)", labels, "8·s·b"),
+        Saved("loss normaliser", 4, "4"),
+    ))
 
 
 def _div(n: int) -> str:

@@ -9,10 +9,9 @@ expert parameters shard over the expert-data-parallel group dp·cp/ep.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
-from llmsizer.analysis.activations import layer_activations
+from llmsizer.analysis.activations import layer_activations, output_activations
 from llmsizer.analysis.params import shard_params, validate_parallel
 from llmsizer.graph import build_graph
 from llmsizer.specs.model import ModelSpec
@@ -120,7 +119,7 @@ def training_memory(spec: ModelSpec, par: Parallelism, precision: TrainingPrecis
         n_d, n_e = par.data_shard_group, par.expert_shard_group
 
         def shard(nbytes_per_param: float, sharded: bool, dense: int = dense,
-                  expert: int = expert) -> float:
+                  expert: int = expert, n_d: int = n_d, n_e: int = n_e) -> float:
             if not sharded:
                 return nbytes_per_param * (dense + expert)
             return nbytes_per_param * (dense / n_d + expert / n_e)
@@ -152,7 +151,9 @@ def training_memory(spec: ModelSpec, par: Parallelism, precision: TrainingPrecis
         flight = in_flight_microbatches(par, s)
         act = sum(per_layer) * flight
         if s == par.pp - 1:
-            act += _output_activations(spec, b, s_local, par, act_b, activations)
+            act += output_activations(spec, b, s_local, convention=activations, act_bytes=act_b,
+                                      tp=par.tp, sequence_parallel=par.sequence_parallel,
+                                      recompute=par.recompute).bytes
 
         other: dict[str, float] = {"framework overhead": framework_overhead}
         if par.recompute == "full" and layers[s]:
@@ -185,12 +186,3 @@ def training_memory(spec: ModelSpec, par: Parallelism, precision: TrainingPrecis
 def _layer_params(spec: ModelSpec, index: int, par: Parallelism) -> float:
     layer = build_graph(spec).layers[index]
     return sum(op.params for op in layer.ops) / par.tp
-
-
-def _output_activations(spec: ModelSpec, b: int, s: int, par: Parallelism, act_b: float,
-                        convention: str) -> float:
-    """Final norm input, lm_head input and the fp32 logits the loss keeps (Korthikanti et al.
-    2022 sec. 4.3: 4·s·b·h/t + 4·s·b·V/t with sequence parallelism)."""
-    rep = par.tp if par.sequence_parallel else 1
-    h, V = spec.hidden_size, spec.vocab_size
-    return 2 * act_b * s * b * h / rep + 4 * s * b * math.ceil(V / par.tp)

@@ -1,0 +1,146 @@
+"""Training memory against published figures and the closed forms they come from."""
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from llmsizer import ModelSpec, count_params
+from llmsizer.analysis.activations import korthikanti_per_layer, layer_activations
+from llmsizer.analysis.memory import in_flight_microbatches, training_memory
+from llmsizer.catalog import get_model
+from llmsizer.errors import SpecError
+from llmsizer.specs.parallel import Parallelism
+from llmsizer.specs.precision import optimizer, training_precision
+
+MIXED, ADAM = training_precision("mixed"), optimizer("adam")
+
+# GPT-style: MHA, 4h 2-matrix FFN, LayerNorm: the shape Korthikanti et al. derive for.
+GPT = ModelSpec("gpt", num_layers=4, hidden_size=1024, num_heads=16, vocab_size=50000,
+                ffn_size=4096, ffn_kind="mlp", norm="layernorm", norm_bias=True,
+                position="learned", max_seq_len=2048)
+
+
+def model_states(spec, **par):
+    m = training_memory(spec, Parallelism(**par), MIXED, ADAM, 2048, framework_overhead=0)
+    p = m.peak
+    return p.weights + p.gradients + p.optimizer
+
+
+def test_zero_paper_figure_1_per_device_bytes():
+    # ZeRO (Rajbhandari et al. 2020) Figure 1: Ψ = 7.5B, N_d = 64, K = 12:
+    # baseline 120 GB, P_os 31.4 GB, P_os+g 16.6 GB, P_os+g+p 1.9 GB.
+    spec = get_model("llama-2-7b")
+    psi = count_params(spec).total
+    expected = {0: 16 * psi, 1: 4 * psi + 12 * psi / 64, 2: 2 * psi + 14 * psi / 64,
+                3: 16 * psi / 64}
+    for zero, value in expected.items():
+        assert model_states(spec, dp=64, zero=zero) == pytest.approx(value)
+    scale = 7.5e9 / psi  # the paper's figures, in decimal GB, for Ψ = 7.5B
+    assert model_states(spec, dp=64, zero=0) * scale / 1e9 == pytest.approx(120, abs=0.05)
+    assert model_states(spec, dp=64, zero=1) * scale / 1e9 == pytest.approx(31.4, abs=0.05)
+    assert model_states(spec, dp=64, zero=2) * scale / 1e9 == pytest.approx(16.6, abs=0.05)
+    assert model_states(spec, dp=64, zero=3) * scale / 1e9 == pytest.approx(1.9, abs=0.05)
+
+
+def test_fp32_gradient_recipe_is_20_bytes_per_parameter():
+    # Seed 003 sec. 2.15: "about 20 bytes" per parameter with fp16 and fp32 copies.
+    r = training_precision("mixed-fp32-grads")
+    assert r.weight_bytes + r.gradient_bytes + r.master_bytes + ADAM.state_bytes(r) == 20
+    assert MIXED.weight_bytes + MIXED.gradient_bytes + MIXED.master_bytes + \
+        ADAM.state_bytes(MIXED) == 16
+
+
+@pytest.mark.parametrize("tp,sp,recompute", [(1, False, "none"), (4, False, "none"),
+                                              (4, True, "none"), (4, True, "selective"),
+                                              (8, True, "full"), (1, False, "full")])
+def test_megatron_convention_reproduces_korthikanti(tp, sp, recompute):
+    # Korthikanti et al. 2022: s·b·h·(34 + 5·a·s/h) without parallelism; (10 + 24/t + 5as/ht)
+    # with TP; /t·(34 + 5as/h) with TP+SP; selective drops 5as/h; full keeps 2·s·b·h.
+    ours = layer_activations(GPT, 2, 2048, convention="megatron", tp=tp, sequence_parallel=sp,
+                             recompute=recompute).bytes
+    assert ours == pytest.approx(korthikanti_per_layer(GPT, 2, 2048, tp, sp, recompute))
+
+
+def test_korthikanti_written_out_for_gpt3():
+    # GPT-3 175B, s = 2048, b = 1: 34·s·b·h + 5·a·s²·b per layer (seed 004: ~275 GB for b = 1
+    # over 96 layers, "175B权重约为350GB ... 当b=1时,激活占用275GB").
+    spec = get_model("gpt-3-175b")
+    s, b, h, a = 2048, 1, 12288, 96
+    per_layer = 34 * s * b * h + 5 * a * s * s * b
+    assert layer_activations(spec, b, s, convention="megatron").bytes == per_layer
+    assert 96 * per_layer / 1e9 == pytest.approx(275, rel=0.01)
+
+
+def test_flash_attention_keeps_no_s_squared_tensor():
+    with_flash = layer_activations(GPT, 1, 2048, flash=True).bytes
+    without = layer_activations(GPT, 1, 2048, flash=False).bytes
+    s, b, a = 2048, 1, 16
+    assert without - with_flash == 5 * a * s * s * b - 4 * a * s * b
+
+
+def test_pipeline_stages_hold_microbatches_by_schedule():
+    assert in_flight_microbatches(Parallelism(pp=4, grad_accum=16), 0) == 4
+    assert in_flight_microbatches(Parallelism(pp=4, grad_accum=16), 3) == 1
+    assert in_flight_microbatches(Parallelism(pp=4, grad_accum=16, schedule="gpipe"), 3) == 16
+    inter = Parallelism(pp=4, grad_accum=16, schedule="interleaved", virtual_stages=2)
+    assert in_flight_microbatches(inter, 0) == 4 * (1 + 3 / 8)
+
+
+def test_optimizer_offload_moves_states_to_host_and_nvme():
+    spec = get_model("llama-2-7b")
+    base = training_memory(spec, Parallelism(dp=8, zero=2), MIXED, ADAM, 2048).peak
+    off = training_memory(spec, Parallelism(dp=8, zero=2, offload=frozenset({"optimizer"})),
+                          MIXED, ADAM, 2048).peak
+    assert off.optimizer == 0 and off.gradients == 0
+    assert off.host_bytes == pytest.approx(base.optimizer + base.gradients)
+    nvme = training_memory(spec, Parallelism(dp=8, zero=3, offload=frozenset({"optimizer", "params"}),
+                                             offload_device="nvme"), MIXED, ADAM, 2048).peak
+    assert nvme.weights == 0 and nvme.host_bytes == 0 and nvme.nvme_bytes > 0
+
+
+@pytest.mark.parametrize("kwargs,field", [
+    (dict(zero=1), "zero"), (dict(dp=2, zero=4), "zero"), (dict(dp=2, offload=frozenset({"gpu"})), "offload"),
+    (dict(dp=2, offload=frozenset({"optimizer"})), "offload"),
+    (dict(dp=2, zero=2, offload=frozenset({"params"})), "offload"),
+    (dict(sequence_parallel=True), "sequence_parallel"), (dict(recompute="some"), "recompute"),
+    (dict(schedule="interleaved", virtual_stages=2), "schedule"), (dict(dp=3, ep=2), "ep"),
+    (dict(micro_batch=0), "micro_batch"),
+])
+def test_inconsistent_parallel_settings_name_the_setting(kwargs, field):
+    with pytest.raises(SpecError) as e:
+        Parallelism(**kwargs)
+    assert e.value.field == field
+
+
+@st.composite
+def layouts(draw):
+    dp = draw(st.sampled_from([1, 2, 4, 8]))
+    return dict(dp=dp, tp=draw(st.sampled_from([1, 2, 4])), pp=draw(st.sampled_from([1, 2])),
+                zero=draw(st.integers(0, 3)) if dp > 1 else 0)
+
+
+@given(layouts(), st.sampled_from(["tp", "pp", "zero", "dp"]))
+@settings(max_examples=80, deadline=None)
+def test_more_sharding_never_raises_model_state_bytes(layout, more):
+    spec = get_model("llama-2-7b")
+    bigger = dict(layout)
+    if more == "zero":
+        if layout["dp"] == 1 or layout["zero"] == 3:
+            return
+        bigger["zero"] += 1
+    else:
+        bigger[more] *= 2
+    assert model_states(spec, **bigger) <= model_states(spec, **layout)
+
+
+@given(st.integers(1, 7), st.sampled_from(["megatron", "hf-eager", "hf-sdpa"]),
+       st.sampled_from(["none", "selective", "full"]))
+@settings(max_examples=60, deadline=None)
+def test_memory_is_monotone_in_micro_batch(b, convention, recompute):
+    spec = get_model("llama-2-7b")
+
+    def total(mb):
+        par = Parallelism(dp=2, zero=1, micro_batch=mb, recompute=recompute)
+        return training_memory(spec, par, MIXED, ADAM, 1024, activations=convention).peak.total
+
+    assert total(b) < total(b + 1)

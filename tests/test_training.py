@@ -1,0 +1,83 @@
+"""Step time, throughput and MFU: bookkeeping checked by hand, and the seed's Llama 3 question."""
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from llmsizer import ModelSpec, count_params, get_accelerator
+from llmsizer.analysis.efficiency import Efficiency, matmul_efficiency
+from llmsizer.analysis.flops import training_step_flops
+from llmsizer.analysis.training import Cluster, train_step
+from llmsizer.catalog import get_model
+from llmsizer.report_training import achieved
+from llmsizer.specs.parallel import Parallelism
+from llmsizer.specs.precision import optimizer, training_precision
+
+MIXED, ADAM = training_precision("mixed"), optimizer("adam")
+A100 = get_accelerator("a100")
+
+
+def run(spec, seq=2048, **par):
+    return train_step(spec, Parallelism(**par), MIXED, ADAM, seq, Cluster(A100))
+
+
+def test_wave_quantization_of_a_gemm():
+    # 108 SMs, 128×128 tiles: a 1280×1280 output is 100 tiles in one wave of 108 slots.
+    eff = Efficiency(matmul_ceiling=1.0)
+    assert matmul_efficiency(1280, 1280, eff, A100) == pytest.approx(100 / 108)
+    # 129 rows need two tile rows, the second one 1/128 full.
+    assert matmul_efficiency(129, 128, eff, A100) == pytest.approx(129 / 256 * (2 / 108))
+
+
+def test_mfu_is_model_flops_over_time_gpus_and_peak():
+    r = run(get_model("llama-2-7b"), dp=8, zero=1, grad_accum=4)
+    flops = training_step_flops(r.spec, r.par.global_batch, 2048).model_flops
+    assert r.mfu == pytest.approx(flops / (r.time.total_s * 8 * 312e12))
+    assert r.tokens_per_s == pytest.approx(32 * 2048 / r.time.total_s)
+    assert 0 < r.mfu < 0.8  # cannot beat the matmul ceiling
+
+
+def test_pipeline_bubble_is_pp_minus_one_micro_batches():
+    r = run(get_model("llama-2-13b"), dp=2, pp=4, grad_accum=8)
+    t_mb = r.time.compute_s / 8
+    assert r.time.bubble_s == pytest.approx(3 * t_mb)
+    inter = run(get_model("llama-2-13b"), dp=2, pp=4, grad_accum=8, schedule="interleaved",
+                virtual_stages=2)
+    assert inter.time.bubble_s == pytest.approx(1.5 * inter.time.compute_s / 8)
+
+
+def test_tensor_parallel_adds_all_reduces():
+    spec = get_model("llama-2-13b")
+    assert run(spec, tp=1).time.tp_comm_s == 0
+    assert run(spec, tp=8).time.tp_comm_s > 0
+
+
+def test_recompute_raises_hardware_not_model_flops():
+    spec = get_model("llama-2-7b")
+    none, full = run(spec, dp=2, recompute="none"), run(spec, dp=2, recompute="full")
+    assert full.step_flops.model_flops == none.step_flops.model_flops
+    assert full.step_flops.hardware_flops > none.step_flops.hardware_flops
+    assert full.time.total_s > none.time.total_s
+    assert full.memory.peak.activations < none.memory.peak.activations
+
+
+def test_llama3_seed_question_gpu_hours_to_mfu():
+    # Seed 003: Llama 3 70B, 8K sequences, 15T tokens, 6.4M H100 GPU-hours at 989 TFLOPS: what
+    # fraction of peak? With 6·N per token: 6·N·T / (GPU-hours·3600·989e12).
+    spec = get_model("llama-3-70b")
+    r = train_step(spec, Parallelism(dp=8), MIXED, ADAM, 8192, Cluster(get_accelerator("h100")))
+    a = achieved(r, gpu_hours=6.4e6, tokens=15e12)
+    n = count_params(spec).total
+    assert a["mfu_6N"] == pytest.approx(6 * n * 15e12 / (6.4e6 * 3600 * 989.4e12))
+    assert a["mfu_6N"] == pytest.approx(0.279, abs=0.001)
+    assert a["mfu"] > a["mfu_6N"]  # attention at 8K adds ~14 %
+
+
+@given(st.integers(1, 8), st.integers(1, 4))
+@settings(max_examples=40, deadline=None)
+def test_flops_scale_linearly_in_tokens_at_fixed_sequence(batch, factor):
+    spec = ModelSpec("m", num_layers=2, hidden_size=64, num_heads=4, vocab_size=100, ffn_size=128)
+    one = training_step_flops(spec, batch, 32)
+    many = training_step_flops(spec, batch * factor, 32)
+    assert many.model_flops == factor * one.model_flops
+    assert many.hardware_flops == factor * one.hardware_flops
