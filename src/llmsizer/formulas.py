@@ -147,3 +147,64 @@ def flops_palm(spec: ModelSpec, n_params: int, tokens: float, seq: int) -> Refer
     return Reference("6·N + 12·L·H·Q·T per token", "(6·N + 12·L·H·Q·T)·tokens",
                      f"(6·{n_params:,} + 12·{L}·{a}·{d}·{seq})·{tokens:g}", per_token * tokens,
                      PALM, "dense (unmasked) attention; N includes embeddings")
+
+
+# ---------------------------------------------------------------------------------------------
+# Training memory
+# ---------------------------------------------------------------------------------------------
+
+ZERO_PAPER = "Rajbhandari et al. 2020, ZeRO, sec. 5.1 and Figure 1"
+DEEPSPEED_EST = ("DeepSpeed docs, Memory Requirements: estimate_zero2/zero3_model_states_mem_needs"
+                 " (GPU side)")
+KORTHIKANTI = "Korthikanti et al. 2022, Reducing Activation Recomputation, eqs. (1)-(6)"
+
+
+def zero_model_states(psi: float, n_d: int, stage: int, k: float = 12) -> Reference:
+    """Per-device model states: (2 + 2 + K)·Ψ sharded by stage over N_d ranks."""
+    if stage == 0:
+        value, formula = (4 + k) * psi, "(2 + 2 + K)·Ψ"
+    elif stage == 1:
+        value, formula = 4 * psi + k * psi / n_d, "2Ψ + 2Ψ + K·Ψ/N_d"
+    elif stage == 2:
+        value, formula = 2 * psi + (2 + k) * psi / n_d, "2Ψ + (2 + K)·Ψ/N_d"
+    else:
+        value, formula = (4 + k) * psi / n_d, "(2 + 2 + K)·Ψ/N_d"
+    sub = formula.replace("Ψ", f"·{psi:,.0f}").replace("N_d", str(n_d)).replace("K", f"{k:g}")
+    return Reference(f"ZeRO-{stage} model states", formula, sub, value, ZERO_PAPER,
+                     "fp16/bf16 weights and gradients, K bytes of optimizer state per parameter")
+
+
+def deepspeed_estimate(psi: float, largest_layer: float, gpus: int, stage: int,
+                       offload_optimizer: bool, offload_params: bool) -> Reference | None:
+    """DeepSpeed's own estimators of GPU memory for model states (no activations)."""
+    if stage == 3:
+        if offload_params:
+            value, formula = 4 * largest_layer, "4·largest_layer"
+        elif offload_optimizer:
+            value, formula = 4 * largest_layer + 2 * psi / gpus, "4·largest_layer + 2Ψ/N"
+        else:
+            value, formula = 4 * largest_layer + 18 * psi / gpus, "4·largest_layer + 18Ψ/N"
+    elif stage in (1, 2):
+        if offload_optimizer:
+            value, formula = 2 * psi, "2Ψ"
+        else:
+            value, formula = 4 * psi + 16 * psi / gpus, "4Ψ + 16Ψ/N"
+    else:
+        return None
+    return Reference(f"DeepSpeed ZeRO-{stage} estimator", formula, f"Ψ={psi:,.0f}, N={gpus}",
+                     value, DEEPSPEED_EST, "model states only; fp16 + Adam; 4 bytes for the "
+                     "largest layer's gathered weights")
+
+
+def korthikanti_activations(layers: int, per_layer_bytes: float, formula: str) -> Reference:
+    return Reference("Korthikanti activations", f"L·{formula}", f"{layers}·{per_layer_bytes:,.0f}",
+                     layers * per_layer_bytes, KORTHIKANTI,
+                     "GPT layers (MHA, 4h FFN, LayerNorm, dropout), 2-byte activations")
+
+
+def bytes_20P(psi: float) -> Reference:
+    """Seed 004's rule of thumb: training takes 20 bytes per parameter (S_train = 20P GB)."""
+    return Reference("20·P", "20·P", f"20·{psi:,.0f}", 20 * psi,
+                     "seed 004 (AICC cheat sheet); seed 003 sec. 2.15",
+                     "fp16 + fp32 copies of weights and gradients, Adam; no sharding, no "
+                     "activations")

@@ -97,6 +97,12 @@ def training_json(r: TrainingResult, tokens: float | None, price: float | None,
             for ref, target, what in _references(r)
         ],
     }
+    out["memory_references"] = [
+        {"name": ref.name, "formula": ref.formula, "value": ref.value,
+         "relative_error": ref.relative_error(target) if target else None, "compared_to": what,
+         "source": ref.source}
+        for ref, target, what in _memory_references(r)
+    ]
     if tokens is not None:
         seconds = tokens / r.tokens_per_s
         out["tokens"] = tokens
@@ -126,6 +132,36 @@ def _references(r: TrainingResult) -> list[tuple[Any, float, str]]:
          r.step_flops.hardware_flops, "hardware FLOPs"),
         (flops_seed001(r.spec, b, r.seq), fwd, "forward FLOPs"),
     ]
+
+
+def _memory_references(r: TrainingResult) -> list[tuple[Any, float, str]]:
+    from llmsizer.analysis.activations import korthikanti_per_layer
+    from llmsizer.analysis.memory import _layer_params
+    from llmsizer.formulas import (
+        bytes_20P,
+        deepspeed_estimate,
+        korthikanti_activations,
+        zero_model_states,
+    )
+
+    p, peak = r.par, r.memory.peak
+    states = peak.weights + peak.gradients + peak.optimizer
+    refs: list[tuple[Any, float, str]] = [
+        (zero_model_states(peak.params, p.data_shard_group, p.zero), states,
+         "weights + gradients + optimizer"),
+    ]
+    largest = max(_layer_params(r.spec, i, p) for i in range(r.spec.num_layers))
+    ds = deepspeed_estimate(peak.params, largest, p.data_shard_group, p.zero,
+                            "optimizer" in p.offload, "params" in p.offload)
+    if ds is not None:
+        refs.append((ds, states, "weights + gradients + optimizer"))
+    per_layer = korthikanti_per_layer(r.spec, p.micro_batch, r.seq // p.cp, p.tp,
+                                      p.sequence_parallel, p.recompute)
+    layers = peak.layers * peak.in_flight_microbatches
+    refs.append((korthikanti_activations(round(layers), per_layer, "s·b·h·(34 + 5·a·s/h)"),
+                 peak.activations, "activations"))
+    refs.append((bytes_20P(count_params(r.spec).total), 0.0, "no sharding, no activations"))
+    return refs
 
 
 def training_text(r: TrainingResult, data: dict[str, Any]) -> str:
@@ -191,7 +227,13 @@ def training_text(r: TrainingResult, data: dict[str, Any]) -> str:
                   f"  MFU with attention-inclusive model FLOPs "
                   f"({format_count(a['model_flops_per_token'])}/token): {100 * a['mfu']:.1f}%",
                   f"  HFU (with recomputation): {100 * a['hfu']:.1f}%"]
-    lines += ["", "closed-form references:"]
+    lines += ["", "memory references:"]
+    for ref in data["memory_references"]:
+        err = ref["relative_error"]
+        lines.append(f"  {ref['name']:28s} {format_bytes(ref['value']):>24s}  "
+                     + (f"{100 * err:+6.1f}% vs {ref['compared_to']}" if err is not None
+                        else f"({ref['compared_to']})"))
+    lines += ["", "FLOPs references:"]
     for ref in data["references"]:
         lines.append(f"  {ref['name']:28s} {format_flops(ref['value']):>14s}  "
                      f"{100 * ref['relative_error']:+6.1f}% vs {ref['compared_to']}")
