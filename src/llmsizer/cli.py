@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     from llmsizer import cli_train
 
     cli_train.add_parser(sub, _positive_int)
+    from llmsizer import cli_infer
+
+    cli_infer.add_parser(sub, _positive_int)
     return p
 
 
@@ -156,7 +159,14 @@ def cmd_train(args: argparse.Namespace) -> str:
     return cli_train.run(args)
 
 
-COMMANDS = {"models": cmd_models, "gpus": cmd_gpus, "params": cmd_params, "train": cmd_train}
+def cmd_infer(args: argparse.Namespace) -> str:
+    from llmsizer import cli_infer
+
+    return cli_infer.run(args)
+
+
+COMMANDS = {"models": cmd_models, "gpus": cmd_gpus, "params": cmd_params, "train": cmd_train,
+            "infer": cmd_infer}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

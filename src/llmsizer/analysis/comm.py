@@ -2,11 +2,14 @@
 
 Costs follow the usual ring analysis (Patarasuk & Yuan 2009; NCCL's "bus bandwidth" convention in
 nccl-tests/doc/PERFORMANCE.md): an all-reduce of B bytes over n ranks moves 2·(n-1)/n·B per rank,
-reduce-scatter and all-gather (n-1)/n·B, all-to-all (n-1)/n·B.
+reduce-scatter and all-gather (n-1)/n·B, all-to-all (n-1)/n·B. The latency term is α per hop over
+⌈log2 n⌉ hops (twice for an all-reduce): small messages go through NCCL's tree/low-latency
+protocols rather than n-1 ring steps.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from llmsizer.analysis.efficiency import Efficiency
@@ -36,14 +39,14 @@ def all_reduce_s(nbytes: float, n: int, link: Link, eff: Efficiency) -> float:
     if n <= 1 or nbytes <= 0:
         return 0.0
     return (2 * (n - 1) / n * nbytes / (link.bandwidth_bytes_s * eff.comm_efficiency)
-            + 2 * (n - 1) * link.latency_s)
+            + 2 * _hops(n) * link.latency_s)
 
 
 def reduce_scatter_s(nbytes: float, n: int, link: Link, eff: Efficiency) -> float:
     if n <= 1 or nbytes <= 0:
         return 0.0
     return ((n - 1) / n * nbytes / (link.bandwidth_bytes_s * eff.comm_efficiency)
-            + (n - 1) * link.latency_s)
+            + _hops(n) * link.latency_s)
 
 
 all_gather_s = reduce_scatter_s
@@ -59,3 +62,7 @@ def p2p_s(nbytes: float, link: Link, eff: Efficiency) -> float:
     if nbytes <= 0:
         return 0.0
     return nbytes / (link.bandwidth_bytes_s * eff.comm_efficiency) + link.latency_s
+
+
+def _hops(n: int) -> int:
+    return math.ceil(math.log2(n))

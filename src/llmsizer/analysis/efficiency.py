@@ -23,7 +23,7 @@ class Efficiency:
     comm_efficiency: float = 0.80  # NCCL bus bandwidth over link peak (nccl-tests on NVLink)
     tile_m: int = 128
     tile_n: int = 128
-    collective_latency_s: float = 10e-6  # per ring step
+    collective_latency_s: float = 5e-6  # per hop of a collective (NVLink; 2x across nodes)
     source: str = "defaults (uncalibrated): see llmsizer.analysis.efficiency"
 
     def __post_init__(self) -> None:
@@ -41,14 +41,23 @@ class Efficiency:
         }
 
 
-def matmul_efficiency(m: int, n: int, eff: Efficiency, acc: Accelerator, batch: int = 1) -> float:
-    """Fraction of peak an (m×k)·(k×n) product reaches: ceiling × padding × wave quantization."""
-    tm, tn = eff.tile_m, eff.tile_n
+def matmul_efficiency(m: int, n: int, eff: Efficiency, acc: Accelerator, batch: int = 1,
+                      k: int | None = None) -> float:
+    """Fraction of peak an (m×k)·(k×n) product reaches: ceiling × padding × wave quantization.
+
+    Skinny products (decode: m = batch) use the smallest tile height that holds m (16 to tile_m,
+    as CUTLASS/cuBLAS kernels offer), and when the output tiles cannot fill the SMs the reduction
+    dimension is split across them (split-K, up to k/512 ways) as cuBLAS does.
+    """
+    tm = min(eff.tile_m, max(16, 1 << max(0, (m - 1).bit_length())))
+    tn = eff.tile_n
     tiles_m, tiles_n = math.ceil(m / tm), math.ceil(n / tn)
     padding = (m * n) / (tiles_m * tm * tiles_n * tn)
     tiles = tiles_m * tiles_n * batch
     sms = acc.sm_count or 0
     if sms:
+        if k and tiles < sms:
+            tiles *= min(math.ceil(sms / tiles), max(1, k // 512))
         waves = math.ceil(tiles / sms)
         wave = tiles / (waves * sms)
     else:

@@ -122,7 +122,7 @@ def _linear_time(op: Op, tokens: int, par: Parallelism, acc: Accelerator, peak: 
     flops = 2 * rows * k * n * instances
     nbytes = e * (rows * k + k * n + rows * n) * instances
     return op_time(flops, nbytes, peak, acc.memory_bandwidth_bytes_s,
-                   matmul_efficiency(rows, n, eff, acc, batch=instances), eff)
+                   matmul_efficiency(rows, n, eff, acc, batch=instances, k=k), eff)
 
 
 def _layer_times(spec: ModelSpec, index: int, par: Parallelism, seq_local: int, acc: Accelerator,

@@ -99,3 +99,59 @@ def optimizer(name: str) -> Optimizer:
     if key not in OPTIMIZERS:
         raise SpecError("optimizer", name, "one of " + ", ".join(OPTIMIZERS))
     return OPTIMIZERS[key]
+
+
+# ---------------------------------------------------------------------------------------------
+# Serving: weight formats (with their scales) and KV-cache dtypes
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WeightFormat:
+    """Storage of the layers' linear weights. Embeddings, lm_head and norms stay in 16-bit, as
+    GPTQ/AWQ checkpoints and vLLM's quantized loaders keep them."""
+
+    name: str
+    bits: float
+    group_size: int | None  # elements sharing one scale (None: per tensor or per channel)
+    scale_bytes: float  # per group: scale (+ zero point)
+    compute_dtype: str  # what the matrix product runs in on the device
+    source: str
+
+    def bytes_per_param(self) -> float:
+        extra = self.scale_bytes / self.group_size if self.group_size else 0.0
+        return self.bits / 8 + extra
+
+
+WEIGHT_FORMATS: dict[str, WeightFormat] = {
+    "fp32": WeightFormat("fp32", 32, None, 0, "fp32", "plain"),
+    "bf16": WeightFormat("bf16", 16, None, 0, "bf16", "plain"),
+    "fp16": WeightFormat("fp16", 16, None, 0, "fp16", "plain"),
+    # FP8 (e4m3) with one scale per tensor: negligible scale bytes.
+    "fp8": WeightFormat("fp8", 8, None, 0, "fp8", "FP8 e4m3, per-tensor scale (vLLM fp8)"),
+    # INT8 weight-only (per output channel fp16 scale, group = a row of the matrix): ~1 byte.
+    "int8": WeightFormat("int8", 8, None, 0, "bf16",
+                         "INT8 weight-only, per-channel scales (LLM.int8 / SmoothQuant W8)"),
+    # INT4 group-wise (GPTQ / AWQ): an fp16 scale and a 4-bit zero point per 128 weights.
+    "int4": WeightFormat("int4", 4, 128, 2 + 0.5, "bf16",
+                         "GPTQ (Frantar et al. 2023) / AWQ (Lin et al. 2024), group size 128"),
+}
+
+
+def weight_format(name: str) -> WeightFormat:
+    key = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32", "w8": "int8",
+           "w4": "int4", "awq": "int4", "gptq": "int4"}.get(name.lower(), name.lower())
+    if key not in WEIGHT_FORMATS:
+        raise SpecError("weights", name, "one of " + ", ".join(WEIGHT_FORMATS))
+    return WEIGHT_FORMATS[key]
+
+
+KV_DTYPES = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}
+
+
+def kv_dtype_bytes(name: str) -> float:
+    key = {"float16": "fp16", "bfloat16": "bf16", "auto": "bf16", "fp8_e4m3": "fp8",
+           "fp8_e5m2": "fp8"}.get(name.lower(), name.lower())
+    if key not in KV_DTYPES:
+        raise SpecError("kv-dtype", name, "one of " + ", ".join(KV_DTYPES))
+    return KV_DTYPES[key]

@@ -1,0 +1,359 @@
+"""Serving: memory per device, per-op roofline for prefill and decode, TTFT/TPOT/throughput,
+maximum concurrency and batch sweeps.
+
+Every op of the graph is timed as max(FLOPs / (peak · matmul efficiency), bytes / (bandwidth ·
+memory efficiency)) (Williams et al. 2009, "Roofline"); decode steps also pay a per-kernel launch
+overhead. Prefill is normally compute-bound and decode memory-bound (seeds 001, 003).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from llmsizer.analysis import comm
+from llmsizer.analysis.efficiency import Efficiency, matmul_efficiency
+from llmsizer.analysis.flops import attention_pairs
+from llmsizer.analysis.kvcache import KVCache, kv_heads_per_rank
+from llmsizer.analysis.params import shard_params
+from llmsizer.errors import SpecError
+from llmsizer.graph import Op, build_graph
+from llmsizer.specs.hardware import Accelerator
+from llmsizer.specs.model import ModelSpec
+from llmsizer.specs.precision import WeightFormat
+
+GiB = 2**30
+DEFAULT_RUNTIME_OVERHEAD = 1 * GiB  # CUDA context, NCCL buffers, CUDA graphs (vLLM: ~1-2 GiB)
+DEFAULT_KERNEL_OVERHEAD_S = 4e-6  # launch + tail per kernel in a decode step
+KERNELS_PER_LAYER_EXTRA = 4  # norms, activation, residual adds, rotary beside the graph's ops
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    tp: int = 1
+    pp: int = 1
+    weights: WeightFormat | None = None  # None: the model's bf16
+    kv_dtype_bytes: float = 2
+    mem_util: float = 0.9  # vLLM --gpu-memory-utilization
+    block_size: int | None = 16  # vLLM paged KV block
+    runtime_overhead: float = DEFAULT_RUNTIME_OVERHEAD
+    prefill_chunk: int = 8192  # tokens in one prefill pass (workspace sizing)
+    flash: bool = True
+    kernel_overhead_s: float = DEFAULT_KERNEL_OVERHEAD_S
+
+    def __post_init__(self) -> None:
+        if not 0 < self.mem_util <= 1:
+            raise SpecError("mem-util", self.mem_util, "a fraction in (0, 1]")
+        for name in ("tp", "pp", "prefill_chunk"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise SpecError(name, v, "a positive integer")
+        if self.runtime_overhead < 0:
+            raise SpecError("overhead", self.runtime_overhead, "0 or more bytes")
+
+
+@dataclass(frozen=True)
+class OpCost:
+    layer: int | None
+    op: str
+    flops: float
+    bytes: float
+    time_s: float
+    bound: str  # "compute" | "memory"
+
+    @property
+    def intensity(self) -> float:
+        return self.flops / self.bytes if self.bytes else float("inf")
+
+
+@dataclass(frozen=True)
+class PassCost:
+    """One forward pass (a prefill, or one decode step) on one device, all stages in series."""
+
+    ops: tuple[OpCost, ...]
+    comm_s: float
+    overhead_s: float
+
+    @property
+    def flops(self) -> float:
+        return sum(o.flops for o in self.ops)
+
+    @property
+    def bytes(self) -> float:
+        return sum(o.bytes for o in self.ops)
+
+    @property
+    def compute_s(self) -> float:
+        return sum(o.time_s for o in self.ops)
+
+    @property
+    def time_s(self) -> float:
+        return self.compute_s + self.comm_s + self.overhead_s
+
+    @property
+    def bound(self) -> str:
+        mem = sum(o.time_s for o in self.ops if o.bound == "memory")
+        return "memory" if mem > self.compute_s / 2 else "compute"
+
+
+@dataclass(frozen=True)
+class ServingMemory:
+    weights: float
+    kv_cache: float
+    workspace: float
+    overhead: float
+    capacity: float  # mem_util · device memory
+
+    @property
+    def total(self) -> float:
+        return self.weights + self.kv_cache + self.workspace + self.overhead
+
+
+def weight_bytes_per_device(spec: ModelSpec, cfg: ServingConfig) -> float:
+    """Layer linears in the serving format; embeddings, lm_head and norms in 16-bit."""
+    fmt_bytes = cfg.weights.bytes_per_param() if cfg.weights else 2.0
+    shards = shard_params(spec, cfg.tp, cfg.pp)
+    graph = build_graph(spec)
+    worst = 0.0
+    for s, layers in enumerate(shards.stage_layers):
+        linear = 0.0
+        for i in layers:
+            for op in graph.layers[i].ops:
+                if op.kind == "linear" and op.weights:
+                    linear += _op_params_on_rank(op, cfg.tp)
+        other = shards.per_stage[s] - linear
+        worst = max(worst, linear * fmt_bytes + other * 2.0)
+    return worst
+
+
+def _op_params_on_rank(op: Op, tp: int) -> float:
+    from llmsizer.analysis.params import _weight_shard
+
+    return op.instances * sum(_weight_shard(op, w, tp)[0] for w in op.weights)
+
+
+def workspace_bytes(spec: ModelSpec, cfg: ServingConfig) -> float:
+    """Transient activations of one prefill chunk: the widest live set of one layer (Q/K/V, the
+    FFN's gate and up outputs, the residual stream) plus the last tokens' logits (fp32)."""
+    t = cfg.prefill_chunk
+    f = spec.ffn_size if spec.moe is None else max(spec.ffn_size, spec.moe.expert_ffn_size *
+                                                   spec.moe.top_k)
+    widest = (2 * spec.hidden_size + (spec.q_dim + 2 * spec.kv_dim + 2 * f) / cfg.tp)
+    return 2 * t * widest + 4 * 256 * spec.vocab_size / cfg.tp
+
+
+def serving_memory(spec: ModelSpec, acc: Accelerator, cfg: ServingConfig, batch: int,
+                   max_seq: int) -> ServingMemory:
+    kv = KVCache(spec, cfg.kv_dtype_bytes, cfg.tp, _stage_layers(spec, cfg)[0], cfg.block_size)
+    return ServingMemory(weight_bytes_per_device(spec, cfg), kv.bytes_for(max_seq, batch),
+                         workspace_bytes(spec, cfg), cfg.runtime_overhead,
+                         cfg.mem_util * acc.memory_bytes)
+
+
+def _stage_layers(spec: ModelSpec, cfg: ServingConfig) -> tuple[tuple[int, ...], ...]:
+    return shard_params(spec, cfg.tp, cfg.pp).stage_layers
+
+
+def max_concurrency(spec: ModelSpec, acc: Accelerator, cfg: ServingConfig, max_seq: int) -> int:
+    """Requests of `max_seq` tokens whose KV cache fits beside weights, workspace and overhead."""
+    mem = serving_memory(spec, acc, cfg, 0, max_seq)
+    free = mem.capacity - mem.weights - mem.workspace - mem.overhead
+    kv = KVCache(spec, cfg.kv_dtype_bytes, cfg.tp, _stage_layers(spec, cfg)[0], cfg.block_size)
+    per_request = kv.bytes_for(max_seq, 1)
+    return max(0, math.floor(free / per_request)) if free > 0 else 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Roofline of one pass
+# ---------------------------------------------------------------------------------------------
+
+def forward_pass(spec: ModelSpec, acc: Accelerator, cfg: ServingConfig, eff: Efficiency,
+                 batch: int, new_tokens: int, context: int, *, topology: comm.Topology,
+                 decode: bool) -> PassCost:
+    """Cost on one device of `batch` sequences each adding `new_tokens` over `context` positions
+    (context includes the new tokens). Pipeline stages run one after another for one batch."""
+    graph = build_graph(spec)
+    dtype = cfg.weights.compute_dtype if cfg.weights else "bf16"
+    peak = acc.peak(dtype if dtype in acc.peak_flops else "bf16")
+    w_bytes = cfg.weights.bytes_per_param() if cfg.weights else 2.0
+    e = 2.0
+    tokens = batch * new_tokens
+    bw = acc.memory_bandwidth_bytes_s
+    ops: list[OpCost] = []
+    kernels = 0
+    for layer in graph.layers:
+        for op in layer.ops:
+            if op.kind in ("linear", "router"):
+                ops.append(_linear_cost(op, layer.index, tokens, cfg, acc, peak, bw, w_bytes, e,
+                                        eff))
+                kernels += 1
+            elif op.kind == "attention":
+                ops.append(_attention_cost(spec, layer.index, layer.sliding_window, batch,
+                                           new_tokens, context, cfg, peak, bw, e, eff))
+                kernels += 1
+        kernels += KERNELS_PER_LAYER_EXTRA
+    head = graph.head[-1]
+    # Serving computes logits only for each sequence's last position.
+    ops.append(_linear_cost(head, None, batch, cfg, acc, peak, bw, 2.0, e, eff))
+    # Tensor parallelism: 2 all-reduces of the residual stream per layer; pipeline hand-offs.
+    tp_link = topology.link_for(cfg.tp, 1)
+    act = e * tokens * spec.hidden_size
+    comm_s = 2 * spec.num_layers * comm.all_reduce_s(act, cfg.tp, tp_link, eff)
+    if cfg.pp > 1:
+        pp_link = topology.link_for(cfg.pp, cfg.tp)
+        comm_s += (cfg.pp - 1) * comm.p2p_s(act, pp_link, eff)
+    overhead = kernels * cfg.kernel_overhead_s if decode else 0.0
+    return PassCost(tuple(ops), comm_s, overhead)
+
+
+def _roofline(flops: float, nbytes: float, peak: float, bw: float, matmul_eff: float,
+              eff: Efficiency) -> tuple[float, str]:
+    compute = flops / (peak * matmul_eff) if flops else 0.0
+    memory = nbytes / (bw * eff.memory_ceiling) if nbytes else 0.0
+    return (compute, "compute") if compute >= memory else (memory, "memory")
+
+
+def _linear_cost(op: Op, layer: int | None, tokens: int, cfg: ServingConfig, acc: Accelerator,
+                 peak: float, bw: float, w_bytes: float, e: float, eff: Efficiency) -> OpCost:
+    k, n = op.in_features, op.out_features
+    shard = op.weights[0].shard if op.weights else "vocab"
+    if shard in ("column", "vocab"):
+        n = math.ceil(n / cfg.tp)
+    elif shard == "row":
+        k = k // cfg.tp
+    if op.instances > 1:
+        # MoE: rows spread over experts; every expert that receives a token is read in full.
+        rows_total = tokens * op.active
+        touched = min(op.instances, rows_total)
+        rows = max(1, math.ceil(rows_total / touched))
+        flops = 2 * rows_total * k * n
+        weights = touched * k * n * w_bytes
+        acts = e * rows_total * (k + n)
+        m_eff = matmul_efficiency(rows, n, eff, acc, batch=touched, k=k)
+    else:
+        flops = 2 * tokens * k * n
+        weights = k * n * w_bytes
+        acts = e * tokens * (k + n)
+        m_eff = matmul_efficiency(tokens, n, eff, acc, k=k)
+    t, bound = _roofline(flops, weights + acts, peak, bw, m_eff, eff)
+    return OpCost(layer, op.component, flops, weights + acts, t, bound)
+
+
+def _attention_cost(spec: ModelSpec, layer: int, window: int | None, batch: int, new: int,
+                    context: int, cfg: ServingConfig, peak: float, bw: float, e: float,
+                    eff: Efficiency) -> OpCost:
+    heads = max(1, spec.num_heads // cfg.tp)
+    kvh = kv_heads_per_rank(spec, cfg.tp)
+    d = spec.head_size
+    pairs = attention_pairs(new, context, window, "causal")
+    flops = 4 * batch * heads * d * pairs
+    kept = context if window is None else min(context, window)
+    kv_read = batch * kept * 2 * kvh * d * cfg.kv_dtype_bytes
+    qo = 2 * e * batch * new * heads * d
+    nbytes = kv_read + qo
+    if not cfg.flash:
+        nbytes += 2 * e * batch * heads * new * kept  # scores written and read back
+    t, bound = _roofline(flops, nbytes, peak, bw, eff.matmul_ceiling, eff)
+    return OpCost(layer, "attention.core", flops, nbytes, t, bound)
+
+
+# ---------------------------------------------------------------------------------------------
+# Results
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ServingResult:
+    spec: ModelSpec
+    acc: Accelerator
+    cfg: ServingConfig
+    batch: int
+    prompt: int
+    output: int
+    max_seq: int
+    memory: ServingMemory
+    kv_bytes_per_token: float
+    max_concurrency: int
+    prefill: PassCost
+    decode: PassCost  # at the mean context prompt + output/2
+    assumptions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ttft_s(self) -> float:
+        return self.prefill.time_s
+
+    @property
+    def tpot_s(self) -> float:
+        return self.decode.time_s
+
+    @property
+    def e2e_latency_s(self) -> float:
+        return self.ttft_s + max(0, self.output - 1) * self.tpot_s
+
+    @property
+    def throughput_tokens_per_s(self) -> float:
+        """Output tokens per second for the batch, over its whole lifetime."""
+        return self.batch * self.output / self.e2e_latency_s
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        return self.batch / self.tpot_s
+
+    @property
+    def requests_per_s(self) -> float:
+        return self.batch / self.e2e_latency_s
+
+    @property
+    def fits(self) -> bool:
+        return self.memory.total <= self.memory.capacity
+
+
+def serve(spec: ModelSpec, acc: Accelerator, cfg: ServingConfig, *, batch: int, prompt: int,
+          output: int, max_seq: int | None = None, eff: Efficiency | None = None,
+          gpus_per_node: int = 8) -> ServingResult:
+    for name, v in (("batch", batch), ("prompt", prompt), ("output", output)):
+        if not isinstance(v, int) or v < 1:
+            raise SpecError(name, v, "a positive integer")
+    max_seq = max_seq or prompt + output
+    if max_seq < prompt + output:
+        raise SpecError("max-seq", max_seq, f"at least prompt + output ({prompt + output})")
+    if cfg.tp * cfg.pp > gpus_per_node and cfg.tp > gpus_per_node:
+        raise SpecError("tp", cfg.tp, f"at most gpus-per-node ({gpus_per_node})")
+    eff = eff or Efficiency()
+    topo = _topology(acc, gpus_per_node, eff)
+    mem = serving_memory(spec, acc, cfg, batch, max_seq)
+    prefill = forward_pass(spec, acc, cfg, eff, batch, prompt, prompt, topology=topo, decode=False)
+    mid = prompt + max(1, output // 2)
+    decode = forward_pass(spec, acc, cfg, eff, batch, 1, mid, topology=topo, decode=True)
+    kv = KVCache(spec, cfg.kv_dtype_bytes, cfg.tp, _stage_layers(spec, cfg)[0])
+    assumptions = eff.describe() | {
+        "runtime overhead": f"{cfg.runtime_overhead / GiB:.2f} GiB per device (--overhead)",
+        "memory utilization": f"{cfg.mem_util:.0%} of device memory usable (--mem-util)",
+        "kernel overhead": f"{cfg.kernel_overhead_s * 1e6:g} µs per kernel in decode steps",
+        "batching": "the whole batch is prefilled together, then decodes in lock-step; TPOT at "
+                    "the mean context prompt + output/2",
+        "weights": (cfg.weights.name + " (" + cfg.weights.source + ")") if cfg.weights else "bf16",
+    }
+    return ServingResult(spec, acc, cfg, batch, prompt, output, max_seq, mem, kv.bytes_per_token,
+                         max_concurrency(spec, acc, cfg, max_seq), prefill, decode, assumptions)
+
+
+def _topology(acc: Accelerator, gpus_per_node: int, eff: Efficiency) -> comm.Topology:
+    intra = (acc.intra_node_link_bytes_s or 64e9) / 2
+    return comm.Topology(gpus_per_node,
+                         comm.Link(acc.intra_node_link_name or "PCIe", intra,
+                                   eff.collective_latency_s),
+                         comm.Link("network", 50e9, 2 * eff.collective_latency_s))
+
+
+def compute_bound_batch(spec: ModelSpec, acc: Accelerator, cfg: ServingConfig, context: int,
+                        eff: Efficiency | None = None, limit: int = 4096) -> int | None:
+    """Smallest decode batch whose step is compute-bound (arithmetic intensity past the ridge)."""
+    eff = eff or Efficiency()
+    topo = _topology(acc, 8, eff)
+    b = 1
+    while b <= limit:
+        p = forward_pass(spec, acc, cfg, eff, b, 1, context, topology=topo, decode=True)
+        if p.bound == "compute":
+            return b
+        b *= 2
+    return None

@@ -1,0 +1,115 @@
+"""`llmsizer infer`: serving memory, roofline prefill/decode, latency, throughput, concurrency."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from typing import Any
+
+from llmsizer.errors import SpecError
+from llmsizer.units import format_bytes, format_seconds
+
+
+def add_parser(sub: Any, positive_int: Any) -> None:
+    p = sub.add_parser(
+        "infer", help="serving: memory, TTFT, TPOT, throughput, max concurrency",
+        description="Weights and KV cache per device, per-op roofline of prefill and decode, "
+        "TTFT/TPOT/end-to-end latency, throughput and the largest batch that fits.")
+    p.add_argument("model", help="catalog name, alias, HF repo id, or path to a config.json")
+    p.add_argument("--gpu", required=True, help="accelerator name/alias or JSON file")
+    p.add_argument("--tp", type=positive_int("tp"), default=1)
+    p.add_argument("--pp", type=positive_int("pp"), default=1)
+    p.add_argument("--batch", type=positive_int("batch"), default=1, help="concurrent requests")
+    p.add_argument("--prompt", type=positive_int("prompt"), default=1024, help="prompt tokens")
+    p.add_argument("--output", type=positive_int("output"), default=256, help="output tokens")
+    p.add_argument("--max-seq", type=positive_int("max-seq"),
+                   help="max tokens per request for concurrency (default prompt + output)")
+    p.add_argument("--weights", default="bf16", help="bf16, fp16, fp8, int8, int4, fp32")
+    p.add_argument("--kv-dtype", default="bf16", help="bf16, fp16, fp8, int8, int4, fp32")
+    p.add_argument("--mem-util", type=float, default=0.9,
+                   help="fraction of device memory usable, like vLLM's --gpu-memory-utilization")
+    p.add_argument("--block-size", type=int, default=16, help="paged KV block (0: exact)")
+    p.add_argument("--overhead", help="runtime overhead per device, e.g. 1GiB (default)")
+    p.add_argument("--unfused-attention", action="store_true",
+                   help="attention scores go through memory (no flash kernel)")
+    p.add_argument("--gpus-per-node", type=positive_int("gpus-per-node"), default=8)
+    p.add_argument("--sweep", action="store_true", help="latency/throughput per batch size")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--explain", action="store_true")
+
+
+def build(args: argparse.Namespace) -> tuple[Any, ...]:
+    from llmsizer.analysis.inference import ServingConfig
+    from llmsizer.catalog import get_accelerator, get_model
+    from llmsizer.specs.precision import kv_dtype_bytes, weight_format
+    from llmsizer.units import parse_bytes
+
+    spec = get_model(args.model)
+    acc = get_accelerator(args.gpu)
+    if args.block_size < 0:
+        raise SpecError("block-size", args.block_size, "0 (exact) or a positive block size")
+    kw: dict[str, Any] = {}
+    if args.overhead:
+        kw["runtime_overhead"] = parse_bytes(args.overhead, "overhead")
+    cfg = ServingConfig(tp=args.tp, pp=args.pp, weights=weight_format(args.weights),
+                        kv_dtype_bytes=kv_dtype_bytes(args.kv_dtype), mem_util=args.mem_util,
+                        block_size=args.block_size or None, flash=not args.unfused_attention, **kw)
+    from llmsizer.analysis.params import validate_parallel
+
+    validate_parallel(spec, args.tp, args.pp)
+    return spec, acc, cfg
+
+
+def fit_suggestions(spec: Any, acc: Any, cfg: Any, batch: int, max_seq: int) -> list[str]:
+    from llmsizer.analysis.inference import serving_memory
+    from llmsizer.analysis.params import validate_parallel
+    from llmsizer.specs.precision import weight_format
+
+    tries: list[tuple[str, Any, int]] = []
+    for tp in (cfg.tp * 2, cfg.tp * 4, cfg.tp * 8):
+        tries.append((f"--tp {tp}", replace(cfg, tp=tp), max_seq))
+    for w in ("int8", "int4"):
+        tries.append((f"--weights {w}", replace(cfg, weights=weight_format(w)), max_seq))
+    tries.append(("--kv-dtype fp8", replace(cfg, kv_dtype_bytes=1.0), max_seq))
+    tries.append((f"--max-seq {max_seq // 2}", cfg, max_seq // 2))
+    tries.append((f"--batch {max(1, batch // 2)}", cfg, max_seq))
+    out = []
+    for label, c, seq in tries:
+        try:
+            validate_parallel(spec, c.tp, c.pp)
+        except SpecError:
+            continue
+        b = max(1, batch // 2) if label.startswith("--batch") else batch
+        m = serving_memory(spec, acc, c, b, seq)
+        if m.total <= m.capacity:
+            out.append(f"{label}: {format_bytes(m.total)} of {format_bytes(m.capacity)}")
+    return out[:5]
+
+
+def run(args: argparse.Namespace) -> str:
+    from llmsizer.analysis.inference import compute_bound_batch, serve
+    from llmsizer.report import dumps
+    from llmsizer.report_inference import inference_json, inference_text
+
+    spec, acc, cfg = build(args)
+    result = serve(spec, acc, cfg, batch=args.batch, prompt=args.prompt, output=args.output,
+                   max_seq=args.max_seq, gpus_per_node=args.gpus_per_node)
+    sweep = []
+    if args.sweep:
+        b = 1
+        limit = max(1, result.max_concurrency)
+        while b <= limit:
+            r = serve(spec, acc, cfg, batch=b, prompt=args.prompt, output=args.output,
+                      max_seq=args.max_seq, gpus_per_node=args.gpus_per_node)
+            sweep.append(r)
+            b *= 2
+    turn = compute_bound_batch(spec, acc, cfg, args.prompt + max(1, args.output // 2))
+    data = inference_json(result, sweep, turn, args.explain)
+    if not result.fits:
+        data["suggestions"] = fit_suggestions(spec, acc, cfg, args.batch, result.max_seq)
+    if args.json:
+        return dumps(data)
+    return inference_text(result, data, sweep, args.explain)
+
+
+__all__ = ["add_parser", "run", "format_seconds"]
