@@ -29,6 +29,7 @@ def inference_json(r: ServingResult, sweep: list[ServingResult], turn: int | Non
         "fits": r.fits,
         "shortfall_bytes": max(0.0, m.total - m.capacity),
         "max_concurrency": r.max_concurrency,
+        "max_concurrency_mha_formula": _mha_concurrency(r),
         "ttft_s": r.ttft_s,
         "tpot_s": r.tpot_s,
         "e2e_latency_s": r.e2e_latency_s,
@@ -51,6 +52,15 @@ def inference_json(r: ServingResult, sweep: list[ServingResult], turn: int | Non
     if explain:
         out["explain"] = explain_lines(r)
     return out
+
+
+def _mha_concurrency(r: ServingResult) -> int:
+    """What seed 001's MHA formula (K and V for every query head: 4·L·h bytes per token in fp16)
+    would allow in the same free memory."""
+    m = r.memory
+    free = m.capacity - m.weights - m.workspace - m.overhead
+    per_token = 2 * r.spec.num_layers * r.spec.q_dim * r.cfg.kv_dtype_bytes / r.cfg.tp
+    return max(0, int(free // (per_token * r.max_seq))) if free > 0 else 0
 
 
 def _pass_json(p: Any, r: ServingResult) -> dict[str, Any]:
@@ -108,7 +118,8 @@ def inference_text(r: ServingResult, data: dict[str, Any], sweep: list[ServingRe
                 format_bytes(m.capacity))], ["", "bytes"]),
         f"KV cache per token per device: {r.kv_bytes_per_token:,.0f} bytes "
         f"({r.spec.attention_kind}, {r.spec.kv_heads} KV heads)",
-        f"max concurrency at {r.max_seq} tokens per request: {r.max_concurrency}",
+        f"max concurrency at {r.max_seq} tokens per request: {r.max_concurrency} "
+        f"(the MHA formula 4·L·h bytes/token would allow {data['max_concurrency_mha_formula']})",
     ]
     if not r.fits:
         lines.append(f"DOES NOT FIT: {format_bytes(m.total - m.capacity)} over")

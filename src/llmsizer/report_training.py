@@ -266,6 +266,12 @@ def explain_lines(r: TrainingResult) -> list[str]:
         f"({t.total_s:.4g} · {p.world_size} · {r.peak_flops:.4g}) = {100 * r.mfu:.2f}%"
         "   [PaLM, Appendix B]",
         f"tokens/s = global batch · seq / step time = {p.global_batch} · {r.seq} / "
-        f"{t.total_s:.4g} = {r.tokens_per_s:,.0f}",
+        f"{t.total_s:.4g} = {r.tokens_per_s:,.0f}; per device ÷ {p.world_size} = "
+        f"{r.tokens_per_s / p.world_size:,.0f}   [seed 004: tokens/s/p]",
+        f"HFU = hardware FLOPs/step (recomputation included) / (step time · GPUs · peak) = "
+        f"{r.step_flops.hardware_flops:.4g} / ({t.total_s:.4g} · {p.world_size} · "
+        f"{r.peak_flops:.4g}) = {100 * r.hfu:.2f}%",
+        "time to train = tokens / tokens/s; GPU-hours = time · GPUs / 3600; cost = GPU-hours · "
+        "price   [seed 001: 6·T·P/(n·X·u)]",
     ]
     return lines

@@ -247,7 +247,7 @@ def _attention_cost(spec: ModelSpec, layer: int, window: int | None, batch: int,
     d = spec.head_size
     pairs = attention_pairs(new, context, window, "causal")
     flops = 4 * batch * heads * d * pairs
-    kept = context if window is None else min(context, window)
+    kept = context if window is None else min(context, window)  # keys the new query reads
     kv_read = batch * kept * 2 * kvh * d * cfg.kv_dtype_bytes
     qo = 2 * e * batch * new * heads * d
     nbytes = kv_read + qo

@@ -3,7 +3,8 @@
 Per layer a token keeps one key and one value vector per KV head: 2·g·d elements (seed 003
 sec. 2.12: L·S'·h·d·2·sizeof(dtype) for MHA; GQA/MQA shrink h to the g KV heads). With tensor
 parallelism each rank keeps its share of KV heads, or one whole head when there are fewer KV heads
-than ranks (vLLM replicates them). A sliding-window layer keeps at most W positions.
+than ranks (vLLM replicates them). A sliding-window layer stores the last W - 1 positions between
+steps (the current token makes W), as transformers' sliding-window caches do.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class KVCache:
 
     def positions_kept(self, layer: int, tokens: int) -> int:
         window = build_graph(self.spec).layers[layer].sliding_window
-        kept = tokens if window is None else min(tokens, window)
+        kept = tokens if window is None else min(tokens, window - 1)
         if self.block_size:
             kept = math.ceil(kept / self.block_size) * self.block_size
         return kept
