@@ -81,3 +81,18 @@ def test_flops_scale_linearly_in_tokens_at_fixed_sequence(batch, factor):
     many = training_step_flops(spec, batch * factor, 32)
     assert many.model_flops == factor * one.model_flops
     assert many.hardware_flops == factor * one.hardware_flops
+
+
+def test_zero3_moves_one_and_a_half_times_the_data_parallel_volume():
+    # Seed 002 / ZeRO paper sec. 7: ZeRO-3 adds a parameter all-gather in forward and backward to
+    # the gradient reduce-scatter: 3Ψ per rank against 2Ψ for a plain all-reduce.
+    spec = get_model("llama-2-13b")
+    cluster = Cluster(A100, gpus_per_node=8)
+    eff = Efficiency(collective_latency_s=0.0)
+
+    def dp_time(zero):
+        par = Parallelism(dp=8, zero=zero)
+        return train_step(spec, par, MIXED, ADAM, 2048, cluster, eff,
+                          dp_overlap=False).time.dp_comm_total_s
+
+    assert dp_time(3) / dp_time(1) == pytest.approx(1.5)
