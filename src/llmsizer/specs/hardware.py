@@ -17,7 +17,7 @@ class Accelerator:
     name: str
     display_name: str
     vendor: str
-    peak_flops: dict[str, float]  # dtype -> FLOP/s, dense
+    peak_flops: dict[str, float] = field(hash=False)  # dtype -> FLOP/s, dense
     memory_bytes: int
     memory_bandwidth_bytes_s: float
     memory_stated: str = ""  # as the datasheet states it, e.g. "80 GB (HBM2e)"

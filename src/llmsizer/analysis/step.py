@@ -1,0 +1,427 @@
+"""One training step, evaluated for many parallel layouts at once.
+
+The per-layer costs of a micro-batch (activation bytes kept, forward/backward/recompute seconds,
+tensor/expert/context-parallel communication) depend only on (tp, cp, ep, micro-batch,
+recomputation, sequence parallelism); they are computed once per such key from the op graph and
+cached. Everything that combines them (ZeRO sharding, offload, pipeline schedules and bubbles,
+data-parallel communication, the optimizer step) is written once, here, in numpy over arrays of
+layouts: `train_step` evaluates one layout, the planner thousands. Formulas and sources are in the
+docstrings of memory.py and training.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from llmsizer.analysis import comm
+from llmsizer.analysis.activations import layer_activations, output_activations
+from llmsizer.analysis.cluster import Cluster
+from llmsizer.analysis.efficiency import Efficiency, matmul_efficiency, op_time
+from llmsizer.analysis.flops import ATTENTION_BACKWARD_FACTOR, attention_pairs
+from llmsizer.analysis.params import shard_params, validate_parallel
+from llmsizer.errors import SpecError
+from llmsizer.graph import Op, build_graph
+from llmsizer.specs.hardware import Accelerator
+from llmsizer.specs.model import ModelSpec
+from llmsizer.specs.precision import Optimizer, TrainingPrecision
+
+GiB = 2**30
+DEFAULT_FRAMEWORK_OVERHEAD = 1 * GiB  # CUDA context, cuBLAS workspaces, NCCL buffers: 0.5-2 GiB
+DDP_BUCKET_BYTES = 25 * 2**20  # torch DDP bucket_cap_mb default (25 MiB), two in flight
+DEEPSPEED_REDUCE_BUCKET = 5e8  # elements: DeepSpeed reduce_bucket_size default
+DEEPSPEED_PREFETCH = 5e7  # elements: stage3_prefetch_bucket_size default
+RECOMPUTE_CODE = {"none": 0, "selective": 1, "full": 2}
+SCHEDULE_CODE = {"gpipe": 0, "1f1b": 1, "interleaved": 2}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What stays fixed across a search: the model, the run and the cost model."""
+
+    spec: ModelSpec
+    seq: int
+    precision: TrainingPrecision
+    opt: Optimizer
+    cluster: Cluster
+    eff: Efficiency
+    activations: str = "megatron"
+    attention: str = "flash"  # kernels: "flash" or "eager"
+    framework_overhead: float = DEFAULT_FRAMEWORK_OVERHEAD
+    dp_overlap: bool = True
+
+    @property
+    def act_bytes(self) -> int:
+        return 4 if self.precision.compute_dtype == "fp32" else 2
+
+
+@dataclass(frozen=True)
+class Group:
+    """Layouts sharing everything that shapes a micro-batch on one device."""
+
+    dp: int
+    tp: int
+    pp: int
+    cp: int
+    ep: int
+    micro_batch: int
+    grad_accum: int
+    recompute: str
+    sequence_parallel: bool
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-layer costs (scalar, from the op graph; cached)
+# ---------------------------------------------------------------------------------------------
+
+def _linear_time(op: Op, tokens: int, tp: int, ep: int, acc: Accelerator, peak: float,
+                 e: float, eff: Efficiency) -> float:
+    """Forward time of one linear op's share on one device."""
+    k, n = op.in_features, op.out_features
+    shard = op.weights[0].shard if op.weights else "column"
+    if shard in ("column", "vocab"):
+        n = max(1, n // tp)
+    elif shard == "row":
+        k = max(1, k // tp)
+    instances = op.instances // ep if op.expert_parallel else op.instances
+    if op.instances > 1 or op.active > 1:
+        # Balanced routing: this device's experts together see tokens·top_k rows.
+        rows = max(1, round(tokens * op.active * (ep if op.expert_parallel else 1) / op.instances))
+    else:
+        rows = tokens
+    flops = 2 * rows * k * n * instances
+    nbytes = e * (rows * k + k * n + rows * n) * instances
+    return op_time(flops, nbytes, peak, acc.memory_bandwidth_bytes_s,
+                   matmul_efficiency(rows, n, eff, acc, batch=instances, k=k), eff)
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    act_bytes: float  # kept for backward, one micro-batch
+    act_bytes_no_recompute: float  # the working set while a fully recomputed layer is rebuilt
+    forward_s: float
+    backward_s: float
+    recompute_s: float
+    attention_s: float
+    ep_comm_s: float
+    cp_comm_s: float
+
+
+@lru_cache(maxsize=4096)
+def _layer_cost(st: Setting, index_kind: tuple[bool, int | None], layer_index: int, tp: int,
+                cp: int, ep: int, mb: int, recompute: str, sp: bool) -> LayerCost:
+    spec, acc, eff = st.spec, st.cluster.accelerator, st.eff
+    e = st.act_bytes
+    peak = acc.peak(st.precision.compute_dtype)
+    seq_local = st.seq // cp
+    tokens = mb * seq_local
+    layer = build_graph(spec).layers[layer_index]
+    moe = spec.is_moe_layer(layer_index)
+    flash = st.attention == "flash"
+    fwd_mm = attn = 0.0
+    for op in layer.ops:
+        if op.kind in ("linear", "router"):
+            fwd_mm += _linear_time(op, tokens, tp, ep, acc, peak, e, eff)
+        elif op.kind == "attention":
+            # Flash kernels skip masked tiles (causal pairs); eager computes the full square.
+            heads = max(1, spec.num_heads // tp)
+            context = seq_local * cp
+            if cp == 1:
+                pairs = attention_pairs(seq_local, context, layer.sliding_window,
+                                        "causal" if flash else "dense")
+            else:
+                pairs = seq_local * context / 2
+            flops = 4 * mb * heads * spec.head_size * pairs
+            qkvo = e * tokens * (2 * spec.q_dim + 2 * spec.kv_dim) / tp
+            scores = 0 if flash else 4 * e * mb * heads * seq_local * context
+            attn = op_time(flops, qkvo + scores, peak, acc.memory_bandwidth_bytes_s,
+                           eff.matmul_ceiling, eff)
+    # Element-wise work (norms, residual adds, activation, rotary): memory-bound streams.
+    rep = tp if sp else 1
+    h, f = spec.hidden_size, spec.ffn_size
+    if moe and spec.moe:
+        f = spec.moe.top_k * spec.moe.expert_ffn_size
+    elementwise = e * tokens * (10 * h / rep + 3 * f / tp + 2 * (spec.q_dim + spec.kv_dim) / tp)
+    ew = elementwise / (acc.memory_bandwidth_bytes_s * eff.memory_ceiling)
+    forward = fwd_mm + attn + ew
+    backward = 2 * fwd_mm + ATTENTION_BACKWARD_FACTOR[st.attention] * attn + 2 * ew
+    recompute_s = {"full": forward, "selective": attn}.get(recompute, 0.0)
+
+    kw = dict(convention=st.activations, act_bytes=e, tp=tp, sequence_parallel=sp,
+              moe_layer=moe, flash=flash)
+    act = layer_activations(spec, mb, seq_local, recompute=recompute, **kw).bytes
+    act_full = layer_activations(spec, mb, seq_local, recompute="none", **kw).bytes
+
+    topo = st.cluster.topology(eff)
+    ep_s = cp_s = 0.0
+    if moe and spec.moe and ep > 1:
+        a2a = e * tokens * spec.moe.top_k * h
+        ep_s = 4 * comm.all_to_all_s(a2a, ep, topo.link_for(ep, tp), eff)
+    if cp > 1:
+        kv = e * tokens * 2 * spec.kv_dim / tp
+        ring = (cp - 1) * comm.p2p_s(kv, topo.link_for(cp, tp), eff) * 3  # fwd + 2× bwd
+        cp_s = max(0.0, ring - forward)  # overlapped with the attention compute
+    return LayerCost(act, act_full, forward, backward, recompute_s, attn, ep_s, cp_s)
+
+
+@dataclass(frozen=True)
+class StageCosts:
+    """Per pipeline stage (arrays of length pp) for one Group."""
+
+    layers: tuple[tuple[int, ...], ...]
+    dense_params: np.ndarray
+    expert_params: np.ndarray
+    largest_layer_params: np.ndarray  # per TP rank
+    act_bytes: np.ndarray  # one micro-batch, all the stage's layers
+    output_act_bytes: np.ndarray  # the output head's (last stage only), one micro-batch at a time
+    recompute_working_set: np.ndarray
+    compute_s: np.ndarray  # forward + backward + recompute of one micro-batch
+    comm_s: np.ndarray  # tp + ep + cp communication of one micro-batch
+    tp_comm_s: np.ndarray
+    ep_comm_s: np.ndarray
+    cp_comm_s: np.ndarray
+
+
+def _stage_param_split(spec: ModelSpec, tp: int, pp: int, ep: int) -> list[tuple[int, int]]:
+    """(dense params, expert params) one device of each stage holds after TP/PP/EP."""
+    shards = shard_params(spec, tp, pp, ep)
+    graph = build_graph(spec)
+    out = []
+    for s, layers in enumerate(shards.stage_layers):
+        expert = 0
+        for i in layers:
+            for op in graph.layers[i].ops:
+                if op.expert_parallel:
+                    per_instance = sum(w.numel for w in op.weights) // tp
+                    expert += op.instances // ep * per_instance
+        out.append((shards.per_stage[s] - expert, expert))
+    return out
+
+
+def _layer_kind(spec: ModelSpec, i: int) -> tuple[bool, int | None]:
+    return (spec.is_moe_layer(i), build_graph(spec).layers[i].sliding_window)
+
+
+@lru_cache(maxsize=4096)
+def stage_costs(st: Setting, g: Group) -> StageCosts:
+    spec = st.spec
+    validate_parallel(spec, g.tp, g.pp, g.ep)
+    if st.seq % g.cp:
+        raise SpecError("cp", g.cp, f"a divisor of the sequence length ({st.seq})")
+    if g.sequence_parallel and st.seq % g.tp:
+        raise SpecError("sequence_parallel", True, f"a sequence length divisible by tp ({g.tp})")
+    layers = shard_params(spec, g.tp, g.pp, g.ep).stage_layers
+    split = _stage_param_split(spec, g.tp, g.pp, g.ep)
+    # Identical layers cost the same: compute once per kind.
+    first_of_kind: dict[tuple[bool, int | None], int] = {}
+    for i in range(spec.num_layers):
+        first_of_kind.setdefault(_layer_kind(spec, i), i)
+    costs = {kind: _layer_cost(st, kind, i, g.tp, g.cp, g.ep, g.micro_batch, g.recompute,
+                               g.sequence_parallel) for kind, i in first_of_kind.items()}
+    e, acc, eff = st.act_bytes, st.cluster.accelerator, st.eff
+    seq_local = st.seq // g.cp
+    tokens = g.micro_batch * seq_local
+    topo = st.cluster.topology(eff)
+    # Megatron-LM: 2 all-reduces per layer forward and 2 backward (with sequence parallelism a
+    # reduce-scatter + all-gather of the same cost); full recomputation repeats the forward ones.
+    tp_layer = comm.all_reduce_s(e * tokens * spec.hidden_size, g.tp, topo.link_for(g.tp, 1),
+                                 eff) * (4 + (2 if g.recompute == "full" else 0))
+    graph = build_graph(spec)
+    peak = acc.peak(st.precision.compute_dtype)
+    head_op = graph.head[-1]
+    head_s = 3 * _linear_time(head_op, tokens, g.tp, 1, acc, peak, e, eff) + 3 * 4 * tokens * \
+        spec.vocab_size / g.tp / (acc.memory_bandwidth_bytes_s * eff.memory_ceiling)
+    out_act = output_activations(spec, g.micro_batch, seq_local, convention=st.activations,
+                                 act_bytes=e, tp=g.tp, sequence_parallel=g.sequence_parallel,
+                                 recompute=g.recompute).bytes
+    n = g.pp
+    arr = {k: np.zeros(n) for k in ("act", "ws", "compute", "tp", "ep", "cp", "largest")}
+    for s, idx in enumerate(layers):
+        for i in idx:
+            c = costs[_layer_kind(spec, i)]
+            arr["act"][s] += c.act_bytes
+            arr["compute"][s] += c.forward_s + c.backward_s + c.recompute_s
+            arr["tp"][s] += tp_layer
+            arr["ep"][s] += c.ep_comm_s
+            arr["cp"][s] += c.cp_comm_s
+            if g.recompute == "full":
+                arr["ws"][s] = max(arr["ws"][s], c.act_bytes_no_recompute)
+            arr["largest"][s] = max(arr["largest"][s],
+                                    sum(op.params for op in graph.layers[i].ops) / g.tp)
+    out = np.zeros(n)
+    out[n - 1] = out_act
+    arr["compute"][n - 1] += head_s
+    return StageCosts(
+        layers=layers,
+        dense_params=np.array([d for d, _ in split], dtype=float),
+        expert_params=np.array([x for _, x in split], dtype=float),
+        largest_layer_params=arr["largest"], act_bytes=arr["act"], output_act_bytes=out,
+        recompute_working_set=arr["ws"], compute_s=arr["compute"],
+        comm_s=arr["tp"] + arr["ep"] + arr["cp"], tp_comm_s=arr["tp"], ep_comm_s=arr["ep"],
+        cp_comm_s=arr["cp"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Combining them: vectorized over layouts of one group
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Variants:
+    """Arrays (one entry per layout) of what varies inside a group."""
+
+    zero: np.ndarray
+    offload_optimizer: np.ndarray  # bool
+    offload_params: np.ndarray  # bool
+    nvme: np.ndarray  # bool: offload to NVMe instead of host memory
+    schedule: np.ndarray  # SCHEDULE_CODE
+    virtual_stages: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.zero)
+
+
+@dataclass(frozen=True)
+class GroupResult:
+    # per layout × stage
+    weights: np.ndarray
+    gradients: np.ndarray
+    optimizer: np.ndarray
+    activations: np.ndarray
+    other: np.ndarray
+    total: np.ndarray
+    host: np.ndarray
+    nvme: np.ndarray
+    in_flight: np.ndarray
+    zero3_gather: np.ndarray
+    buckets: np.ndarray
+    recompute_ws: np.ndarray
+    # per layout
+    peak_stage: np.ndarray
+    peak_total: np.ndarray
+    compute_s: np.ndarray
+    bubble_s: np.ndarray
+    tp_comm_s: np.ndarray
+    ep_comm_s: np.ndarray
+    cp_comm_s: np.ndarray
+    pp_comm_s: np.ndarray
+    dp_comm_exposed_s: np.ndarray
+    dp_comm_total_s: np.ndarray
+    optimizer_s: np.ndarray
+    step_s: np.ndarray
+    time_stage: int
+
+
+def in_flight(pp: int, accum: int, schedule: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Micro-batches whose activations each stage holds at its peak: layouts × stages.
+
+    GPipe keeps all m; 1F1B keeps at most pp - stage (Narayanan et al. 2021, sec. 2.2.1);
+    interleaved 1F1B with V chunks keeps (1 + (pp-1)/(pp·V)) times as many (Korthikanti et al.
+    2022, sec. 4.2.3).
+    """
+    stages = np.arange(pp)[None, :]
+    m = float(accum)
+    if pp == 1:
+        return np.ones((len(schedule), 1))
+    one_f_one_b = np.minimum(m, (pp - stages).astype(float))
+    interleaved = np.minimum(m, one_f_one_b * (1 + (pp - 1) / (pp * v[:, None])))
+    sched = schedule[:, None]
+    return np.where(sched == 0, m, np.where(sched == 2, interleaved, one_f_one_b))
+
+
+def evaluate(st: Setting, g: Group, var: Variants) -> GroupResult:
+    sc = stage_costs(st, g)
+    p = st.precision
+    K = p.master_bytes + st.opt.state_bytes(p)
+    n_d = g.dp * g.cp
+    n_e = g.dp * g.cp // g.ep
+    zero = var.zero[:, None]
+    dense, expert = sc.dense_params[None, :], sc.expert_params[None, :]
+    full = dense + expert
+    sharded = dense / n_d + expert / n_e
+
+    weights = p.weight_bytes * np.where(zero >= 3, sharded, full)
+    grads = p.gradient_bytes * np.where(zero >= 2, sharded, full)
+    optim = K * np.where(zero >= 1, sharded, full)
+    off_o = var.offload_optimizer[:, None]
+    off_p = var.offload_params[:, None]
+    # ZeRO-Offload keeps optimizer states, fp32 master weights and the gradient partition in host
+    # memory and runs the update on the CPU (Ren et al. 2021); ZeRO-Infinity adds the weights.
+    offloaded = np.where(off_o, optim + grads, 0.0) + np.where(off_p, weights, 0.0)
+    optim = np.where(off_o, 0.0, optim)
+    grads = np.where(off_o, 0.0, grads)
+    weights = np.where(off_p, 0.0, weights)
+    to_nvme = var.nvme[:, None]
+    host = np.where(to_nvme, 0.0, offloaded)
+    nvme = np.where(to_nvme, offloaded, 0.0)
+
+    flight = in_flight(g.pp, g.grad_accum, var.schedule, var.virtual_stages)
+    act = sc.act_bytes[None, :] * flight + sc.output_act_bytes[None, :]
+
+    if n_d > 1:
+        buckets = np.where(zero > 0, np.minimum(DEEPSPEED_REDUCE_BUCKET, full) * p.gradient_bytes,
+                           2.0 * DDP_BUCKET_BYTES)
+    else:
+        buckets = np.zeros_like(full)
+    gather = np.where(zero == 3, p.weight_bytes * np.maximum(2 * sc.largest_layer_params[None, :],
+                                                             DEEPSPEED_PREFETCH), 0.0)
+    ws = np.broadcast_to(sc.recompute_working_set[None, :], weights.shape)
+    other = st.framework_overhead + buckets + gather + ws
+    total = weights + grads + optim + act + other
+    peak_stage = np.argmax(total, axis=1)
+    rows = np.arange(len(var))
+    peak_total = total[rows, peak_stage]
+
+    # ---- time ----
+    worst = int(np.argmax(sc.compute_s + sc.comm_s))
+    t_mb = sc.compute_s[worst]
+    m = g.grad_accum
+    bubble_mb = np.where(var.schedule == 2, (g.pp - 1) / var.virtual_stages, g.pp - 1.0)
+    eff, topo = st.eff, st.cluster.topology(st.eff)
+    e = st.act_bytes
+    seq_local = st.seq // g.cp
+    act_msg = e * g.micro_batch * seq_local * st.spec.hidden_size
+    p2p = 2 * comm.p2p_s(act_msg / (g.tp if g.sequence_parallel else 1),
+                         topo.link_for(g.pp, g.tp * g.cp * g.dp), eff) if g.pp > 1 else 0.0
+    dp_link = topo.link_for(g.dp, g.tp * g.cp)
+    d_w, x_w = sc.dense_params[worst], sc.expert_params[worst]
+    grad_b = 2 if p.gradient_bytes == 2 else 4
+    ar = comm.all_reduce_s(grad_b * d_w, n_d, dp_link, eff) + comm.all_reduce_s(
+        grad_b * x_w, n_e, dp_link, eff)
+    rs = comm.reduce_scatter_s(grad_b * d_w, n_d, dp_link, eff) + comm.reduce_scatter_s(
+        grad_b * x_w, n_e, dp_link, eff)
+    gather_s = 2 * (comm.all_gather_s(p.weight_bytes * d_w, n_d, dp_link, eff)
+                    + comm.all_gather_s(p.weight_bytes * x_w, n_e, dp_link, eff))
+    z3 = var.zero == 3
+    grad_sync = np.where(z3, rs, ar)
+    gather_exposed = np.where(z3, m * (max(0.0, gather_s - t_mb) if st.dp_overlap
+                                       else gather_s), 0.0)
+    dp_total = grad_sync + np.where(z3, m * gather_s, 0.0)
+    # Only the last micro-batch's backward can hide the gradient reduction.
+    last_backward = t_mb * 2 / 3
+    dp_exposed = (np.maximum(0.0, grad_sync - last_backward) if st.dp_overlap else grad_sync) + \
+        gather_exposed
+
+    shard = (d_w + x_w) / np.where(var.zero >= 1, n_d, 1)
+    traffic = shard * (2 * K + p.gradient_bytes + p.weight_bytes)
+    acc = st.cluster.accelerator
+    on_device = traffic / (acc.memory_bandwidth_bytes_s * eff.memory_ceiling)
+    on_host = traffic / st.cluster.host_update_bytes_s + shard * (
+        p.gradient_bytes + p.weight_bytes) / st.cluster.pcie_bytes_s
+    optimizer_s = np.where(var.offload_optimizer, on_host, on_device)
+
+    compute_s = np.full(len(var), m * t_mb)
+    bubble_s = bubble_mb * t_mb
+    tp_s = (m + bubble_mb) * sc.tp_comm_s[worst]
+    ep_s = (m + bubble_mb) * sc.ep_comm_s[worst]
+    cp_s = (m + bubble_mb) * sc.cp_comm_s[worst]
+    pp_s = np.full(len(var), (m + g.pp - 1) * p2p)
+    step = compute_s + bubble_s + tp_s + ep_s + cp_s + pp_s + dp_exposed + optimizer_s
+    return GroupResult(
+        weights=weights, gradients=grads, optimizer=optim, activations=act, other=other,
+        total=total, host=host, nvme=nvme, in_flight=flight, zero3_gather=gather,
+        buckets=buckets, recompute_ws=ws, peak_stage=peak_stage, peak_total=peak_total,
+        compute_s=compute_s, bubble_s=bubble_s, tp_comm_s=tp_s, ep_comm_s=ep_s, cp_comm_s=cp_s,
+        pp_comm_s=pp_s, dp_comm_exposed_s=dp_exposed, dp_comm_total_s=dp_total,
+        optimizer_s=optimizer_s, step_s=step, time_stage=worst)
