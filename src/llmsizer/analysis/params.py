@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cache
 
 from llmsizer.errors import SpecError
 from llmsizer.explain import Quantity, total
@@ -225,38 +226,75 @@ def _weight_shard(op: Op, w: Weight, tp: int) -> tuple[int, bool]:
     return w.numel // tp, False
 
 
-def shard_params(spec: ModelSpec, tp: int = 1, pp: int = 1, ep: int = 1) -> ShardedParams:
+@dataclass(frozen=True)
+class HeldParams:
+    """Parameters one device holds of a set of ops: all, the TP-replicated part, the experts."""
+
+    held: int
+    replicated: int
+    expert: int
+
+    def __add__(self, other: HeldParams) -> HeldParams:
+        return HeldParams(self.held + other.held, self.replicated + other.replicated,
+                          self.expert + other.expert)
+
+
+def _ops_held(ops: tuple[Op, ...], tp: int, ep: int) -> HeldParams:
+    held = repl = expert = 0
+    for op in ops:
+        instances = op.instances // ep if op.expert_parallel else op.instances
+        for w in op.weights:
+            n, replicated = _weight_shard(op, w, tp)
+            held += instances * n
+            repl += instances * n if replicated else 0
+            expert += instances * n if op.expert_parallel else 0
+    return HeldParams(held, repl, expert)
+
+
+@cache
+def layer_held(spec: ModelSpec, index: int, tp: int, ep: int) -> HeldParams:
+    """What one device holds of layer `index` (cached; identical layers share one entry)."""
+    rep = layer_representative(spec)[index]
+    if rep != index:
+        return layer_held(spec, rep, tp, ep)
+    return _ops_held(build_graph(spec).layers[index].ops, tp, ep)
+
+
+@cache
+def layer_representative(spec: ModelSpec) -> tuple[int, ...]:
+    """For each layer, the first layer with exactly the same ops (shapes and windows)."""
+    seen: dict[tuple[object, ...], int] = {}
+    out = []
+    for layer in build_graph(spec).layers:
+        key = (layer.ops, layer.sliding_window)
+        out.append(seen.setdefault(key, layer.index))
+    return tuple(out)
+
+
+@cache
+def stage_held(spec: ModelSpec, tp: int = 1, pp: int = 1, ep: int = 1) -> tuple[HeldParams, ...]:
+    """What one device of each pipeline stage holds: its layers, the embedding on the first
+    stage, the output head on the last (with its own copy of a tied embedding, Megatron-LM)."""
     validate_parallel(spec, tp, pp, ep)
     graph = build_graph(spec)
-    layers = stage_layers(spec.num_layers, pp)
-
-    def ops_cost(ops: tuple[Op, ...] | list[Op]) -> tuple[int, int]:
-        held = repl = 0
-        for op in ops:
-            instances = op.instances // ep if op.expert_parallel else op.instances
-            for w in op.weights:
-                n, replicated = _weight_shard(op, w, tp)
-                held += instances * n
-                repl += instances * n if replicated else 0
-        return held, repl
-
-    per_stage, repl_stage = [], []
-    for s, idx in enumerate(layers):
-        held = repl = 0
+    out = []
+    for s, idx in enumerate(stage_layers(spec.num_layers, pp)):
+        total = HeldParams(0, 0, 0)
         for i in idx:
-            h, r = ops_cost(graph.layers[i].ops)
-            held, repl = held + h, repl + r
+            total = total + layer_held(spec, i, tp, ep)
         if s == 0:
-            h, r = ops_cost(graph.embedding)
-            held, repl = held + h, repl + r
+            total = total + _ops_held(graph.embedding, tp, ep)
         if s == pp - 1:
-            h, r = ops_cost(graph.head)
-            held, repl = held + h, repl + r
+            total = total + _ops_held(graph.head, tp, ep)
             if spec.tie_embeddings and pp > 1:
                 # The last stage keeps its own copy of the tied embedding for the output
                 # projection; the two copies' gradients are all-reduced (Megatron-LM).
-                h, r = ops_cost(graph.embedding[:1])
-                held, repl = held + h, repl + r
-        per_stage.append(held)
-        repl_stage.append(repl)
-    return ShardedParams(tp, pp, ep, layers, tuple(per_stage), tuple(repl_stage))
+                total = total + _ops_held(graph.embedding[:1], tp, ep)
+        out.append(total)
+    return tuple(out)
+
+
+def shard_params(spec: ModelSpec, tp: int = 1, pp: int = 1, ep: int = 1) -> ShardedParams:
+    stages = stage_held(spec, tp, pp, ep)
+    return ShardedParams(tp, pp, ep, stage_layers(spec.num_layers, pp),
+                         tuple(h.held for h in stages), tuple(h.replicated for h in stages))

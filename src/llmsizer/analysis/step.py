@@ -11,8 +11,9 @@ docstrings of memory.py and training.py.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import numpy as np
 
@@ -21,7 +22,12 @@ from llmsizer.analysis.activations import layer_activations, output_activations
 from llmsizer.analysis.cluster import Cluster
 from llmsizer.analysis.efficiency import Efficiency, matmul_efficiency, op_time
 from llmsizer.analysis.flops import ATTENTION_BACKWARD_FACTOR, attention_pairs
-from llmsizer.analysis.params import shard_params, validate_parallel
+from llmsizer.analysis.params import (
+    layer_representative,
+    stage_held,
+    stage_layers,
+    validate_parallel,
+)
 from llmsizer.errors import SpecError
 from llmsizer.graph import Op, build_graph
 from llmsizer.specs.hardware import Accelerator
@@ -166,6 +172,11 @@ def _layer_cost(st: Setting, index_kind: tuple[bool, int | None], layer_index: i
     return LayerCost(act, act_full, forward, backward, recompute_s, attn, ep_s, cp_s)
 
 
+@cache
+def _layer_params(spec: ModelSpec, index: int) -> int:
+    return sum(op.params for op in build_graph(spec).layers[index].ops)
+
+
 @dataclass(frozen=True)
 class StageCosts:
     """Per pipeline stage (arrays of length pp) for one Group."""
@@ -184,22 +195,6 @@ class StageCosts:
     cp_comm_s: np.ndarray
 
 
-def _stage_param_split(spec: ModelSpec, tp: int, pp: int, ep: int) -> list[tuple[int, int]]:
-    """(dense params, expert params) one device of each stage holds after TP/PP/EP."""
-    shards = shard_params(spec, tp, pp, ep)
-    graph = build_graph(spec)
-    out = []
-    for s, layers in enumerate(shards.stage_layers):
-        expert = 0
-        for i in layers:
-            for op in graph.layers[i].ops:
-                if op.expert_parallel:
-                    per_instance = sum(w.numel for w in op.weights) // tp
-                    expert += op.instances // ep * per_instance
-        out.append((shards.per_stage[s] - expert, expert))
-    return out
-
-
 def _layer_kind(spec: ModelSpec, i: int) -> tuple[bool, int | None]:
     return (spec.is_moe_layer(i), build_graph(spec).layers[i].sliding_window)
 
@@ -212,14 +207,12 @@ def stage_costs(st: Setting, g: Group) -> StageCosts:
         raise SpecError("cp", g.cp, f"a divisor of the sequence length ({st.seq})")
     if g.sequence_parallel and st.seq % g.tp:
         raise SpecError("sequence_parallel", True, f"a sequence length divisible by tp ({g.tp})")
-    layers = shard_params(spec, g.tp, g.pp, g.ep).stage_layers
-    split = _stage_param_split(spec, g.tp, g.pp, g.ep)
-    # Identical layers cost the same: compute once per kind.
-    first_of_kind: dict[tuple[bool, int | None], int] = {}
-    for i in range(spec.num_layers):
-        first_of_kind.setdefault(_layer_kind(spec, i), i)
-    costs = {kind: _layer_cost(st, kind, i, g.tp, g.cp, g.ep, g.micro_batch, g.recompute,
-                               g.sequence_parallel) for kind, i in first_of_kind.items()}
+    held = stage_held(spec, g.tp, g.pp, g.ep)
+    layers = stage_layers(spec.num_layers, g.pp)
+    # Identical layers cost the same: compute once per representative layer.
+    rep = layer_representative(spec)
+    costs = {i: _layer_cost(st, _layer_kind(spec, i), i, g.tp, g.cp, g.ep, g.micro_batch,
+                            g.recompute, g.sequence_parallel) for i in set(rep)}
     e, acc, eff = st.act_bytes, st.cluster.accelerator, st.eff
     seq_local = st.seq // g.cp
     tokens = g.micro_batch * seq_local
@@ -239,24 +232,23 @@ def stage_costs(st: Setting, g: Group) -> StageCosts:
     n = g.pp
     arr = {k: np.zeros(n) for k in ("act", "ws", "compute", "tp", "ep", "cp", "largest")}
     for s, idx in enumerate(layers):
-        for i in idx:
-            c = costs[_layer_kind(spec, i)]
-            arr["act"][s] += c.act_bytes
-            arr["compute"][s] += c.forward_s + c.backward_s + c.recompute_s
-            arr["tp"][s] += tp_layer
-            arr["ep"][s] += c.ep_comm_s
-            arr["cp"][s] += c.cp_comm_s
+        for r, count in Counter(rep[i] for i in idx).items():
+            c = costs[r]
+            arr["act"][s] += count * c.act_bytes
+            arr["compute"][s] += count * (c.forward_s + c.backward_s + c.recompute_s)
+            arr["tp"][s] += count * tp_layer
+            arr["ep"][s] += count * c.ep_comm_s
+            arr["cp"][s] += count * c.cp_comm_s
             if g.recompute == "full":
                 arr["ws"][s] = max(arr["ws"][s], c.act_bytes_no_recompute)
-            arr["largest"][s] = max(arr["largest"][s],
-                                    sum(op.params for op in graph.layers[i].ops) / g.tp)
+            arr["largest"][s] = max(arr["largest"][s], _layer_params(spec, r) / g.tp)
     out = np.zeros(n)
     out[n - 1] = out_act
     arr["compute"][n - 1] += head_s
     return StageCosts(
         layers=layers,
-        dense_params=np.array([d for d, _ in split], dtype=float),
-        expert_params=np.array([x for _, x in split], dtype=float),
+        dense_params=np.array([h.held - h.expert for h in held], dtype=float),
+        expert_params=np.array([h.expert for h in held], dtype=float),
         largest_layer_params=arr["largest"], act_bytes=arr["act"], output_act_bytes=out,
         recompute_working_set=arr["ws"], compute_s=arr["compute"],
         comm_s=arr["tp"] + arr["ep"] + arr["cp"], tp_comm_s=arr["tp"], ep_comm_s=arr["ep"],

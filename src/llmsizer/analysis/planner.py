@@ -1,0 +1,210 @@
+"""Search the parallel layouts of a training run: enumerate, keep what fits, rank.
+
+Layouts are grouped by what shapes a micro-batch on one device (tp, pp, cp, ep, micro-batch,
+recomputation); inside a group the ZeRO stage, offload and pipeline schedule vary and are
+evaluated together by llmsizer.analysis.step.evaluate, the same arithmetic `llmsizer train`
+uses. Ranking is by the objective; layouts within `tie_tolerance` of each other are ordered by
+simplicity in seed 002's order: no ZeRO before ZeRO-1 before ZeRO-2 before ZeRO-3, no offload
+before offload, then less recomputation, then smaller model parallelism.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from llmsizer.analysis import step
+from llmsizer.analysis.params import validate_parallel
+from llmsizer.errors import SpecError
+from llmsizer.specs.parallel import Parallelism
+
+RECOMPUTES = ("none", "selective", "full")
+SCHEDULE_NAMES = {0: "gpipe", 1: "1f1b", 2: "interleaved"}
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    gpus: int
+    global_batch: int
+    allow_cross_node_tp: bool = False
+    micro_batches: tuple[int, ...] = (1, 2, 4, 8, 16)
+    recomputes: tuple[str, ...] = RECOMPUTES
+    zero_stages: tuple[int, ...] = (0, 1, 2, 3)
+    offload: bool = True
+    max_cp: int = 8
+    min_seq_per_cp_rank: int = 2048
+    interleave: tuple[int, ...] = (2, 4)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    par: Parallelism
+    peak_bytes: float
+    step_s: float
+    stage: int
+
+    @property
+    def simplicity(self) -> tuple[int, ...]:
+        p = self.par
+        offload = 2 if "params" in p.offload else 1 if p.offload else 0
+        return (p.zero, offload, RECOMPUTES.index(p.recompute), p.tp * p.pp * p.cp * p.ep,
+                p.pp, p.cp, p.ep, {"1f1b": 0, "interleaved": 1, "gpipe": 2}[p.schedule],
+                p.virtual_stages, -p.micro_batch)
+
+
+@dataclass
+class SearchResult:
+    ranked: list[Candidate]  # fitting layouts, best first (ties by simplicity)
+    evaluated: int
+    fitting: int
+    seconds: float
+    capacity_bytes: float
+    nearest_misfit: Candidate | None  # fastest layout that did not fit
+    least_memory: Candidate | None  # smallest peak of all (for an impossible request)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def configs_per_s(self) -> float:
+        return self.evaluated / self.seconds if self.seconds else float("inf")
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def groups(st: step.Setting, space: SearchSpace) -> list[step.Group]:
+    spec = st.spec
+    gpn = st.cluster.gpus_per_node
+    out = []
+    for tp in _divisors(space.gpus):
+        if tp > gpn and not space.allow_cross_node_tp:
+            continue
+        try:
+            validate_parallel(spec, tp=tp)
+        except SpecError:
+            continue
+        cps = [c for c in (1, 2, 4, 8, 16) if c <= space.max_cp and st.seq % c == 0
+               and (c == 1 or st.seq // c >= space.min_seq_per_cp_rank)]
+        for cp in cps:
+            if (space.gpus // tp) % cp:
+                continue
+            for pp in _divisors(space.gpus // (tp * cp)):
+                if pp > spec.num_layers:
+                    continue
+                dp = space.gpus // (tp * cp * pp)
+                if space.global_batch % dp:
+                    continue
+                eps = [1]
+                if spec.moe is not None:
+                    eps = [e for e in _divisors(spec.moe.num_experts) if (dp * cp) % e == 0]
+                per_rank = space.global_batch // dp
+                for ep, mb, rec in itertools.product(eps, space.micro_batches, space.recomputes):
+                    if per_rank % mb:
+                        continue
+                    out.append(step.Group(dp, tp, pp, cp, ep, mb, per_rank // mb, rec, tp > 1))
+    return out
+
+
+def variants(st: step.Setting, g: step.Group, space: SearchSpace) -> step.Variants:
+    rows = []
+    for zero in space.zero_stages:
+        if zero and g.dp * g.cp == 1:
+            continue
+        offloads = [(False, False)]
+        if space.offload and zero >= 1:
+            offloads.append((True, False))
+        if space.offload and zero == 3:
+            offloads.append((True, True))
+        schedules = [(1, 1)]
+        if g.pp > 1:
+            schedules.append((0, 1))
+            schedules += [(2, v) for v in space.interleave if st.spec.num_layers % (g.pp * v) == 0]
+        for (oo, op), (sch, v) in itertools.product(offloads, schedules):
+            rows.append((zero, oo, op, sch, v))
+    a = np.array(rows, dtype=float).reshape(-1, 5)
+    return step.Variants(zero=a[:, 0].astype(int), offload_optimizer=a[:, 1].astype(bool),
+                         offload_params=a[:, 2].astype(bool),
+                         nvme=np.zeros(len(a), dtype=bool), schedule=a[:, 3].astype(int),
+                         virtual_stages=a[:, 4].astype(int))
+
+
+def _parallelism(g: step.Group, var: step.Variants, i: int) -> Parallelism:
+    offload = set()
+    if var.offload_optimizer[i]:
+        offload.add("optimizer")
+    if var.offload_params[i]:
+        offload.add("params")
+    return Parallelism(dp=g.dp, tp=g.tp, pp=g.pp, cp=g.cp, ep=g.ep,
+                       sequence_parallel=g.sequence_parallel, zero=int(var.zero[i]),
+                       offload=frozenset(offload), recompute=g.recompute,
+                       micro_batch=g.micro_batch, grad_accum=g.grad_accum,
+                       schedule=SCHEDULE_NAMES[int(var.schedule[i])],  # type: ignore[arg-type]
+                       virtual_stages=int(var.virtual_stages[i]))
+
+
+def search(st: step.Setting, space: SearchSpace, *, objective: str = "time",
+           margin: float = 0.05, top: int = 10, tie_tolerance: float = 0.005,
+           progress: Callable[[int, int], None] | None = None) -> SearchResult:
+    """Evaluate every layout of `space`; keep those whose most loaded device stays under
+    (1 - margin) of its memory; rank by `objective` (time | cost | memory)."""
+    if objective not in ("time", "cost", "memory"):
+        raise SpecError("objective", objective, "time, cost or memory")
+    if not 0 <= margin < 1:
+        raise SpecError("margin", margin, "a fraction in [0, 1)")
+    t0 = time.perf_counter()
+    capacity = st.cluster.accelerator.memory_bytes * (1 - margin)
+    all_groups = groups(st, space)
+    if not all_groups:
+        raise SpecError("gpus", space.gpus, "a GPU count and global batch that admit at least one "
+                        f"layout (global batch {space.global_batch} must be divisible by dp)")
+    fit_metric, fit_ref = [], []
+    best_misfit: tuple[float, step.Group, step.Variants, int, float] | None = None
+    least: tuple[float, step.Group, step.Variants, int, float] | None = None
+    evaluated = 0
+    for k, g in enumerate(all_groups):
+        var = variants(st, g, space)
+        if not len(var):
+            continue
+        r = step.evaluate(st, g, var)
+        evaluated += len(var)
+        fits = r.peak_total <= capacity
+        metric = r.peak_total if objective == "memory" else r.step_s
+        for i in np.flatnonzero(fits):
+            fit_metric.append(float(metric[i]))
+            fit_ref.append((g, var, int(i), float(r.peak_total[i]), float(r.step_s[i]),
+                            int(r.peak_stage[i])))
+        if (~fits).any():
+            j = int(np.argmin(np.where(fits, np.inf, r.step_s)))
+            if best_misfit is None or r.step_s[j] < best_misfit[0]:
+                best_misfit = (float(r.step_s[j]), g, var, j, float(r.peak_total[j]))
+        j = int(np.argmin(r.peak_total))
+        if least is None or r.peak_total[j] < least[0]:
+            least = (float(r.peak_total[j]), g, var, j, float(r.step_s[j]))
+        if progress is not None:
+            progress(k + 1, len(all_groups))
+
+    def cand(g: step.Group, var: step.Variants, i: int, peak: float, step_s: float,
+             stage: int = 0) -> Candidate:
+        return Candidate(_parallelism(g, var, i), peak, step_s, stage)
+
+    ranked: list[Candidate] = []
+    order = np.argsort(np.array(fit_metric)) if fit_metric else np.array([], dtype=int)
+    remaining = [int(i) for i in order]
+    while remaining and len(ranked) < top:
+        m0 = fit_metric[remaining[0]]
+        window = [i for i in remaining if fit_metric[i] <= m0 * (1 + tie_tolerance)]
+        cands = {i: cand(*fit_ref[i]) for i in window}
+        pick = min(window, key=lambda i: (cands[i].simplicity, fit_metric[i]))
+        ranked.append(cands[pick])
+        remaining.remove(pick)
+    misfit = None
+    if best_misfit is not None and (not ranked or best_misfit[0] < ranked[0].step_s):
+        _, g, var, j, peak = best_misfit
+        misfit = cand(g, var, j, peak, best_misfit[0])
+    least_c = cand(least[1], least[2], least[3], least[0], least[4]) if least else None
+    return SearchResult(ranked, evaluated, len(fit_metric), time.perf_counter() - t0, capacity,
+                        misfit, least_c)
