@@ -171,6 +171,7 @@ class ShardedParams:
         return max(self.per_stage)
 
 
+@cache
 def stage_layers(num_layers: int, pp: int) -> tuple[tuple[int, ...], ...]:
     """Layers of each pipeline stage: as even as possible, earlier stages take the remainder."""
     base, extra = divmod(num_layers, pp)

@@ -14,6 +14,7 @@ import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
@@ -110,9 +111,15 @@ def groups(st: step.Setting, space: SearchSpace) -> list[step.Group]:
 
 
 def variants(st: step.Setting, g: step.Group, space: SearchSpace) -> step.Variants:
+    return _variants(space, g.dp * g.cp > 1, g.pp, st.spec.num_layers)
+
+
+@lru_cache(maxsize=1024)
+def _variants(space: SearchSpace, data_parallel: bool, pp: int, num_layers: int
+              ) -> step.Variants:
     rows = []
     for zero in space.zero_stages:
-        if zero and g.dp * g.cp == 1:
+        if zero and not data_parallel:
             continue
         offloads = [(False, False)]
         if space.offload and zero >= 1:
@@ -120,9 +127,9 @@ def variants(st: step.Setting, g: step.Group, space: SearchSpace) -> step.Varian
         if space.offload and zero == 3:
             offloads.append((True, True))
         schedules = [(1, 1)]
-        if g.pp > 1:
+        if pp > 1:
             schedules.append((0, 1))
-            schedules += [(2, v) for v in space.interleave if st.spec.num_layers % (g.pp * v) == 0]
+            schedules += [(2, v) for v in space.interleave if num_layers % (pp * v) == 0]
         for (oo, op), (sch, v) in itertools.product(offloads, schedules):
             rows.append((zero, oo, op, sch, v))
     a = np.array(rows, dtype=float).reshape(-1, 5)
@@ -161,31 +168,42 @@ def search(st: step.Setting, space: SearchSpace, *, objective: str = "time",
     if not all_groups:
         raise SpecError("gpus", space.gpus, "a GPU count and global batch that admit at least one "
                         f"layout (global batch {space.global_batch} must be divisible by dp)")
-    fit_metric, fit_ref = [], []
+    fit_metric: list[float] = []
+    fit_ref: list[tuple[step.Group, step.Variants, int, float, float, int]] = []
     best_misfit: tuple[float, step.Group, step.Variants, int, float] | None = None
     least: tuple[float, step.Group, step.Variants, int, float] | None = None
     evaluated = 0
-    for k, g in enumerate(all_groups):
-        var = variants(st, g, space)
-        if not len(var):
+    by_pp: dict[int, list[step.Group]] = {}
+    for g in all_groups:
+        by_pp.setdefault(g.pp, []).append(g)
+    done = 0
+    for pp_groups in by_pp.values():
+        pairs = [(g, variants(st, g, space)) for g in pp_groups]
+        pairs = [(g, v) for g, v in pairs if len(v)]
+        if not pairs:
             continue
-        r = step.evaluate(st, g, var)
-        evaluated += len(var)
+        r = step.evaluate(st, [g for g, _ in pairs], [v for _, v in pairs])
+        owner = [(g, v, i) for g, v in pairs for i in range(len(v))]
+        evaluated += len(owner)
         fits = r.peak_total <= capacity
         metric = r.peak_total if objective == "memory" else r.step_s
-        for i in np.flatnonzero(fits):
-            fit_metric.append(float(metric[i]))
-            fit_ref.append((g, var, int(i), float(r.peak_total[i]), float(r.step_s[i]),
-                            int(r.peak_stage[i])))
+        for row in np.flatnonzero(fits):
+            g, v, i = owner[row]
+            fit_metric.append(float(metric[row]))
+            fit_ref.append((g, v, i, float(r.peak_total[row]), float(r.step_s[row]),
+                            int(r.peak_stage[row])))
         if (~fits).any():
-            j = int(np.argmin(np.where(fits, np.inf, r.step_s)))
-            if best_misfit is None or r.step_s[j] < best_misfit[0]:
-                best_misfit = (float(r.step_s[j]), g, var, j, float(r.peak_total[j]))
-        j = int(np.argmin(r.peak_total))
-        if least is None or r.peak_total[j] < least[0]:
-            least = (float(r.peak_total[j]), g, var, j, float(r.step_s[j]))
+            row = int(np.argmin(np.where(fits, np.inf, r.step_s)))
+            if best_misfit is None or r.step_s[row] < best_misfit[0]:
+                g, v, i = owner[row]
+                best_misfit = (float(r.step_s[row]), g, v, i, float(r.peak_total[row]))
+        row = int(np.argmin(r.peak_total))
+        if least is None or r.peak_total[row] < least[0]:
+            g, v, i = owner[row]
+            least = (float(r.peak_total[row]), g, v, i, float(r.step_s[row]))
+        done += len(pp_groups)
         if progress is not None:
-            progress(k + 1, len(all_groups))
+            progress(done, len(all_groups))
 
     def cand(g: step.Group, var: step.Variants, i: int, peak: float, step_s: float,
              stage: int = 0) -> Candidate:

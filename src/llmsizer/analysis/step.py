@@ -11,9 +11,8 @@ docstrings of memory.py and training.py.
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
-from functools import cache, lru_cache
+from functools import cache, cached_property, lru_cache
 
 import numpy as np
 
@@ -43,9 +42,12 @@ RECOMPUTE_CODE = {"none": 0, "selective": 1, "full": 2}
 SCHEDULE_CODE = {"gpipe": 0, "1f1b": 1, "interleaved": 2}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Setting:
-    """What stays fixed across a search: the model, the run and the cost model."""
+    """What stays fixed across a search: the model, the run and the cost model.
+
+    Compared by identity: it is the key of the caches below, and one search builds one.
+    """
 
     spec: ModelSpec
     seq: int
@@ -61,6 +63,10 @@ class Setting:
     @property
     def act_bytes(self) -> int:
         return 4 if self.precision.compute_dtype == "fp32" else 2
+
+    @cached_property
+    def topology(self) -> comm.Topology:
+        return self.cluster.topology(self.eff)
 
 
 @dataclass(frozen=True)
@@ -160,7 +166,7 @@ def _layer_cost(st: Setting, index_kind: tuple[bool, int | None], layer_index: i
     act = layer_activations(spec, mb, seq_local, recompute=recompute, **kw).bytes
     act_full = layer_activations(spec, mb, seq_local, recompute="none", **kw).bytes
 
-    topo = st.cluster.topology(eff)
+    topo = st.topology
     ep_s = cp_s = 0.0
     if moe and spec.moe and ep > 1:
         a2a = e * tokens * spec.moe.top_k * h
@@ -170,6 +176,13 @@ def _layer_cost(st: Setting, index_kind: tuple[bool, int | None], layer_index: i
         ring = (cp - 1) * comm.p2p_s(kv, topo.link_for(cp, tp), eff) * 3  # fwd + 2× bwd
         cp_s = max(0.0, ring - forward)  # overlapped with the attention compute
     return LayerCost(act, act_full, forward, backward, recompute_s, attn, ep_s, cp_s)
+
+
+@cache
+def _rep_prefix(spec: ModelSpec) -> dict[int, np.ndarray]:
+    """For each representative layer r: prefix[i] = layers before i that are like r."""
+    rep = np.array(layer_representative(spec))
+    return {int(r): np.concatenate([[0], np.cumsum(rep == r)]) for r in sorted(set(rep.tolist()))}
 
 
 @cache
@@ -199,6 +212,40 @@ def _layer_kind(spec: ModelSpec, i: int) -> tuple[bool, int | None]:
     return (spec.is_moe_layer(i), build_graph(spec).layers[i].sliding_window)
 
 
+@dataclass(frozen=True)
+class MicroBatchCosts:
+    """Costs of one micro-batch that do not depend on the pipeline split."""
+
+    layers: dict[int, LayerCost]  # by representative layer
+    tp_layer_s: float
+    head_s: float
+    output_act_bytes: float
+
+
+@lru_cache(maxsize=4096)
+def _micro_batch_costs(st: Setting, tp: int, cp: int, ep: int, micro_batch: int, recompute: str,
+                       sp: bool) -> MicroBatchCosts:
+    spec = st.spec
+    costs = {i: _layer_cost(st, _layer_kind(spec, i), i, tp, cp, ep, micro_batch, recompute, sp)
+             for i in set(layer_representative(spec))}
+    e, acc, eff = st.act_bytes, st.cluster.accelerator, st.eff
+    seq_local = st.seq // cp
+    tokens = micro_batch * seq_local
+    topo = st.topology
+    # Megatron-LM: 2 all-reduces per layer forward and 2 backward (with sequence parallelism a
+    # reduce-scatter + all-gather of the same cost); full recomputation repeats the forward ones.
+    tp_layer = comm.all_reduce_s(e * tokens * spec.hidden_size, tp, topo.link_for(tp, 1),
+                                 eff) * (4 + (2 if recompute == "full" else 0))
+    peak = acc.peak(st.precision.compute_dtype)
+    head_op = build_graph(spec).head[-1]
+    head_s = 3 * _linear_time(head_op, tokens, tp, 1, acc, peak, e, eff) + 3 * 4 * tokens * \
+        spec.vocab_size / tp / (acc.memory_bandwidth_bytes_s * eff.memory_ceiling)
+    out_act = output_activations(spec, micro_batch, seq_local, convention=st.activations,
+                                 act_bytes=e, tp=tp, sequence_parallel=sp,
+                                 recompute=recompute).bytes
+    return MicroBatchCosts(costs, tp_layer, head_s, out_act)
+
+
 @lru_cache(maxsize=4096)
 def stage_costs(st: Setting, g: Group) -> StageCosts:
     spec = st.spec
@@ -209,39 +256,26 @@ def stage_costs(st: Setting, g: Group) -> StageCosts:
         raise SpecError("sequence_parallel", True, f"a sequence length divisible by tp ({g.tp})")
     held = stage_held(spec, g.tp, g.pp, g.ep)
     layers = stage_layers(spec.num_layers, g.pp)
-    # Identical layers cost the same: compute once per representative layer.
-    rep = layer_representative(spec)
-    costs = {i: _layer_cost(st, _layer_kind(spec, i), i, g.tp, g.cp, g.ep, g.micro_batch,
-                            g.recompute, g.sequence_parallel) for i in set(rep)}
-    e, acc, eff = st.act_bytes, st.cluster.accelerator, st.eff
-    seq_local = st.seq // g.cp
-    tokens = g.micro_batch * seq_local
-    topo = st.cluster.topology(eff)
-    # Megatron-LM: 2 all-reduces per layer forward and 2 backward (with sequence parallelism a
-    # reduce-scatter + all-gather of the same cost); full recomputation repeats the forward ones.
-    tp_layer = comm.all_reduce_s(e * tokens * spec.hidden_size, g.tp, topo.link_for(g.tp, 1),
-                                 eff) * (4 + (2 if g.recompute == "full" else 0))
-    graph = build_graph(spec)
-    peak = acc.peak(st.precision.compute_dtype)
-    head_op = graph.head[-1]
-    head_s = 3 * _linear_time(head_op, tokens, g.tp, 1, acc, peak, e, eff) + 3 * 4 * tokens * \
-        spec.vocab_size / g.tp / (acc.memory_bandwidth_bytes_s * eff.memory_ceiling)
-    out_act = output_activations(spec, g.micro_batch, seq_local, convention=st.activations,
-                                 act_bytes=e, tp=g.tp, sequence_parallel=g.sequence_parallel,
-                                 recompute=g.recompute).bytes
+    mb = _micro_batch_costs(st, g.tp, g.cp, g.ep, g.micro_batch, g.recompute, g.sequence_parallel)
+    costs, tp_layer, head_s, out_act = mb.layers, mb.tp_layer_s, mb.head_s, mb.output_act_bytes
     n = g.pp
     arr = {k: np.zeros(n) for k in ("act", "ws", "compute", "tp", "ep", "cp", "largest")}
-    for s, idx in enumerate(layers):
-        for r, count in Counter(rep[i] for i in idx).items():
-            c = costs[r]
-            arr["act"][s] += count * c.act_bytes
-            arr["compute"][s] += count * (c.forward_s + c.backward_s + c.recompute_s)
-            arr["tp"][s] += count * tp_layer
-            arr["ep"][s] += count * c.ep_comm_s
-            arr["cp"][s] += count * c.cp_comm_s
-            if g.recompute == "full":
-                arr["ws"][s] = max(arr["ws"][s], c.act_bytes_no_recompute)
-            arr["largest"][s] = max(arr["largest"][s], _layer_params(spec, r) / g.tp)
+    bounds = np.concatenate([[0], np.cumsum([len(idx) for idx in layers])])
+    arr["tp"] = np.diff(bounds) * tp_layer
+    for r, prefix in _rep_prefix(spec).items():
+        count = prefix[bounds[1:]] - prefix[bounds[:-1]]  # layers like r in each stage
+        c = costs[r]
+        arr["act"] += count * c.act_bytes
+        arr["compute"] += count * (c.forward_s + c.backward_s + c.recompute_s)
+        arr["ep"] += count * c.ep_comm_s
+        arr["cp"] += count * c.cp_comm_s
+        present = count > 0
+        if g.recompute == "full":
+            arr["ws"] = np.where(present, np.maximum(arr["ws"], c.act_bytes_no_recompute),
+                                 arr["ws"])
+        arr["largest"] = np.where(present, np.maximum(arr["largest"],
+                                                      _layer_params(spec, r) / g.tp),
+                                  arr["largest"])
     out = np.zeros(n)
     out[n - 1] = out_act
     arr["compute"][n - 1] += head_s
@@ -305,7 +339,8 @@ class GroupResult:
     time_stage: int
 
 
-def in_flight(pp: int, accum: int, schedule: np.ndarray, v: np.ndarray) -> np.ndarray:
+def in_flight(pp: int, accum: np.ndarray | int, schedule: np.ndarray, v: np.ndarray
+              ) -> np.ndarray:
     """Micro-batches whose activations each stage holds at its peak: layouts × stages.
 
     GPipe keeps all m; 1F1B keeps at most pp - stage (Narayanan et al. 2021, sec. 2.2.1);
@@ -313,7 +348,7 @@ def in_flight(pp: int, accum: int, schedule: np.ndarray, v: np.ndarray) -> np.nd
     2022, sec. 4.2.3).
     """
     stages = np.arange(pp)[None, :]
-    m = float(accum)
+    m = np.broadcast_to(np.asarray(accum, dtype=float), schedule.shape)[:, None]
     if pp == 1:
         return np.ones((len(schedule), 1))
     one_f_one_b = np.minimum(m, (pp - stages).astype(float))
@@ -322,98 +357,138 @@ def in_flight(pp: int, accum: int, schedule: np.ndarray, v: np.ndarray) -> np.nd
     return np.where(sched == 0, m, np.where(sched == 2, interleaved, one_f_one_b))
 
 
-def evaluate(st: Setting, g: Group, var: Variants) -> GroupResult:
+@dataclass(frozen=True)
+class GroupCosts:
+    """Everything about a group that does not vary with ZeRO, offload or schedule."""
+
+    stages: StageCosts
+    t_mb: float  # the slowest stage's compute for one micro-batch
+    tp_s: float  # its tensor/expert/context-parallel communication per micro-batch
+    ep_s: float
+    cp_s: float
+    p2p_s: float  # pipeline hand-offs per micro-batch (forward and backward)
+    all_reduce_s: float  # gradients over the data-parallel group(s)
+    reduce_scatter_s: float
+    gather_s: float  # ZeRO-3 parameter all-gathers of one micro-batch (forward + backward)
+    params_worst: float  # parameters held by the time-critical stage
+
+
+@lru_cache(maxsize=8192)
+def group_costs(st: Setting, g: Group) -> GroupCosts:
     sc = stage_costs(st, g)
+    worst = int(np.argmax(sc.compute_s + sc.comm_s))
+    eff, topo, p = st.eff, st.topology, st.precision
+    act_msg = st.act_bytes * g.micro_batch * (st.seq // g.cp) * st.spec.hidden_size
+    p2p = 2 * comm.p2p_s(act_msg / (g.tp if g.sequence_parallel else 1),
+                         topo.link_for(g.pp, g.tp * g.cp * g.dp), eff) if g.pp > 1 else 0.0
+    dp_link = topo.link_for(g.dp, g.tp * g.cp)
+    n_d, n_e = g.dp * g.cp, g.dp * g.cp // g.ep
+    d_w, x_w = float(sc.dense_params[worst]), float(sc.expert_params[worst])
+    grad_b = 2 if p.gradient_bytes == 2 else 4
+    ar = comm.all_reduce_s(grad_b * d_w, n_d, dp_link, eff) + comm.all_reduce_s(
+        grad_b * x_w, n_e, dp_link, eff)
+    rs = comm.reduce_scatter_s(grad_b * d_w, n_d, dp_link, eff) + comm.reduce_scatter_s(
+        grad_b * x_w, n_e, dp_link, eff)
+    gather = 2 * (comm.all_gather_s(p.weight_bytes * d_w, n_d, dp_link, eff)
+                  + comm.all_gather_s(p.weight_bytes * x_w, n_e, dp_link, eff))
+    return GroupCosts(sc, float(sc.compute_s[worst]), float(sc.tp_comm_s[worst]),
+                      float(sc.ep_comm_s[worst]), float(sc.cp_comm_s[worst]), p2p, ar, rs,
+                      gather, d_w + x_w)
+
+
+def evaluate(st: Setting, gs: list[Group] | Group, vs: list[Variants] | Variants
+             ) -> GroupResult:
+    """All layouts of groups `gs` (which share one pipeline depth) with their variants `vs`,
+    as arrays: one row per layout (per stage where it applies)."""
+    if isinstance(gs, Group):
+        gs, vs = [gs], [vs]  # type: ignore[list-item]
+    assert isinstance(vs, list)
+    pp = gs[0].pp
+    if any(g.pp != pp for g in gs):
+        raise ValueError("evaluate: groups must share one pipeline depth")
+    costs = [group_costs(st, g) for g in gs]
+    row_group = np.repeat(np.arange(len(gs)), [len(v) for v in vs])
+
+    def per_row(values: list[float]) -> np.ndarray:
+        return np.asarray(values, dtype=float)[row_group]
+
+    def per_stage(attr: str) -> np.ndarray:
+        return np.stack([getattr(c.stages, attr) for c in costs])[row_group]
+
+    def cat(attr: str) -> np.ndarray:
+        return np.concatenate([getattr(v, attr) for v in vs])
+
+    zero_r, sched, vstages = cat("zero"), cat("schedule"), cat("virtual_stages")
+    off_o_r, off_p_r, nvme_r = cat("offload_optimizer"), cat("offload_params"), cat("nvme")
+    n_d = per_row([g.dp * g.cp for g in gs])[:, None]
+    n_e = per_row([g.dp * g.cp // g.ep for g in gs])[:, None]
+    accum = per_row([g.grad_accum for g in gs])
+
     p = st.precision
     K = p.master_bytes + st.opt.state_bytes(p)
-    n_d = g.dp * g.cp
-    n_e = g.dp * g.cp // g.ep
-    zero = var.zero[:, None]
-    dense, expert = sc.dense_params[None, :], sc.expert_params[None, :]
+    zero = zero_r[:, None]
+    dense, expert = per_stage("dense_params"), per_stage("expert_params")
     full = dense + expert
     sharded = dense / n_d + expert / n_e
-
     weights = p.weight_bytes * np.where(zero >= 3, sharded, full)
     grads = p.gradient_bytes * np.where(zero >= 2, sharded, full)
     optim = K * np.where(zero >= 1, sharded, full)
-    off_o = var.offload_optimizer[:, None]
-    off_p = var.offload_params[:, None]
+    off_o, off_p = off_o_r[:, None], off_p_r[:, None]
     # ZeRO-Offload keeps optimizer states, fp32 master weights and the gradient partition in host
     # memory and runs the update on the CPU (Ren et al. 2021); ZeRO-Infinity adds the weights.
     offloaded = np.where(off_o, optim + grads, 0.0) + np.where(off_p, weights, 0.0)
     optim = np.where(off_o, 0.0, optim)
     grads = np.where(off_o, 0.0, grads)
     weights = np.where(off_p, 0.0, weights)
-    to_nvme = var.nvme[:, None]
-    host = np.where(to_nvme, 0.0, offloaded)
-    nvme = np.where(to_nvme, offloaded, 0.0)
+    host = np.where(nvme_r[:, None], 0.0, offloaded)
+    nvme = np.where(nvme_r[:, None], offloaded, 0.0)
 
-    flight = in_flight(g.pp, g.grad_accum, var.schedule, var.virtual_stages)
-    act = sc.act_bytes[None, :] * flight + sc.output_act_bytes[None, :]
-
-    if n_d > 1:
-        buckets = np.where(zero > 0, np.minimum(DEEPSPEED_REDUCE_BUCKET, full) * p.gradient_bytes,
-                           2.0 * DDP_BUCKET_BYTES)
-    else:
-        buckets = np.zeros_like(full)
-    gather = np.where(zero == 3, p.weight_bytes * np.maximum(2 * sc.largest_layer_params[None, :],
-                                                             DEEPSPEED_PREFETCH), 0.0)
-    ws = np.broadcast_to(sc.recompute_working_set[None, :], weights.shape)
-    other = st.framework_overhead + buckets + gather + ws
+    flight = in_flight(pp, accum, sched, vstages)
+    act = per_stage("act_bytes") * flight + per_stage("output_act_bytes")
+    buckets = np.where(n_d > 1, np.where(zero > 0, np.minimum(DEEPSPEED_REDUCE_BUCKET, full)
+                                         * p.gradient_bytes, 2.0 * DDP_BUCKET_BYTES), 0.0)
+    gather_b = np.where(zero == 3, p.weight_bytes * np.maximum(
+        2 * per_stage("largest_layer_params"), DEEPSPEED_PREFETCH), 0.0)
+    ws = per_stage("recompute_working_set")
+    other = st.framework_overhead + buckets + gather_b + ws
     total = weights + grads + optim + act + other
     peak_stage = np.argmax(total, axis=1)
-    rows = np.arange(len(var))
-    peak_total = total[rows, peak_stage]
+    peak_total = total[np.arange(len(total)), peak_stage]
 
     # ---- time ----
-    worst = int(np.argmax(sc.compute_s + sc.comm_s))
-    t_mb = sc.compute_s[worst]
-    m = g.grad_accum
-    bubble_mb = np.where(var.schedule == 2, (g.pp - 1) / var.virtual_stages, g.pp - 1.0)
-    eff, topo = st.eff, st.cluster.topology(st.eff)
-    e = st.act_bytes
-    seq_local = st.seq // g.cp
-    act_msg = e * g.micro_batch * seq_local * st.spec.hidden_size
-    p2p = 2 * comm.p2p_s(act_msg / (g.tp if g.sequence_parallel else 1),
-                         topo.link_for(g.pp, g.tp * g.cp * g.dp), eff) if g.pp > 1 else 0.0
-    dp_link = topo.link_for(g.dp, g.tp * g.cp)
-    d_w, x_w = sc.dense_params[worst], sc.expert_params[worst]
-    grad_b = 2 if p.gradient_bytes == 2 else 4
-    ar = comm.all_reduce_s(grad_b * d_w, n_d, dp_link, eff) + comm.all_reduce_s(
-        grad_b * x_w, n_e, dp_link, eff)
-    rs = comm.reduce_scatter_s(grad_b * d_w, n_d, dp_link, eff) + comm.reduce_scatter_s(
-        grad_b * x_w, n_e, dp_link, eff)
-    gather_s = 2 * (comm.all_gather_s(p.weight_bytes * d_w, n_d, dp_link, eff)
-                    + comm.all_gather_s(p.weight_bytes * x_w, n_e, dp_link, eff))
-    z3 = var.zero == 3
-    grad_sync = np.where(z3, rs, ar)
-    gather_exposed = np.where(z3, m * (max(0.0, gather_s - t_mb) if st.dp_overlap
-                                       else gather_s), 0.0)
-    dp_total = grad_sync + np.where(z3, m * gather_s, 0.0)
+    t_mb = per_row([c.t_mb for c in costs])
+    bubble_mb = np.where(sched == 2, (pp - 1) / vstages, pp - 1.0)
+    z3 = zero_r == 3
+    grad_sync = np.where(z3, per_row([c.reduce_scatter_s for c in costs]),
+                         per_row([c.all_reduce_s for c in costs]))
+    gather_s = per_row([c.gather_s for c in costs])
+    exposed_gather = np.maximum(0.0, gather_s - t_mb) if st.dp_overlap else gather_s
+    gather_exposed = np.where(z3, accum * exposed_gather, 0.0)
+    dp_total = grad_sync + np.where(z3, accum * gather_s, 0.0)
     # Only the last micro-batch's backward can hide the gradient reduction.
     last_backward = t_mb * 2 / 3
     dp_exposed = (np.maximum(0.0, grad_sync - last_backward) if st.dp_overlap else grad_sync) + \
         gather_exposed
 
-    shard = (d_w + x_w) / np.where(var.zero >= 1, n_d, 1)
+    shard = per_row([c.params_worst for c in costs]) / np.where(zero_r >= 1, n_d[:, 0], 1)
     traffic = shard * (2 * K + p.gradient_bytes + p.weight_bytes)
-    acc = st.cluster.accelerator
+    acc, eff = st.cluster.accelerator, st.eff
     on_device = traffic / (acc.memory_bandwidth_bytes_s * eff.memory_ceiling)
     on_host = traffic / st.cluster.host_update_bytes_s + shard * (
         p.gradient_bytes + p.weight_bytes) / st.cluster.pcie_bytes_s
-    optimizer_s = np.where(var.offload_optimizer, on_host, on_device)
+    optimizer_s = np.where(off_o_r, on_host, on_device)
 
-    compute_s = np.full(len(var), m * t_mb)
+    compute_s = accum * t_mb
     bubble_s = bubble_mb * t_mb
-    tp_s = (m + bubble_mb) * sc.tp_comm_s[worst]
-    ep_s = (m + bubble_mb) * sc.ep_comm_s[worst]
-    cp_s = (m + bubble_mb) * sc.cp_comm_s[worst]
-    pp_s = np.full(len(var), (m + g.pp - 1) * p2p)
-    step = compute_s + bubble_s + tp_s + ep_s + cp_s + pp_s + dp_exposed + optimizer_s
+    tp_s = (accum + bubble_mb) * per_row([c.tp_s for c in costs])
+    ep_s = (accum + bubble_mb) * per_row([c.ep_s for c in costs])
+    cp_s = (accum + bubble_mb) * per_row([c.cp_s for c in costs])
+    pp_s = (accum + pp - 1) * per_row([c.p2p_s for c in costs])
+    step_s = compute_s + bubble_s + tp_s + ep_s + cp_s + pp_s + dp_exposed + optimizer_s
     return GroupResult(
         weights=weights, gradients=grads, optimizer=optim, activations=act, other=other,
-        total=total, host=host, nvme=nvme, in_flight=flight, zero3_gather=gather,
+        total=total, host=host, nvme=nvme, in_flight=flight, zero3_gather=gather_b,
         buckets=buckets, recompute_ws=ws, peak_stage=peak_stage, peak_total=peak_total,
         compute_s=compute_s, bubble_s=bubble_s, tp_comm_s=tp_s, ep_comm_s=ep_s, cp_comm_s=cp_s,
         pp_comm_s=pp_s, dp_comm_exposed_s=dp_exposed, dp_comm_total_s=dp_total,
-        optimizer_s=optimizer_s, step_s=step, time_stage=worst)
+        optimizer_s=optimizer_s, step_s=step_s, time_stage=0)

@@ -8,7 +8,7 @@ is derived, not stored twice.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from llmsizer.errors import SpecError
@@ -179,6 +179,14 @@ class ModelSpec:
     @property
     def embedding_dim(self) -> int:
         return self.embed_proj_dim or self.hidden_size
+
+    def __hash__(self) -> int:
+        # Specs key many caches; hash the fields once.
+        cached = self.__dict__.get("_hash")
+        if cached is None:
+            cached = hash(tuple(getattr(self, f.name) for f in fields(self) if f.compare))
+            object.__setattr__(self, "_hash", cached)
+        return cached
 
     def is_moe_layer(self, index: int) -> bool:
         return self.moe is not None and index in self.moe.moe_layers
