@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     from llmsizer import cli_infer
 
     cli_infer.add_parser(sub, _positive_int)
+    from llmsizer import cli_plan
+
+    cli_plan.add_parsers(sub, _positive_int)
     return p
 
 
@@ -165,8 +168,20 @@ def cmd_infer(args: argparse.Namespace) -> str:
     return cli_infer.run(args)
 
 
+def cmd_plan(args: argparse.Namespace) -> str:
+    from llmsizer import cli_plan
+
+    return cli_plan.run_plan(args)
+
+
+def cmd_plan_serve(args: argparse.Namespace) -> str:
+    from llmsizer import cli_plan
+
+    return cli_plan.run_plan_serve(args)
+
+
 COMMANDS = {"models": cmd_models, "gpus": cmd_gpus, "params": cmd_params, "train": cmd_train,
-            "infer": cmd_infer}
+            "infer": cmd_infer, "plan": cmd_plan, "plan-serve": cmd_plan_serve}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

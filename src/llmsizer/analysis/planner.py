@@ -168,10 +168,7 @@ def search(st: step.Setting, space: SearchSpace, *, objective: str = "time",
     if not all_groups:
         raise SpecError("gpus", space.gpus, "a GPU count and global batch that admit at least one "
                         f"layout (global batch {space.global_batch} must be divisible by dp)")
-    fit_metric: list[float] = []
-    fit_ref: list[tuple[step.Group, step.Variants, int, float, float, int]] = []
-    best_misfit: tuple[float, step.Group, step.Variants, int, float] | None = None
-    least: tuple[float, step.Group, step.Variants, int, float] | None = None
+    batches = []  # per pipeline depth: (owners, evaluation, fitting mask)
     evaluated = 0
     by_pp: dict[int, list[step.Group]] = {}
     for g in all_groups:
@@ -180,49 +177,54 @@ def search(st: step.Setting, space: SearchSpace, *, objective: str = "time",
     for pp_groups in by_pp.values():
         pairs = [(g, variants(st, g, space)) for g in pp_groups]
         pairs = [(g, v) for g, v in pairs if len(v)]
+        done += len(pp_groups)
         if not pairs:
             continue
         r = step.evaluate(st, [g for g, _ in pairs], [v for _, v in pairs])
-        owner = [(g, v, i) for g, v in pairs for i in range(len(v))]
-        evaluated += len(owner)
-        fits = r.peak_total <= capacity
-        metric = r.peak_total if objective == "memory" else r.step_s
-        for row in np.flatnonzero(fits):
-            g, v, i = owner[row]
-            fit_metric.append(float(metric[row]))
-            fit_ref.append((g, v, i, float(r.peak_total[row]), float(r.step_s[row]),
-                            int(r.peak_stage[row])))
-        if (~fits).any():
-            row = int(np.argmin(np.where(fits, np.inf, r.step_s)))
-            if best_misfit is None or r.step_s[row] < best_misfit[0]:
-                g, v, i = owner[row]
-                best_misfit = (float(r.step_s[row]), g, v, i, float(r.peak_total[row]))
-        row = int(np.argmin(r.peak_total))
-        if least is None or r.peak_total[row] < least[0]:
-            g, v, i = owner[row]
-            least = (float(r.peak_total[row]), g, v, i, float(r.step_s[row]))
-        done += len(pp_groups)
+        owners = [(g, v, i) for g, v in pairs for i in range(len(v))]
+        evaluated += len(owners)
+        batches.append((owners, r, r.peak_total <= capacity))
         if progress is not None:
             progress(done, len(all_groups))
 
-    def cand(g: step.Group, var: step.Variants, i: int, peak: float, step_s: float,
-             stage: int = 0) -> Candidate:
-        return Candidate(_parallelism(g, var, i), peak, step_s, stage)
+    def cand(b: int, row: int) -> Candidate:
+        owners, r, _ = batches[b]
+        g, v, i = owners[row]
+        return Candidate(_parallelism(g, v, i), float(r.peak_total[row]), float(r.step_s[row]),
+                         int(r.peak_stage[row]))
 
+    # Every fitting layout as (batch, row), with its metric.
+    refs = [(b, row) for b, (_, _, fits) in enumerate(batches) for row in np.flatnonzero(fits)]
+    metric_of = [(batches[b][1].peak_total if objective == "memory" else batches[b][1].step_s)
+                 for b in range(len(batches))]
+    fit_metric = [float(metric_of[b][row]) for b, row in refs]
     ranked: list[Candidate] = []
-    order = np.argsort(np.array(fit_metric)) if fit_metric else np.array([], dtype=int)
+    order = np.argsort(np.array(fit_metric), kind="stable")
     remaining = [int(i) for i in order]
     while remaining and len(ranked) < top:
         m0 = fit_metric[remaining[0]]
-        window = [i for i in remaining if fit_metric[i] <= m0 * (1 + tie_tolerance)]
-        cands = {i: cand(*fit_ref[i]) for i in window}
+        window = []
+        for i in remaining:
+            if fit_metric[i] > m0 * (1 + tie_tolerance):
+                break
+            window.append(i)
+        cands = {i: cand(*refs[i]) for i in window}
         pick = min(window, key=lambda i: (cands[i].simplicity, fit_metric[i]))
         ranked.append(cands[pick])
         remaining.remove(pick)
+
+    best_misfit = least = None
+    for b, (_, r, fits) in enumerate(batches):
+        if (~fits).any():
+            row = int(np.argmin(np.where(fits, np.inf, r.step_s)))
+            if best_misfit is None or r.step_s[row] < best_misfit[0]:
+                best_misfit = (float(r.step_s[row]), b, row)
+        row = int(np.argmin(r.peak_total))
+        if least is None or r.peak_total[row] < least[0]:
+            least = (float(r.peak_total[row]), b, row)
     misfit = None
     if best_misfit is not None and (not ranked or best_misfit[0] < ranked[0].step_s):
-        _, g, var, j, peak = best_misfit
-        misfit = cand(g, var, j, peak, best_misfit[0])
-    least_c = cand(least[1], least[2], least[3], least[0], least[4]) if least else None
+        misfit = cand(best_misfit[1], best_misfit[2])
+    least_c = cand(least[1], least[2]) if least else None
     return SearchResult(ranked, evaluated, len(fit_metric), time.perf_counter() - t0, capacity,
                         misfit, least_c)

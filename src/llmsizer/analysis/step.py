@@ -179,10 +179,14 @@ def _layer_cost(st: Setting, index_kind: tuple[bool, int | None], layer_index: i
 
 
 @cache
-def _rep_prefix(spec: ModelSpec) -> dict[int, np.ndarray]:
-    """For each representative layer r: prefix[i] = layers before i that are like r."""
-    rep = np.array(layer_representative(spec))
-    return {int(r): np.concatenate([[0], np.cumsum(rep == r)]) for r in sorted(set(rep.tolist()))}
+def _stage_rep_counts(spec: ModelSpec, pp: int) -> dict[int, tuple[int, ...]]:
+    """For each representative layer r: how many layers like r each pipeline stage holds."""
+    rep = layer_representative(spec)
+    out: dict[int, list[int]] = {}
+    for s, idx in enumerate(stage_layers(spec.num_layers, pp)):
+        for i in idx:
+            out.setdefault(rep[i], [0] * pp)[s] += 1
+    return {r: tuple(c) for r, c in out.items()}
 
 
 @cache
@@ -259,34 +263,34 @@ def stage_costs(st: Setting, g: Group) -> StageCosts:
     mb = _micro_batch_costs(st, g.tp, g.cp, g.ep, g.micro_batch, g.recompute, g.sequence_parallel)
     costs, tp_layer, head_s, out_act = mb.layers, mb.tp_layer_s, mb.head_s, mb.output_act_bytes
     n = g.pp
-    arr = {k: np.zeros(n) for k in ("act", "ws", "compute", "tp", "ep", "cp", "largest")}
-    bounds = np.concatenate([[0], np.cumsum([len(idx) for idx in layers])])
-    arr["tp"] = np.diff(bounds) * tp_layer
-    for r, prefix in _rep_prefix(spec).items():
-        count = prefix[bounds[1:]] - prefix[bounds[:-1]]  # layers like r in each stage
+    act, comp, ep_s, cp_s = [0.0] * n, [0.0] * n, [0.0] * n, [0.0] * n
+    ws, largest = [0.0] * n, [0.0] * n
+    for r, counts in _stage_rep_counts(spec, n).items():
         c = costs[r]
-        arr["act"] += count * c.act_bytes
-        arr["compute"] += count * (c.forward_s + c.backward_s + c.recompute_s)
-        arr["ep"] += count * c.ep_comm_s
-        arr["cp"] += count * c.cp_comm_s
-        present = count > 0
-        if g.recompute == "full":
-            arr["ws"] = np.where(present, np.maximum(arr["ws"], c.act_bytes_no_recompute),
-                                 arr["ws"])
-        arr["largest"] = np.where(present, np.maximum(arr["largest"],
-                                                      _layer_params(spec, r) / g.tp),
-                                  arr["largest"])
+        per_layer_compute = c.forward_s + c.backward_s + c.recompute_s
+        size = _layer_params(spec, r) / g.tp
+        for s_, k in enumerate(counts):  # layers like r in stage s_
+            if not k:
+                continue
+            act[s_] += k * c.act_bytes
+            comp[s_] += k * per_layer_compute
+            ep_s[s_] += k * c.ep_comm_s
+            cp_s[s_] += k * c.cp_comm_s
+            largest[s_] = max(largest[s_], size)
+            if g.recompute == "full":
+                ws[s_] = max(ws[s_], c.act_bytes_no_recompute)
+    comp[-1] += head_s
+    tp_arr = np.array([len(idx) * tp_layer for idx in layers])
+    ep_arr, cp_arr = np.array(ep_s), np.array(cp_s)
     out = np.zeros(n)
     out[n - 1] = out_act
-    arr["compute"][n - 1] += head_s
     return StageCosts(
         layers=layers,
         dense_params=np.array([h.held - h.expert for h in held], dtype=float),
         expert_params=np.array([h.expert for h in held], dtype=float),
-        largest_layer_params=arr["largest"], act_bytes=arr["act"], output_act_bytes=out,
-        recompute_working_set=arr["ws"], compute_s=arr["compute"],
-        comm_s=arr["tp"] + arr["ep"] + arr["cp"], tp_comm_s=arr["tp"], ep_comm_s=arr["ep"],
-        cp_comm_s=arr["cp"])
+        largest_layer_params=np.array(largest), act_bytes=np.array(act), output_act_bytes=out,
+        recompute_working_set=np.array(ws), compute_s=np.array(comp),
+        comm_s=tp_arr + ep_arr + cp_arr, tp_comm_s=tp_arr, ep_comm_s=ep_arr, cp_comm_s=cp_arr)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -39,8 +39,9 @@ class Parallelism:
                 raise SpecError(name, v, "a positive integer")
         if self.zero not in (0, 1, 2, 3):
             raise SpecError("zero", self.zero, "0, 1, 2 or 3")
-        if self.zero and self.dp == 1:
-            raise SpecError("zero", self.zero, "0 when dp = 1 (ZeRO shards over data parallelism)")
+        if self.zero and self.dp * self.cp == 1:
+            raise SpecError("zero", self.zero,
+                            "0 when dp = 1 (ZeRO shards over the data-parallel group, dp·cp)")
         bad = set(self.offload) - set(OFFLOAD)
         if bad:
             raise SpecError("offload", sorted(bad)[0], "optimizer or params")

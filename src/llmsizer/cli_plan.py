@@ -1,0 +1,339 @@
+"""`llmsizer plan` and `llmsizer plan-serve`: search layouts, print the best, export them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from llmsizer.errors import SpecError
+from llmsizer.units import format_bytes, format_seconds
+
+
+def add_parsers(sub: Any, positive_int: Any) -> None:
+    p = sub.add_parser(
+        "plan", help="search the fastest training layout for a cluster and export it",
+        description="Enumerate dp × tp × pp × cp × ep × ZeRO × offload × recompute × micro-batch × "
+        "schedule, keep what fits memory with a margin, rank by step time (ties by simplicity: "
+        "no ZeRO before ZeRO-1 before 2 before 3, no offload, less recomputation).")
+    p.add_argument("model")
+    p.add_argument("--gpu", required=True)
+    p.add_argument("--gpus", type=positive_int("gpus"), required=True)
+    p.add_argument("--gpus-per-node", type=positive_int("gpus-per-node"), default=8)
+    p.add_argument("--seq", type=positive_int("seq"), required=True)
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--global-batch", type=positive_int("global-batch"), help="sequences per step")
+    g.add_argument("--global-batch-tokens", help="tokens per step, e.g. 4M")
+    p.add_argument("--tokens", help="training tokens (for time-to-train and cost)")
+    p.add_argument("--top", type=positive_int("top"), default=10)
+    p.add_argument("--objective", default="time", help="time (default), cost or memory")
+    p.add_argument("--margin", type=float, default=0.05,
+                   help="fraction of device memory kept free (0.05)")
+    p.add_argument("--precision", default="mixed")
+    p.add_argument("--optimizer", default="adam")
+    p.add_argument("--price", type=float, help="price per GPU-hour")
+    p.add_argument("--allow-cross-node-tp", action="store_true")
+    p.add_argument("--no-offload", action="store_true", help="do not consider CPU offload")
+    p.add_argument("--export", help="deepspeed, megatron, torchrun (of the best layout)")
+    p.add_argument("-o", "--output-file", help="write the export here instead of stdout")
+    p.add_argument("--json", action="store_true")
+
+    s = sub.add_parser(
+        "plan-serve", help="search the serving layout with the most throughput per GPU",
+        description="TP × PP × replicas × batch limit that maximises output tokens/s per GPU "
+        "under TTFT and TPOT objectives.")
+    s.add_argument("model")
+    s.add_argument("--gpu", required=True)
+    s.add_argument("--gpus", type=positive_int("gpus"), required=True)
+    s.add_argument("--gpus-per-node", type=positive_int("gpus-per-node"), default=8)
+    s.add_argument("--prompt", type=positive_int("prompt"), required=True)
+    s.add_argument("--output", type=positive_int("output"), required=True)
+    s.add_argument("--ttft-slo", help="e.g. 0.5s or 500ms")
+    s.add_argument("--tpot-slo", help="e.g. 50ms")
+    s.add_argument("--weights", default="bf16")
+    s.add_argument("--kv-dtype", default="bf16")
+    s.add_argument("--mem-util", type=float, default=0.9)
+    s.add_argument("--top", type=positive_int("top"), default=5)
+    s.add_argument("--export", help="vllm")
+    s.add_argument("-o", "--output-file")
+    s.add_argument("--json", action="store_true")
+
+
+def parse_seconds(text: str, field: str) -> float:
+    t = text.strip().lower()
+    try:
+        if t.endswith("ms"):
+            v = float(t[:-2]) / 1e3
+        elif t.endswith("s"):
+            v = float(t[:-1])
+        else:
+            v = float(t)
+    except ValueError:
+        raise SpecError(field, text, "a duration such as 0.5s or 50ms") from None
+    if v <= 0:
+        raise SpecError(field, text, "a positive duration")
+    return v
+
+
+class _Progress:
+    """A progress bar on stderr once a search has run for a second (terminals only)."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.shown = False
+
+    def __call__(self, done: int, total: int) -> None:
+        if not sys.stderr.isatty() or time.perf_counter() - self.start < 1.0:
+            return
+        width = 30
+        filled = int(width * done / total)
+        sys.stderr.write(f"\rsearching [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+        sys.stderr.flush()
+        self.shown = True
+
+    def close(self) -> None:
+        if self.shown:
+            sys.stderr.write("\n")
+
+
+def run_plan(args: argparse.Namespace) -> str:
+    from llmsizer.analysis import step
+    from llmsizer.analysis.cluster import Cluster
+    from llmsizer.analysis.efficiency import Efficiency
+    from llmsizer.analysis.planner import SearchSpace, search
+    from llmsizer.catalog import get_accelerator, get_model
+    from llmsizer.specs.precision import optimizer, training_precision
+    from llmsizer.units import parse_count
+
+    spec = get_model(args.model)
+    acc = get_accelerator(args.gpu)
+    if args.global_batch_tokens:
+        tokens = parse_count(args.global_batch_tokens, "global-batch-tokens")
+        if tokens % args.seq:
+            raise SpecError("global-batch-tokens", args.global_batch_tokens,
+                            f"a multiple of seq ({args.seq})")
+        global_batch = int(tokens // args.seq)
+    else:
+        global_batch = args.global_batch
+    precision = training_precision(args.precision)
+    st = step.Setting(spec, args.seq, precision, optimizer(args.optimizer),
+                      Cluster(acc, gpus_per_node=args.gpus_per_node), Efficiency())
+    space = SearchSpace(gpus=args.gpus, global_batch=global_batch,
+                        allow_cross_node_tp=args.allow_cross_node_tp, offload=not args.no_offload)
+    progress = _Progress()
+    result = search(st, space, objective=args.objective, margin=args.margin, top=args.top,
+                    progress=progress)
+    progress.close()
+    train_tokens = parse_count(args.tokens, "tokens") if args.tokens else None
+    data = plan_json(result, global_batch, args.seq, args.gpus, train_tokens, args.price)
+    if args.export:
+        if not result.ranked:
+            raise SpecError("export", args.export, "a plan that fits (none does)")
+        text, warnings = export_training(args.export, spec, result.ranked[0].par, precision,
+                                         args.seq, args.gpus_per_node)
+        for w in warnings:
+            print(f"llmsizer: note: {w}", file=sys.stderr)
+        if args.output_file:
+            with open(args.output_file, "w", encoding="utf-8") as f:
+                f.write(text + "\n")
+        else:
+            return text
+    if args.json:
+        from llmsizer.report import dumps
+
+        return dumps(data)
+    return plan_text(spec.name, acc.display_name, data)
+
+
+def export_training(kind: str, spec: Any, par: Any, precision: Any, seq: int,
+                    gpus_per_node: int) -> tuple[str, list[str]]:
+    from llmsizer.export import deepspeed_config, megatron_args, torchrun_command
+
+    if kind == "deepspeed":
+        cfg, warnings = deepspeed_config(par, precision)
+        return json.dumps(cfg, indent=2), warnings
+    if kind == "megatron":
+        args, warnings = megatron_args(spec, par, precision, seq)
+        return " \\\n  ".join(_pairs(args)), warnings
+    if kind == "torchrun":
+        args, warnings = megatron_args(spec, par, precision, seq)
+        return torchrun_command(par, gpus_per_node, "pretrain_gpt.py", args), warnings
+    raise SpecError("export", kind, "deepspeed, megatron or torchrun")
+
+
+def _pairs(args: list[str]) -> list[str]:
+    out: list[str] = []
+    for a in args:
+        if a.startswith("--") or not out:
+            out.append(a)
+        else:
+            out[-1] += f" {a}"
+    return out
+
+
+def _describe(par: Any) -> str:
+    parts = [f"dp={par.dp} tp={par.tp} pp={par.pp}"]
+    if par.cp > 1:
+        parts.append(f"cp={par.cp}")
+    if par.ep > 1:
+        parts.append(f"ep={par.ep}")
+    parts.append(f"ZeRO-{par.zero}")
+    if par.offload:
+        parts.append("offload " + "+".join(sorted(par.offload)))
+    parts.append(f"recompute {par.recompute}")
+    parts.append(f"mb {par.micro_batch}×{par.grad_accum}")
+    parts.append(par.schedule + (f":{par.virtual_stages}" if par.virtual_stages > 1 else ""))
+    return ", ".join(parts)
+
+
+def plan_json(result: Any, global_batch: int, seq: int, gpus: int, tokens: float | None,
+              price: float | None) -> dict[str, Any]:
+    def cand(c: Any) -> dict[str, Any]:
+        p = c.par
+        tokens_per_s = global_batch * seq / c.step_s
+        out = {"dp": p.dp, "tp": p.tp, "pp": p.pp, "cp": p.cp, "ep": p.ep, "zero": p.zero,
+               "offload": sorted(p.offload), "recompute": p.recompute,
+               "sequence_parallel": p.sequence_parallel, "micro_batch": p.micro_batch,
+               "grad_accum": p.grad_accum, "schedule": p.schedule,
+               "virtual_stages": p.virtual_stages, "peak_memory_bytes": c.peak_bytes,
+               "step_time_s": c.step_s, "tokens_per_s": tokens_per_s, "summary": _describe(p)}
+        if tokens:
+            out["time_to_train_s"] = tokens / tokens_per_s
+            out["gpu_hours"] = out["time_to_train_s"] * gpus / 3600
+            if price is not None:
+                out["cost"] = out["gpu_hours"] * price
+        return out
+
+    data: dict[str, Any] = {
+        "evaluated": result.evaluated, "fitting": result.fitting, "seconds": result.seconds,
+        "configs_per_s": result.configs_per_s, "capacity_bytes": result.capacity_bytes,
+        "global_batch": global_batch, "seq": seq, "gpus": gpus,
+        "plans": [cand(c) for c in result.ranked],
+    }
+    if result.nearest_misfit is not None:
+        m = result.nearest_misfit
+        data["nearest_misfit"] = cand(m) | {"over_bytes": m.peak_bytes - result.capacity_bytes}
+    if not result.ranked and result.least_memory is not None:
+        m = result.least_memory
+        data["impossible"] = {
+            "least_memory_layout": cand(m),
+            "over_bytes": m.peak_bytes - result.capacity_bytes,
+        }
+    return data
+
+
+def plan_text(model: str, gpu: str, d: dict[str, Any]) -> str:
+    from llmsizer.report import table
+
+    lines = [f"{model} on {d['gpus']}× {gpu}, seq {d['seq']}, global batch {d['global_batch']}: "
+             f"{d['evaluated']:,} layouts evaluated in {d['seconds']:.2f} s "
+             f"({d['configs_per_s']:,.0f}/s), {d['fitting']:,} fit in "
+             f"{format_bytes(d['capacity_bytes'])} per device"]
+    if "impossible" in d:
+        imp = d["impossible"]
+        lines.append(f"NOTHING FITS: the layout needing least memory "
+                     f"({imp['least_memory_layout']['summary']}) needs "
+                     f"{format_bytes(imp['least_memory_layout']['peak_memory_bytes'])}, "
+                     f"{format_bytes(imp['over_bytes'])} over; add GPUs or use a smaller batch/"
+                     "sequence")
+        return "\n".join(lines)
+    rows = []
+    best = d["plans"][0]["step_time_s"]
+    for i, c in enumerate(d["plans"], 1):
+        rows.append((i, c["summary"], format_bytes(c["peak_memory_bytes"]),
+                     format_seconds(c["step_time_s"]), f"{c['tokens_per_s']:,.0f}",
+                     f"+{100 * (c['step_time_s'] / best - 1):.1f}%" if i > 1 else "best"))
+    lines += ["", table(rows, ["#", "layout", "peak memory", "step", "tokens/s", "vs best"],
+                        "rlrrrr")]
+    b = d["plans"][0]
+    if "time_to_train_s" in b:
+        lines.append(f"time to train: {format_seconds(b['time_to_train_s'])}, "
+                     f"{b['gpu_hours']:,.0f} GPU-hours" + (f", cost {b['cost']:,.0f}"
+                                                           if "cost" in b else ""))
+    if "nearest_misfit" in d:
+        m = d["nearest_misfit"]
+        lines.append(f"faster but does not fit: {m['summary']} "
+                     f"({format_seconds(m['step_time_s'])}/step) needs "
+                     f"{format_bytes(m['peak_memory_bytes'])}, {format_bytes(m['over_bytes'])} "
+                     "over the limit")
+    lines.append("export the best: --export deepspeed | megatron | torchrun [-o FILE]")
+    return "\n".join(lines)
+
+
+def run_plan_serve(args: argparse.Namespace) -> str:
+    from llmsizer.analysis.inference import ServingConfig, max_concurrency, serve
+    from llmsizer.analysis.params import validate_parallel
+    from llmsizer.catalog import get_accelerator, get_model
+    from llmsizer.report import dumps, table
+    from llmsizer.specs.precision import kv_dtype_bytes, weight_format
+
+    spec = get_model(args.model)
+    acc = get_accelerator(args.gpu)
+    ttft_slo = parse_seconds(args.ttft_slo, "ttft-slo") if args.ttft_slo else None
+    tpot_slo = parse_seconds(args.tpot_slo, "tpot-slo") if args.tpot_slo else None
+    weights, kv = weight_format(args.weights), kv_dtype_bytes(args.kv_dtype)
+    max_seq = args.prompt + args.output
+    found = []
+    evaluated = 0
+    for tp in (1, 2, 4, 8, 16):
+        for pp in (1, 2, 4, 8):
+            n = tp * pp
+            if n > args.gpus or args.gpus % n or tp > args.gpus_per_node:
+                continue
+            try:
+                validate_parallel(spec, tp, pp)
+                cfg = ServingConfig(tp=tp, pp=pp, weights=weights, kv_dtype_bytes=kv,
+                                    mem_util=args.mem_util)
+            except SpecError:
+                continue
+            limit = max_concurrency(spec, acc, cfg, max_seq)
+            b = 1
+            while b <= limit:
+                r = serve(spec, acc, cfg, batch=b, prompt=args.prompt, output=args.output,
+                          gpus_per_node=args.gpus_per_node)
+                evaluated += 1
+                ok = (ttft_slo is None or r.ttft_s <= ttft_slo) and (
+                    tpot_slo is None or r.tpot_s <= tpot_slo)
+                if ok:
+                    replicas = args.gpus // n
+                    found.append({"tp": tp, "pp": pp, "replicas": replicas, "max_num_seqs": b,
+                                  "ttft_s": r.ttft_s, "tpot_s": r.tpot_s,
+                                  "throughput_tokens_per_s": replicas * r.throughput_tokens_per_s,
+                                  "tokens_per_s_per_gpu": r.throughput_tokens_per_s / n,
+                                  "memory_bytes_per_device": r.memory.total})
+                b *= 2
+    found.sort(key=lambda x: (-x["tokens_per_s_per_gpu"], x["tp"] * x["pp"]))
+    data = {"evaluated": evaluated, "plans": found[: args.top], "ttft_slo_s": ttft_slo,
+            "tpot_slo_s": tpot_slo, "prompt": args.prompt, "output": args.output}
+    if args.export:
+        if args.export != "vllm":
+            raise SpecError("export", args.export, "vllm")
+        if not found:
+            raise SpecError("export", args.export, "a plan that meets the objectives (none does)")
+        from llmsizer.export import vllm_args
+
+        best = found[0]
+        cfg = ServingConfig(tp=best["tp"], pp=best["pp"], weights=weights, kv_dtype_bytes=kv,
+                            mem_util=args.mem_util)
+        text = vllm_args(args.model, cfg, best["max_num_seqs"], max_seq)
+        if args.output_file:
+            with open(args.output_file, "w", encoding="utf-8") as f:
+                f.write(text + "\n")
+        else:
+            return text
+    if args.json:
+        return dumps(data)
+    if not found:
+        return (f"no layout of {args.gpus}× {acc.display_name} meets the objectives "
+                f"(TTFT ≤ {args.ttft_slo}, TPOT ≤ {args.tpot_slo}); {evaluated} evaluated")
+    rows = [(i, f"tp={p['tp']} pp={p['pp']} × {p['replicas']} replicas", p["max_num_seqs"],
+             format_seconds(p["ttft_s"]), format_seconds(p["tpot_s"]),
+             f"{p['tokens_per_s_per_gpu']:,.0f}", f"{p['throughput_tokens_per_s']:,.0f}")
+            for i, p in enumerate(found[: args.top], 1)]
+    return (f"{spec.name} on {args.gpus}× {acc.display_name}, prompt {args.prompt}, output "
+            f"{args.output}: {evaluated} layouts evaluated\n\n"
+            + table(rows, ["#", "layout", "batch", "TTFT", "TPOT", "tok/s/GPU", "tok/s total"],
+                    "rlrrrrr")
+            + "\nexport the best: --export vllm [-o FILE]")
