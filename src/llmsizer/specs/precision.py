@@ -57,6 +57,10 @@ RECIPES: dict[str, TrainingPrecision] = {
         "(Megatron-LM --accumulate-allreduce-grads-in-fp32)"),
     "bf16": TrainingPrecision("bf16", "bf16", 2, 2, 0, 2,
                               "pure bf16: weights, gradients and optimizer moments in bf16"),
+    "fp8": TrainingPrecision(
+        "fp8", "fp8", 2, 2, 4, 4,
+        "FP8 matrix products (Transformer Engine) with bf16 weights and gradients, fp32 master "
+        "weights and Adam moments; FP8 weight copies are transient"),
 }
 RECIPE_ALIASES = {"bf16-mixed": "mixed", "fp16-mixed": "mixed-fp16", "amp": "mixed",
                   "fp32-grads": "mixed-fp32-grads", "pure-bf16": "bf16", "float32": "fp32"}
