@@ -50,9 +50,9 @@ def brute_force(spec, gpus, global_batch, seq, capacity, space):
                                 r = train_step(spec, par, MIXED, ADAM, seq, Cluster(A100))
                             except SpecError:
                                 continue
-                            if r.memory.peak.total <= capacity:
-                                if best is None or r.time.total_s < best[0]:
-                                    best = (r.time.total_s, par)
+                            fits = r.memory.peak.total <= capacity
+                            if fits and (best is None or r.time.total_s < best[0]):
+                                best = (r.time.total_s, par)
     return best
 
 

@@ -34,6 +34,7 @@ def add_parser(sub: Any, positive_int: Any) -> None:
                    help="attention scores go through memory (no flash kernel)")
     p.add_argument("--gpus-per-node", type=positive_int("gpus-per-node"), default=8)
     p.add_argument("--sweep", action="store_true", help="latency/throughput per batch size")
+    p.add_argument("--calibration", help="efficiency calibration file (llmsizer calibrate)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--explain", action="store_true")
 
@@ -87,23 +88,25 @@ def fit_suggestions(spec: Any, acc: Any, cfg: Any, batch: int, max_seq: int) -> 
 
 
 def run(args: argparse.Namespace) -> str:
+    from llmsizer.analysis.efficiency import Efficiency
     from llmsizer.analysis.inference import compute_bound_batch, serve
     from llmsizer.report import dumps
     from llmsizer.report_inference import inference_json, inference_text
 
     spec, acc, cfg = build(args)
+    eff = Efficiency.for_accelerator(acc, args.calibration)
     result = serve(spec, acc, cfg, batch=args.batch, prompt=args.prompt, output=args.output,
-                   max_seq=args.max_seq, gpus_per_node=args.gpus_per_node)
+                   max_seq=args.max_seq, gpus_per_node=args.gpus_per_node, eff=eff)
     sweep = []
     if args.sweep:
         b = 1
         limit = max(1, result.max_concurrency)
         while b <= limit:
             r = serve(spec, acc, cfg, batch=b, prompt=args.prompt, output=args.output,
-                      max_seq=args.max_seq, gpus_per_node=args.gpus_per_node)
+                      max_seq=args.max_seq, gpus_per_node=args.gpus_per_node, eff=eff)
             sweep.append(r)
             b *= 2
-    turn = compute_bound_batch(spec, acc, cfg, args.prompt + max(1, args.output // 2))
+    turn = compute_bound_batch(spec, acc, cfg, args.prompt + max(1, args.output // 2), eff)
     data = inference_json(result, sweep, turn, args.explain)
     if not result.fits:
         data["suggestions"] = fit_suggestions(spec, acc, cfg, args.batch, result.max_seq)

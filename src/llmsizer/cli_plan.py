@@ -36,6 +36,7 @@ def add_parsers(sub: Any, positive_int: Any) -> None:
     p.add_argument("--price", type=float, help="price per GPU-hour")
     p.add_argument("--allow-cross-node-tp", action="store_true")
     p.add_argument("--no-offload", action="store_true", help="do not consider CPU offload")
+    p.add_argument("--calibration", help="efficiency calibration file (llmsizer calibrate)")
     p.add_argument("--export", help="deepspeed, megatron, torchrun (of the best layout)")
     p.add_argument("-o", "--output-file", help="write the export here instead of stdout")
     p.add_argument("--json", action="store_true")
@@ -56,6 +57,7 @@ def add_parsers(sub: Any, positive_int: Any) -> None:
     s.add_argument("--kv-dtype", default="bf16")
     s.add_argument("--mem-util", type=float, default=0.9)
     s.add_argument("--top", type=positive_int("top"), default=5)
+    s.add_argument("--calibration", help="efficiency calibration file (llmsizer calibrate)")
     s.add_argument("--export", help="vllm")
     s.add_argument("-o", "--output-file")
     s.add_argument("--json", action="store_true")
@@ -119,7 +121,8 @@ def run_plan(args: argparse.Namespace) -> str:
         global_batch = args.global_batch
     precision = training_precision(args.precision)
     st = step.Setting(spec, args.seq, precision, optimizer(args.optimizer),
-                      Cluster(acc, gpus_per_node=args.gpus_per_node), Efficiency())
+                      Cluster(acc, gpus_per_node=args.gpus_per_node),
+                      Efficiency.for_accelerator(acc, args.calibration))
     space = SearchSpace(gpus=args.gpus, global_batch=global_batch,
                         allow_cross_node_tp=args.allow_cross_node_tp, offload=not args.no_offload)
     progress = _Progress()
@@ -263,6 +266,7 @@ def plan_text(model: str, gpu: str, d: dict[str, Any]) -> str:
 
 
 def run_plan_serve(args: argparse.Namespace) -> str:
+    from llmsizer.analysis.efficiency import Efficiency
     from llmsizer.analysis.inference import ServingConfig, max_concurrency, serve
     from llmsizer.analysis.params import validate_parallel
     from llmsizer.catalog import get_accelerator, get_model
@@ -274,6 +278,7 @@ def run_plan_serve(args: argparse.Namespace) -> str:
     ttft_slo = parse_seconds(args.ttft_slo, "ttft-slo") if args.ttft_slo else None
     tpot_slo = parse_seconds(args.tpot_slo, "tpot-slo") if args.tpot_slo else None
     weights, kv = weight_format(args.weights), kv_dtype_bytes(args.kv_dtype)
+    eff = Efficiency.for_accelerator(acc, args.calibration)
     max_seq = args.prompt + args.output
     found = []
     evaluated = 0
@@ -292,7 +297,7 @@ def run_plan_serve(args: argparse.Namespace) -> str:
             b = 1
             while b <= limit:
                 r = serve(spec, acc, cfg, batch=b, prompt=args.prompt, output=args.output,
-                          gpus_per_node=args.gpus_per_node)
+                          gpus_per_node=args.gpus_per_node, eff=eff)
                 evaluated += 1
                 ok = (ttft_slo is None or r.ttft_s <= ttft_slo) and (
                     tpot_slo is None or r.tpot_s <= tpot_slo)

@@ -50,6 +50,7 @@ def add_parser(sub: Any, positive_int: Any) -> None:
     t.add_argument("--comm-efficiency", type=float, help="fraction of link bandwidth (0.8)")
     t.add_argument("--inter-node-gbps", type=float, default=400.0,
                    help="inter-node network per GPU in Gb/s (400)")
+    t.add_argument("--calibration", help="efficiency calibration file (llmsizer calibrate)")
     t.add_argument("--no-dp-overlap", action="store_true",
                    help="do not hide gradient reduction behind the backward pass")
     m = t.add_mutually_exclusive_group()
@@ -114,10 +115,12 @@ def build(args: argparse.Namespace) -> tuple[Any, ...]:
     if schedule == "interleaved" and spec.num_layers % (args.pp * v):
         raise SpecError("schedule", args.schedule,
                         f"V with num_layers ({spec.num_layers}) divisible by pp·V")
-    eff = Efficiency(
-        **({"matmul_ceiling": args.matmul_efficiency} if args.matmul_efficiency else {}),
-        **({"memory_ceiling": args.memory_efficiency} if args.memory_efficiency else {}),
-        **({"comm_efficiency": args.comm_efficiency} if args.comm_efficiency else {}))
+    overrides = {k: v for k, v in (("matmul_ceiling", args.matmul_efficiency),
+                                    ("memory_ceiling", args.memory_efficiency),
+                                    ("comm_efficiency", args.comm_efficiency)) if v is not None}
+    eff = Efficiency.for_accelerator(acc, args.calibration)
+    if overrides:
+        eff = replace(eff, **overrides, source=eff.source + " with command-line overrides")
     if args.inter_node_gbps <= 0:
         raise SpecError("inter-node-gbps", args.inter_node_gbps, "a positive bandwidth")
     cluster = Cluster(acc, gpus_per_node=args.gpus_per_node,

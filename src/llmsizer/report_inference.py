@@ -172,7 +172,8 @@ def explain_lines(r: ServingResult) -> list[str]:
         f"⌊({r.memory.capacity:.4g} − {r.memory.weights:.4g} − {r.memory.workspace:.4g} − "
         f"{r.memory.overhead:.4g}) / {r.memory.kv_cache / r.batch if r.batch else 0:.4g}⌋ = "
         f"{r.max_concurrency}",
-        f"op time = max(FLOPs/(peak·efficiency), bytes/(bandwidth·{0.85:.2f}))   [Williams et al. "
+        f"op time = max(FLOPs/(peak·efficiency), bytes/(bandwidth·{r.eff.memory_ceiling:.2f}))"
+        "   [Williams et al. "
         "2009, Roofline]",
         f"TTFT = prefill of {r.batch}×{r.prompt} tokens = {format_seconds(r.ttft_s)}; "
         f"TPOT = one decode step at context {r.prompt + max(1, r.output // 2)} = "

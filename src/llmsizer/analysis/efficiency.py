@@ -24,6 +24,7 @@ class Efficiency:
     tile_m: int = 128
     tile_n: int = 128
     collective_latency_s: float = 5e-6  # per hop of a collective (NVLink; 2x across nodes)
+    kernel_overhead_s: float = 4e-6  # launch + tail per kernel in a decode step
     source: str = "defaults (uncalibrated): see llmsizer.analysis.efficiency"
 
     def __post_init__(self) -> None:
@@ -34,11 +35,49 @@ class Efficiency:
 
     def describe(self) -> dict[str, str]:
         return {
-            "matmul_ceiling": f"{self.matmul_ceiling:.0%} of peak at best (seed 003: ~80% on A800)",
+            "matmul_ceiling": f"{self.matmul_ceiling:.0%} of peak at best",
             "memory_ceiling": f"{self.memory_ceiling:.0%} of peak memory bandwidth",
             "comm_efficiency": f"{self.comm_efficiency:.0%} of link bandwidth as bus bandwidth",
+            "kernel_overhead": f"{self.kernel_overhead_s * 1e6:g} µs per kernel in decode steps",
             "tiles": f"{self.tile_m}x{self.tile_n} output tiles, waves over the SMs",
+            "efficiency source": self.source,
         }
+
+    @classmethod
+    def for_accelerator(cls, acc: Accelerator, calibration: str | None = None) -> Efficiency:
+        """The efficiency factors for `acc`: from a calibration file if given, else from the
+        calibrated defaults in catalog/data/efficiency.json (per accelerator, then default)."""
+        import json
+        from importlib import resources
+        from pathlib import Path
+
+        if calibration is not None:
+            try:
+                data = json.loads(Path(calibration).read_text("utf-8"))
+            except FileNotFoundError:
+                raise SpecError("calibration", calibration, "an existing file") from None
+            except json.JSONDecodeError as e:
+                raise SpecError("calibration", calibration,
+                                f"a JSON file (broken at line {e.lineno})") from None
+            return cls.from_dict(data, str(calibration))
+        text = resources.files("llmsizer.catalog").joinpath("data", "efficiency.json").read_text(
+            "utf-8")
+        table = json.loads(text)
+        entry = table.get("accelerators", {}).get(acc.name) or table["default"]
+        return cls.from_dict(entry, "catalog/data/efficiency.json")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object], origin: str) -> Efficiency:
+        known = {"matmul_ceiling", "memory_ceiling", "comm_efficiency", "collective_latency_s",
+                 "kernel_overhead_s", "tile_m", "tile_n"}
+        if not isinstance(data, dict):
+            raise SpecError("calibration", origin, "a JSON object of efficiency factors")
+        unknown = sorted(set(data) - known - {"source", "gpu", "fitted_on", "notes"})
+        if unknown:
+            raise SpecError(f"{origin}: {unknown[0]}", data[unknown[0]],
+                            "one of " + ", ".join(sorted(known)))
+        values = {k: data[k] for k in known if k in data}
+        return cls(**values, source=str(data.get("source", origin)))  # type: ignore[arg-type]
 
 
 def matmul_efficiency(m: int, n: int, eff: Efficiency, acc: Accelerator, batch: int = 1,

@@ -24,7 +24,6 @@ from llmsizer.specs.precision import WeightFormat
 
 GiB = 2**30
 DEFAULT_RUNTIME_OVERHEAD = 1 * GiB  # CUDA context, NCCL buffers, CUDA graphs (vLLM: ~1-2 GiB)
-DEFAULT_KERNEL_OVERHEAD_S = 4e-6  # launch + tail per kernel in a decode step
 KERNELS_PER_LAYER_EXTRA = 4  # norms, activation, residual adds, rotary beside the graph's ops
 
 
@@ -39,7 +38,6 @@ class ServingConfig:
     runtime_overhead: float = DEFAULT_RUNTIME_OVERHEAD
     prefill_chunk: int = 8192  # tokens in one prefill pass (workspace sizing)
     flash: bool = True
-    kernel_overhead_s: float = DEFAULT_KERNEL_OVERHEAD_S
 
     def __post_init__(self) -> None:
         if not 0 < self.mem_util <= 1:
@@ -202,7 +200,7 @@ def forward_pass(spec: ModelSpec, acc: Accelerator, cfg: ServingConfig, eff: Eff
     if cfg.pp > 1:
         pp_link = topology.link_for(cfg.pp, cfg.tp)
         comm_s += (cfg.pp - 1) * comm.p2p_s(act, pp_link, eff)
-    overhead = kernels * cfg.kernel_overhead_s if decode else 0.0
+    overhead = kernels * eff.kernel_overhead_s if decode else 0.0
     return PassCost(tuple(ops), comm_s, overhead)
 
 
@@ -275,6 +273,7 @@ class ServingResult:
     max_concurrency: int
     prefill: PassCost
     decode: PassCost  # at the mean context prompt + output/2
+    eff: Efficiency = field(default_factory=Efficiency)
     assumptions: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -318,7 +317,7 @@ def serve(spec: ModelSpec, acc: Accelerator, cfg: ServingConfig, *, batch: int, 
         raise SpecError("max-seq", max_seq, f"at least prompt + output ({prompt + output})")
     if cfg.tp * cfg.pp > gpus_per_node and cfg.tp > gpus_per_node:
         raise SpecError("tp", cfg.tp, f"at most gpus-per-node ({gpus_per_node})")
-    eff = eff or Efficiency()
+    eff = eff or Efficiency.for_accelerator(acc)
     topo = _topology(acc, gpus_per_node, eff)
     mem = serving_memory(spec, acc, cfg, batch, max_seq)
     prefill = forward_pass(spec, acc, cfg, eff, batch, prompt, prompt, topology=topo, decode=False)
@@ -328,13 +327,13 @@ def serve(spec: ModelSpec, acc: Accelerator, cfg: ServingConfig, *, batch: int, 
     assumptions = eff.describe() | {
         "runtime overhead": f"{cfg.runtime_overhead / GiB:.2f} GiB per device (--overhead)",
         "memory utilization": f"{cfg.mem_util:.0%} of device memory usable (--mem-util)",
-        "kernel overhead": f"{cfg.kernel_overhead_s * 1e6:g} µs per kernel in decode steps",
         "batching": "the whole batch is prefilled together, then decodes in lock-step; TPOT at "
                     "the mean context prompt + output/2",
         "weights": (cfg.weights.name + " (" + cfg.weights.source + ")") if cfg.weights else "bf16",
     }
     return ServingResult(spec, acc, cfg, batch, prompt, output, max_seq, mem, kv.bytes_per_token,
-                         max_concurrency(spec, acc, cfg, max_seq), prefill, decode, assumptions)
+                         max_concurrency(spec, acc, cfg, max_seq), prefill, decode, eff,
+                         assumptions)
 
 
 def _topology(acc: Accelerator, gpus_per_node: int, eff: Efficiency) -> comm.Topology:
@@ -348,7 +347,7 @@ def _topology(acc: Accelerator, gpus_per_node: int, eff: Efficiency) -> comm.Top
 def compute_bound_batch(spec: ModelSpec, acc: Accelerator, cfg: ServingConfig, context: int,
                         eff: Efficiency | None = None, limit: int = 4096) -> int | None:
     """Smallest decode batch whose step is compute-bound (arithmetic intensity past the ridge)."""
-    eff = eff or Efficiency()
+    eff = eff or Efficiency.for_accelerator(acc)
     topo = _topology(acc, 8, eff)
     b = 1
     while b <= limit:

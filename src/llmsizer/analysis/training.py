@@ -87,7 +87,7 @@ def train_step(spec: ModelSpec, par: Parallelism, precision: TrainingPrecision, 
                activations: str = "megatron", attention_backward: str = "flash",
                mfu_attention: str = "dense", framework_overhead: float | None = None,
                dp_overlap: bool = True) -> TrainingResult:
-    eff = eff or Efficiency()
+    eff = eff or Efficiency.for_accelerator(cluster.accelerator)
     st = step.Setting(spec, seq, precision, opt, cluster, eff, activations, attention_backward,
                       step.DEFAULT_FRAMEWORK_OVERHEAD if framework_overhead is None
                       else framework_overhead, dp_overlap)
