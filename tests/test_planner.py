@@ -47,7 +47,7 @@ def brute_force(spec, gpus, global_batch, seq, capacity, space):
                                                   grad_accum=global_batch // dp // mb,
                                                   schedule=sched, virtual_stages=v,
                                                   sequence_parallel=tp > 1)
-                                r = train_step(spec, par, MIXED, ADAM, seq, Cluster(A100))
+                                r = train_step(spec, par, MIXED, ADAM, seq, Cluster(A100), Efficiency())
                             except SpecError:
                                 continue
                             fits = r.memory.peak.total <= capacity
@@ -70,7 +70,7 @@ def test_the_chosen_layout_reproduces_in_train_step():
     spec = get_model("llama-2-13b")
     result = search(setting(spec), SearchSpace(gpus=16, global_batch=64))
     best = result.ranked[0]
-    r = train_step(spec, best.par, MIXED, ADAM, 2048, Cluster(A100))
+    r = train_step(spec, best.par, MIXED, ADAM, 2048, Cluster(A100), Efficiency())
     assert r.time.total_s == pytest.approx(best.step_s)
     assert r.memory.peak.total == pytest.approx(best.peak_bytes)
 

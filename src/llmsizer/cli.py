@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     from llmsizer import cli_plan
 
     cli_plan.add_parsers(sub, _positive_int)
+    from llmsizer import cli_validate
+
+    cli_validate.add_parsers(sub, _positive_int)
     return p
 
 
@@ -180,8 +183,21 @@ def cmd_plan_serve(args: argparse.Namespace) -> str:
     return cli_plan.run_plan_serve(args)
 
 
+def cmd_validate(args: argparse.Namespace) -> str:
+    from llmsizer import cli_validate
+
+    return cli_validate.run_validate(args)
+
+
+def cmd_calibrate(args: argparse.Namespace) -> str:
+    from llmsizer import cli_validate
+
+    return cli_validate.run_calibrate(args)
+
+
 COMMANDS = {"models": cmd_models, "gpus": cmd_gpus, "params": cmd_params, "train": cmd_train,
-            "infer": cmd_infer, "plan": cmd_plan, "plan-serve": cmd_plan_serve}
+            "infer": cmd_infer, "plan": cmd_plan, "plan-serve": cmd_plan_serve,
+            "validate": cmd_validate, "calibrate": cmd_calibrate}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,6 +19,7 @@ from llmsizer.specs.hardware import Accelerator
 @dataclass(frozen=True)
 class Efficiency:
     matmul_ceiling: float = 0.80  # seed 003: "A800 reaches at most ~80% of 312 TFLOPS"
+    attention_efficiency: float = 0.60  # fused (flash) attention kernels: of peak
     memory_ceiling: float = 0.85  # STREAM-like copy kernels on HBM reach 80-90 % of peak
     comm_efficiency: float = 0.80  # NCCL bus bandwidth over link peak (nccl-tests on NVLink)
     tile_m: int = 128
@@ -28,7 +29,8 @@ class Efficiency:
     source: str = "defaults (uncalibrated): see llmsizer.analysis.efficiency"
 
     def __post_init__(self) -> None:
-        for name in ("matmul_ceiling", "memory_ceiling", "comm_efficiency"):
+        for name in ("matmul_ceiling", "attention_efficiency", "memory_ceiling",
+                     "comm_efficiency"):
             v = getattr(self, name)
             if not 0 < v <= 1:
                 raise SpecError(name, v, "a fraction in (0, 1]")
@@ -36,6 +38,7 @@ class Efficiency:
     def describe(self) -> dict[str, str]:
         return {
             "matmul_ceiling": f"{self.matmul_ceiling:.0%} of peak at best",
+            "attention_efficiency": f"{self.attention_efficiency:.0%} of peak in attention kernels",
             "memory_ceiling": f"{self.memory_ceiling:.0%} of peak memory bandwidth",
             "comm_efficiency": f"{self.comm_efficiency:.0%} of link bandwidth as bus bandwidth",
             "kernel_overhead": f"{self.kernel_overhead_s * 1e6:g} µs per kernel in decode steps",
@@ -68,8 +71,8 @@ class Efficiency:
 
     @classmethod
     def from_dict(cls, data: dict[str, object], origin: str) -> Efficiency:
-        known = {"matmul_ceiling", "memory_ceiling", "comm_efficiency", "collective_latency_s",
-                 "kernel_overhead_s", "tile_m", "tile_n"}
+        known = {"matmul_ceiling", "attention_efficiency", "memory_ceiling", "comm_efficiency",
+                 "collective_latency_s", "kernel_overhead_s", "tile_m", "tile_n"}
         if not isinstance(data, dict):
             raise SpecError("calibration", origin, "a JSON object of efficiency factors")
         unknown = sorted(set(data) - known - {"source", "gpu", "fitted_on", "notes"})

@@ -251,7 +251,7 @@ def _attention_cost(spec: ModelSpec, layer: int, window: int | None, batch: int,
     nbytes = kv_read + qo
     if not cfg.flash:
         nbytes += 2 * e * batch * heads * new * kept  # scores written and read back
-    t, bound = _roofline(flops, nbytes, peak, bw, eff.matmul_ceiling, eff)
+    t, bound = _roofline(flops, nbytes, peak, bw, eff.attention_efficiency, eff)
     return OpCost(layer, "attention.core", flops, nbytes, t, bound)
 
 

@@ -149,7 +149,7 @@ def _layer_cost(st: Setting, index_kind: tuple[bool, int | None], layer_index: i
             qkvo = e * tokens * (2 * spec.q_dim + 2 * spec.kv_dim) / tp
             scores = 0 if flash else 4 * e * mb * heads * seq_local * context
             attn = op_time(flops, qkvo + scores, peak, acc.memory_bandwidth_bytes_s,
-                           eff.matmul_ceiling, eff)
+                           eff.attention_efficiency, eff)
     # Element-wise work (norms, residual adds, activation, rotary): memory-bound streams.
     rep = tp if sp else 1
     h, f = spec.hidden_size, spec.ffn_size
