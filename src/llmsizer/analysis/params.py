@@ -279,10 +279,15 @@ def stage_held(spec: ModelSpec, tp: int = 1, pp: int = 1, ep: int = 1) -> tuple[
     validate_parallel(spec, tp, pp, ep)
     graph = build_graph(spec)
     out = []
+    rep = layer_representative(spec)
     for s, idx in enumerate(stage_layers(spec.num_layers, pp)):
-        total = HeldParams(0, 0, 0)
+        counts: dict[int, int] = {}
         for i in idx:
-            total = total + layer_held(spec, i, tp, ep)
+            counts[rep[i]] = counts.get(rep[i], 0) + 1
+        total = HeldParams(0, 0, 0)
+        for r, k in counts.items():
+            one = layer_held(spec, r, tp, ep)
+            total = total + HeldParams(k * one.held, k * one.replicated, k * one.expert)
         if s == 0:
             total = total + _ops_held(graph.embedding, tp, ep)
         if s == pp - 1:
