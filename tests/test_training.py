@@ -96,3 +96,31 @@ def test_zero3_moves_one_and_a_half_times_the_data_parallel_volume():
                           dp_overlap=False).time.dp_comm_total_s
 
     assert dp_time(3) / dp_time(1) == pytest.approx(1.5)
+
+
+def test_expert_all_to_all_is_four_exchanges_per_moe_layer():
+    # Each MoE layer dispatches and combines tokens·top_k hidden vectors in forward and again in
+    # backward: 4 all-to-alls of e·b·s·k·h bytes over the expert-parallel group.
+    from llmsizer.analysis import comm
+
+    spec = get_model("mixtral-8x7b")
+    eff = Efficiency()
+    cluster = Cluster(get_accelerator("h100"))
+    par = Parallelism(dp=8, ep=8, zero=1, grad_accum=1)
+    r = train_step(spec, par, MIXED, ADAM, 4096, cluster, eff)
+    a2a = comm.all_to_all_s(2 * 1 * 4096 * 2 * 4096, 8, cluster.topology(eff).intra, eff)
+    assert r.time.ep_comm_s == pytest.approx(32 * 4 * a2a)
+    assert train_step(spec, Parallelism(dp=8, zero=1), MIXED, ADAM, 4096, cluster,
+                      eff).time.ep_comm_s == 0
+
+
+def test_context_parallel_exchange_is_hidden_behind_compute_when_it_can_be():
+    # Ring attention passes K and V around the cp ranks; llmsizer exposes only what the layer's
+    # forward compute does not cover. With a fast link nothing is exposed; with a slow one it is.
+    spec = get_model("llama-3-8b")
+    fast = Cluster(get_accelerator("h100"))
+    slow = Cluster(get_accelerator("h100"), gpus_per_node=1, inter_node_bytes_s=1e9)
+    par = Parallelism(dp=1, cp=4, grad_accum=1)
+    eff = Efficiency()
+    assert train_step(spec, par, MIXED, ADAM, 32768, fast, eff).time.cp_comm_s == 0
+    assert train_step(spec, par, MIXED, ADAM, 32768, slow, eff).time.cp_comm_s > 0
