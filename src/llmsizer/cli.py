@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from llmsizer.errors import LlmsizerError
 
@@ -159,45 +160,30 @@ def cmd_params(args: argparse.Namespace) -> str:
     return text
 
 
-def cmd_train(args: argparse.Namespace) -> str:
-    from llmsizer import cli_train
-
-    return cli_train.run(args)
-
-
-def cmd_infer(args: argparse.Namespace) -> str:
-    from llmsizer import cli_infer
-
-    return cli_infer.run(args)
-
-
-def cmd_plan(args: argparse.Namespace) -> str:
-    from llmsizer import cli_plan
-
-    return cli_plan.run_plan(args)
+# Heavier commands live in their own modules, imported only when run (start-up stays fast).
+LAZY_COMMANDS = {
+    "train": ("llmsizer.cli_train", "run"),
+    "infer": ("llmsizer.cli_infer", "run"),
+    "plan": ("llmsizer.cli_plan", "run_plan"),
+    "plan-serve": ("llmsizer.cli_plan", "run_plan_serve"),
+    "validate": ("llmsizer.cli_validate", "run_validate"),
+    "calibrate": ("llmsizer.cli_validate", "run_calibrate"),
+}
 
 
-def cmd_plan_serve(args: argparse.Namespace) -> str:
-    from llmsizer import cli_plan
+def _lazy(command: str) -> Callable[[argparse.Namespace], str]:
+    module, function = LAZY_COMMANDS[command]
 
-    return cli_plan.run_plan_serve(args)
+    def run(args: argparse.Namespace) -> str:
+        return getattr(importlib.import_module(module), function)(args)  # type: ignore[no-any-return]
 
-
-def cmd_validate(args: argparse.Namespace) -> str:
-    from llmsizer import cli_validate
-
-    return cli_validate.run_validate(args)
+    return run
 
 
-def cmd_calibrate(args: argparse.Namespace) -> str:
-    from llmsizer import cli_validate
-
-    return cli_validate.run_calibrate(args)
-
-
-COMMANDS = {"models": cmd_models, "gpus": cmd_gpus, "params": cmd_params, "train": cmd_train,
-            "infer": cmd_infer, "plan": cmd_plan, "plan-serve": cmd_plan_serve,
-            "validate": cmd_validate, "calibrate": cmd_calibrate}
+COMMANDS: dict[str, Callable[[argparse.Namespace], str]] = {
+    "models": cmd_models, "gpus": cmd_gpus, "params": cmd_params,
+    **{name: _lazy(name) for name in LAZY_COMMANDS},
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -63,6 +63,15 @@ def add_parsers(sub: Any, positive_int: Any) -> None:
     s.add_argument("--json", action="store_true")
 
 
+def write_text(path: str, text: str) -> None:
+    """Write an export or calibration file; an unwritable path is a one-line error."""
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+    except OSError as e:
+        raise SpecError("output-file", path, f"a writable path ({e.strerror})") from None
+
+
 def parse_seconds(text: str, field: str) -> float:
     t = text.strip().lower()
     try:
@@ -138,11 +147,9 @@ def run_plan(args: argparse.Namespace) -> str:
                                          args.seq, args.gpus_per_node)
         for w in warnings:
             print(f"llmsizer: note: {w}", file=sys.stderr)
-        if args.output_file:
-            with open(args.output_file, "w", encoding="utf-8") as f:
-                f.write(text + "\n")
-        else:
+        if not args.output_file:
             return text
+        write_text(args.output_file, text)
     if args.json:
         from llmsizer.report import dumps
 
@@ -323,11 +330,9 @@ def run_plan_serve(args: argparse.Namespace) -> str:
         cfg = ServingConfig(tp=best["tp"], pp=best["pp"], weights=weights, kv_dtype_bytes=kv,
                             mem_util=args.mem_util)
         text = vllm_args(args.model, cfg, best["max_num_seqs"], max_seq)
-        if args.output_file:
-            with open(args.output_file, "w", encoding="utf-8") as f:
-                f.write(text + "\n")
-        else:
+        if not args.output_file:
             return text
+        write_text(args.output_file, text)
     if args.json:
         return dumps(data)
     if not found:

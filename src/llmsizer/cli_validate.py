@@ -197,7 +197,8 @@ def _fit_training(args: argparse.Namespace, acc: Any, eff: Any) -> tuple[Any, st
 
 def _emit(text: str, path: str | None) -> str:
     if path:
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
+        from llmsizer.cli_plan import write_text
+
+        write_text(path, text)
         return f"wrote {path}"
     return text
