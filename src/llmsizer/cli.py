@@ -11,6 +11,7 @@ import contextlib
 import importlib
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from llmsizer.errors import LlmsizerError
 
@@ -18,7 +19,7 @@ EXIT_USAGE = 2
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage too)
+    def error(self, message: str) -> NoReturn:  # one line, exit 2 (no usage block)
         self.exit(EXIT_USAGE, f"llmsizer: error: {message}\n")
 
 

@@ -132,9 +132,9 @@ def build(args: argparse.Namespace) -> tuple[Any, ...]:
     overhead = parse_bytes(args.overhead, "overhead") if args.overhead else None
     if overhead is not None and overhead < 0:
         raise SpecError("overhead", args.overhead, "a size of 0 or more")
-    tokens = parse_count(args.tokens, "tokens") if args.tokens else None
+    train_tokens = parse_count(args.tokens, "tokens") if args.tokens else None
     return (spec, acc, par, training_precision(args.precision), optimizer(args.optimizer), eff,
-            cluster, overhead, tokens)
+            cluster, overhead, train_tokens)
 
 
 def suggestions(spec: Any, par: Any, precision: Any, opt: Any, seq: int, capacity: float,
@@ -165,12 +165,15 @@ def suggestions(spec: Any, par: Any, precision: Any, opt: Any, seq: int, capacit
         tries.append((f"--pp {par.pp * 2} (dp {par.dp // 2})", {"pp": par.pp * 2, "dp": par.dp // 2,
                                                                 "zero": par.zero if par.dp > 2 else 0}))
     out = []
-    kw = {} if overhead is None else {"framework_overhead": overhead}
+    from llmsizer.analysis.memory import DEFAULT_FRAMEWORK_OVERHEAD
+
     for label, change in tries:
         try:
             p = replace(par, **change)
             m = training_memory(spec, p, precision, opt, seq, activations=activations,
-                                flash_attention=flash, **kw)
+                                flash_attention=flash,
+                                framework_overhead=DEFAULT_FRAMEWORK_OVERHEAD
+                                if overhead is None else overhead)
         except (SpecError, ValueError):
             continue
         if m.peak.total <= capacity:

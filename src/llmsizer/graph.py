@@ -204,7 +204,8 @@ def build_graph(spec: ModelSpec) -> ModelGraph:
         head.append(_linear("project_out", "head.project_out", h, e, False, "replicated", "h>e"))
     # The output projection multiplies by a (V, e) matrix whether or not it is tied to the
     # embedding; when tied it owns no weights of its own.
-    lm_weights = () if spec.tie_embeddings else (Weight("weight", (v, e), "vocab"),)
+    lm_weights: tuple[Weight, ...] = () if spec.tie_embeddings else (
+        Weight("weight", (v, e), "vocab"),)
     if spec.lm_head_bias:
         lm_weights += (Weight("bias", (v,), "vocab"),)
     head.append(Op("lm_head", "linear", "lm_head", lm_weights, e, v,

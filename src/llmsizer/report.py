@@ -97,7 +97,8 @@ def params_text(spec: ModelSpec, counts: ParamCounts, shards: ShardedParams | No
     lines.append(table([(k, f"{v:,}", format_count(v)) for k, v in summary],
                        ["parameters", "exact", ""]))
     lines.append("")
-    rows = [(k, f"{v:,}", f"{100 * v / counts.total:.2f}%") for k, v in counts.breakdown.items()]
+    rows: list[tuple[object, ...]] = [(k, f"{v:,}", f"{100 * v / counts.total:.2f}%")
+                                      for k, v in counts.breakdown.items()]
     lines.append(table(rows, ["component (all layers)", "parameters", "share"]))
     if counts.tied_embeddings:
         lines.append("lm_head shares embedding.tokens.weight (tied): counted once")

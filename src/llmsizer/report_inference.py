@@ -64,7 +64,7 @@ def _mha_concurrency(r: ServingResult) -> int:
 
 
 def _pass_json(p: Any, r: ServingResult) -> dict[str, Any]:
-    ops: dict[str, dict[str, float]] = {}
+    ops: dict[str, dict[str, Any]] = {}
     for o in p.ops:
         agg = ops.setdefault(o.op, {"flops": 0.0, "bytes": 0.0, "time_s": 0.0})
         agg["flops"] += o.flops
@@ -84,14 +84,14 @@ def _references(r: ServingResult) -> list[dict[str, Any]]:
     n = count_params(r.spec).total
     spec = r.spec
     mha_kv_token = 2 * 2 * spec.num_layers * spec.hidden_size  # seed 001: 4·L·h bytes (fp16 MHA)
-    refs = [
+    refs: list[dict[str, Any]] = [
         {"name": "KV cache 4·L·h bytes per token (seed 001, fp16 MHA)",
          "value": mha_kv_token,
          "exact": r.kv_bytes_per_token * r.cfg.tp if r.spec.kv_heads >= r.cfg.tp else None},
         {"name": "inference memory ≈ 1.2 × weights (seed 001)",
          "value": 1.2 * r.memory.weights, "exact": r.memory.total},
         {"name": "prefill FLOPs ≈ 2·N·B·S (seed 003 sec. 2.11)",
-         "value": 2 * n * r.batch * r.prompt, "exact": r.prefill.flops * r.cfg.tp * r.cfg.pp},
+         "value": 2 * n * r.batch * r.prompt, "exact": r.prefill.flops * r.cfg.tp},
     ]
     for ref in refs:
         ex = ref["exact"]

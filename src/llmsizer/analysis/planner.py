@@ -208,7 +208,7 @@ def search(st: step.Setting, space: SearchSpace, *, objective: str = "time",
             if fit_metric[i] > m0 * (1 + tie_tolerance):
                 break
             window.append(i)
-        cands = {i: cand(*refs[i]) for i in window}
+        cands = {i: cand(int(refs[i][0]), int(refs[i][1])) for i in window}
         pick = min(window, key=lambda i: (cands[i].simplicity, fit_metric[i]))
         ranked.append(cands[pick])
         remaining.remove(pick)

@@ -140,6 +140,7 @@ def _layer_cost(st: Setting, index_kind: tuple[bool, int | None], layer_index: i
             # Flash kernels skip masked tiles (causal pairs); eager computes the full square.
             heads = max(1, spec.num_heads // tp)
             context = seq_local * cp
+            pairs: float
             if cp == 1:
                 pairs = attention_pairs(seq_local, context, layer.sliding_window,
                                         "causal" if flash else "dense")
@@ -161,10 +162,10 @@ def _layer_cost(st: Setting, index_kind: tuple[bool, int | None], layer_index: i
     backward = 2 * fwd_mm + ATTENTION_BACKWARD_FACTOR[st.attention] * attn + 2 * ew
     recompute_s = {"full": forward, "selective": attn}.get(recompute, 0.0)
 
-    kw = dict(convention=st.activations, act_bytes=e, tp=tp, sequence_parallel=sp,
-              moe_layer=moe, flash=flash)
-    act = layer_activations(spec, mb, seq_local, recompute=recompute, **kw).bytes
-    act_full = layer_activations(spec, mb, seq_local, recompute="none", **kw).bytes
+    act, act_full = (layer_activations(spec, mb, seq_local, convention=st.activations,
+                                       act_bytes=e, tp=tp, sequence_parallel=sp,
+                                       recompute=rc, moe_layer=moe, flash=flash).bytes
+                     for rc in (recompute, "none"))
 
     topo = st.topology
     ep_s = cp_s = 0.0

@@ -100,8 +100,10 @@ def train_step(spec: ModelSpec, par: Parallelism, precision: TrainingPrecision, 
         cp_comm_s=float(r.cp_comm_s[0]), pp_comm_s=float(r.pp_comm_s[0]),
         dp_comm_exposed_s=float(r.dp_comm_exposed_s[0]),
         dp_comm_total_s=float(r.dp_comm_total_s[0]), optimizer_s=float(r.optimizer_s[0]))
-    step_flops = training_step_flops(spec, par.global_batch, seq, par.recompute, mfu_attention,
-                                     "flash" if attention_backward == "flash" else "eager")
+    step_flops = training_step_flops(
+        spec, par.global_batch, seq, par.recompute,  # type: ignore[arg-type]
+        mfu_attention,  # type: ignore[arg-type]
+        "flash" if attention_backward == "flash" else "eager")
     assumptions = dict(eff.describe())
     assumptions |= memory.assumptions
     assumptions["attention"] = (f"{attention_backward} kernels (time); MFU counts {mfu_attention} "

@@ -68,5 +68,5 @@ class Accelerator:
                  self.boost_clock_mhz)
         if any(p is None for p in parts):
             return None
-        sm, tc, per_clock, mhz = parts
-        return float(sm) * tc * per_clock * mhz * 1e6  # type: ignore[operator]
+        sm, tc, per_clock, mhz = (float(p) for p in parts)  # type: ignore[arg-type]
+        return sm * tc * per_clock * mhz * 1e6

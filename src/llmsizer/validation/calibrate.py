@@ -56,7 +56,7 @@ def _descend(eff: Efficiency, names: tuple[str, ...], score: Callable[[Efficienc
         changed = False
         for name in names:
             for value in GRIDS[name]:
-                trial = replace(eff, **{name: value})
+                trial = replace(eff, **{name: value})  # type: ignore[arg-type]
                 s = score(trial)
                 if s < best - 1e-9:
                     best, eff, changed = s, trial, True
