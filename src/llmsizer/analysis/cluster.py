@@ -22,5 +22,7 @@ class Cluster:
         intra_bw = (acc.intra_node_link_bytes_s or self.pcie_bytes_s * 2) / 2  # one direction
         return comm.Topology(
             self.gpus_per_node,
-            comm.Link(acc.intra_node_link_name or "PCIe", intra_bw, eff.collective_latency_s),
-            comm.Link("inter-node network", self.inter_node_bytes_s, 2 * eff.collective_latency_s))
+            comm.Link(acc.intra_node_link_name or "PCIe", intra_bw, eff.collective_latency_s,
+                      eff.comm_efficiency),
+            comm.Link("inter-node network", self.inter_node_bytes_s,
+                      2 * eff.collective_latency_s, eff.inter_node_efficiency))

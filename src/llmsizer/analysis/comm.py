@@ -20,6 +20,11 @@ class Link:
     name: str
     bandwidth_bytes_s: float  # per GPU, one direction
     latency_s: float
+    efficiency: float = 1.0  # bus bandwidth NCCL reaches over the link's peak
+
+    @property
+    def effective_bytes_s(self) -> float:
+        return self.bandwidth_bytes_s * self.efficiency
 
 
 @dataclass(frozen=True)
@@ -38,14 +43,14 @@ class Topology:
 def all_reduce_s(nbytes: float, n: int, link: Link, eff: Efficiency) -> float:
     if n <= 1 or nbytes <= 0:
         return 0.0
-    return (2 * (n - 1) / n * nbytes / (link.bandwidth_bytes_s * eff.comm_efficiency)
+    return (2 * (n - 1) / n * nbytes / (link.effective_bytes_s)
             + 2 * _hops(n) * link.latency_s)
 
 
 def reduce_scatter_s(nbytes: float, n: int, link: Link, eff: Efficiency) -> float:
     if n <= 1 or nbytes <= 0:
         return 0.0
-    return ((n - 1) / n * nbytes / (link.bandwidth_bytes_s * eff.comm_efficiency)
+    return ((n - 1) / n * nbytes / (link.effective_bytes_s)
             + _hops(n) * link.latency_s)
 
 
@@ -55,13 +60,13 @@ all_gather_s = reduce_scatter_s
 def all_to_all_s(nbytes: float, n: int, link: Link, eff: Efficiency) -> float:
     if n <= 1 or nbytes <= 0:
         return 0.0
-    return (n - 1) / n * nbytes / (link.bandwidth_bytes_s * eff.comm_efficiency) + link.latency_s
+    return (n - 1) / n * nbytes / (link.effective_bytes_s) + link.latency_s
 
 
 def p2p_s(nbytes: float, link: Link, eff: Efficiency) -> float:
     if nbytes <= 0:
         return 0.0
-    return nbytes / (link.bandwidth_bytes_s * eff.comm_efficiency) + link.latency_s
+    return nbytes / (link.effective_bytes_s) + link.latency_s
 
 
 def _hops(n: int) -> int:

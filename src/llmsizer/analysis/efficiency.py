@@ -22,6 +22,7 @@ class Efficiency:
     attention_efficiency: float = 0.60  # fused (flash) attention kernels: of peak
     memory_ceiling: float = 0.85  # STREAM-like copy kernels on HBM reach 80-90 % of peak
     comm_efficiency: float = 0.80  # NCCL bus bandwidth over link peak (nccl-tests on NVLink)
+    inter_node_efficiency: float = 0.80  # the same across nodes (InfiniBand/RoCE NICs)
     tile_m: int = 128
     tile_n: int = 128
     collective_latency_s: float = 5e-6  # per hop of a collective (NVLink; 2x across nodes)
@@ -30,7 +31,7 @@ class Efficiency:
 
     def __post_init__(self) -> None:
         for name in ("matmul_ceiling", "attention_efficiency", "memory_ceiling",
-                     "comm_efficiency"):
+                     "comm_efficiency", "inter_node_efficiency"):
             v = getattr(self, name)
             if not 0 < v <= 1:
                 raise SpecError(name, v, "a fraction in (0, 1]")
@@ -40,7 +41,8 @@ class Efficiency:
             "matmul_ceiling": f"{self.matmul_ceiling:.0%} of peak at best",
             "attention_efficiency": f"{self.attention_efficiency:.0%} of peak in attention kernels",
             "memory_ceiling": f"{self.memory_ceiling:.0%} of peak memory bandwidth",
-            "comm_efficiency": f"{self.comm_efficiency:.0%} of link bandwidth as bus bandwidth",
+            "comm_efficiency": f"{self.comm_efficiency:.0%} of intra-node link bandwidth",
+            "inter_node_efficiency": f"{self.inter_node_efficiency:.0%} of the network's bandwidth",
             "kernel_overhead": f"{self.kernel_overhead_s * 1e6:g} µs per kernel in decode steps",
             "tiles": f"{self.tile_m}x{self.tile_n} output tiles, waves over the SMs",
             "efficiency source": self.source,
@@ -72,7 +74,8 @@ class Efficiency:
     @classmethod
     def from_dict(cls, data: dict[str, object], origin: str) -> Efficiency:
         known = {"matmul_ceiling", "attention_efficiency", "memory_ceiling", "comm_efficiency",
-                 "collective_latency_s", "kernel_overhead_s", "tile_m", "tile_n"}
+                 "inter_node_efficiency", "collective_latency_s", "kernel_overhead_s", "tile_m",
+                 "tile_n"}
         if not isinstance(data, dict):
             raise SpecError("calibration", origin, "a JSON object of efficiency factors")
         unknown = sorted(set(data) - known - {"source", "gpu", "fitted_on", "notes"})

@@ -32,6 +32,7 @@ GRIDS: dict[str, list[float]] = {
     "attention_efficiency": [round(float(x), 3) for x in np.arange(0.30, 0.801, 0.05)],
     "memory_ceiling": [round(float(x), 3) for x in np.arange(0.60, 0.951, 0.05)],
     "comm_efficiency": [round(float(x), 3) for x in np.arange(0.50, 0.951, 0.05)],
+    "inter_node_efficiency": [round(float(x), 3) for x in np.arange(0.50, 0.951, 0.05)],
     "kernel_overhead_s": [x * 1e-6 for x in (1, 2, 4, 6, 8, 12, 16, 24, 30)],
 }
 PER_ACCELERATOR = ("matmul_ceiling", "memory_ceiling")
@@ -108,6 +109,7 @@ def to_json(eff: Efficiency) -> dict[str, Any]:
             "attention_efficiency": float(eff.attention_efficiency),
             "memory_ceiling": float(eff.memory_ceiling),
             "comm_efficiency": float(eff.comm_efficiency),
+            "inter_node_efficiency": float(eff.inter_node_efficiency),
             "kernel_overhead_s": float(eff.kernel_overhead_s), "source": eff.source}
 
 
