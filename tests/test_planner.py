@@ -169,3 +169,12 @@ def test_plan_bad_input_is_one_line(capsys, argv, expect):
     code = main(argv)
     err = capsys.readouterr().err
     assert code == 2 and expect in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_nearest_misfit_is_faster_and_over_the_limit():
+    spec = get_model("llama-2-13b")
+    result = search(setting(spec), SearchSpace(gpus=8, global_batch=32))
+    miss = result.nearest_misfit
+    assert miss is not None
+    assert miss.step_s < result.ranked[0].step_s
+    assert miss.peak_bytes > result.capacity_bytes

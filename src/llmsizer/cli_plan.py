@@ -254,7 +254,7 @@ def plan_text(model: str, gpu: str, d: dict[str, Any]) -> str:
     for i, c in enumerate(d["plans"], 1):
         rows.append((i, c["summary"], format_bytes(c["peak_memory_bytes"]),
                      format_seconds(c["step_time_s"]), f"{c['tokens_per_s']:,.0f}",
-                     f"+{100 * (c['step_time_s'] / best - 1):.1f}%" if i > 1 else "best"))
+                     f"{100 * (c['step_time_s'] / best - 1):+.1f}%" if i > 1 else "best"))
     lines += ["", table(rows, ["#", "layout", "peak memory", "step", "tokens/s", "vs best"],
                         "rlrrrr")]
     b = d["plans"][0]
@@ -264,7 +264,7 @@ def plan_text(model: str, gpu: str, d: dict[str, Any]) -> str:
                                                            if "cost" in b else ""))
     if "nearest_misfit" in d:
         m = d["nearest_misfit"]
-        lines.append(f"faster but does not fit: {m['summary']} "
+        lines.append(f"nearest faster layout that does not fit: {m['summary']} "
                      f"({format_seconds(m['step_time_s'])}/step) needs "
                      f"{format_bytes(m['peak_memory_bytes'])}, {format_bytes(m['over_bytes'])} "
                      "over the limit")

@@ -64,7 +64,7 @@ class SearchResult:
     fitting: int
     seconds: float
     capacity_bytes: float
-    nearest_misfit: Candidate | None  # fastest layout that did not fit
+    nearest_misfit: Candidate | None  # faster than the best, closest to fitting
     least_memory: Candidate | None  # smallest peak of all (for an impossible request)
     notes: list[str] = field(default_factory=list)
 
@@ -213,18 +213,20 @@ def search(st: step.Setting, space: SearchSpace, *, objective: str = "time",
         ranked.append(cands[pick])
         remaining.remove(pick)
 
+    # The nearest miss: of the layouts faster than the chosen one that do not fit, the one that
+    # is over the memory limit by the fewest bytes.
+    best_step = ranked[0].step_s if ranked else np.inf
     best_misfit = least = None
     for b, (_, r, fits) in enumerate(batches):
-        if (~fits).any():
-            row = int(np.argmin(np.where(fits, np.inf, r.step_s)))
-            if best_misfit is None or r.step_s[row] < best_misfit[0]:
-                best_misfit = (float(r.step_s[row]), b, row)
+        faster_misfits = ~fits & (r.step_s < best_step)
+        if faster_misfits.any():
+            row = int(np.argmin(np.where(faster_misfits, r.peak_total, np.inf)))
+            if best_misfit is None or r.peak_total[row] < best_misfit[0]:
+                best_misfit = (float(r.peak_total[row]), b, row)
         row = int(np.argmin(r.peak_total))
         if least is None or r.peak_total[row] < least[0]:
             least = (float(r.peak_total[row]), b, row)
-    misfit = None
-    if best_misfit is not None and (not ranked or best_misfit[0] < ranked[0].step_s):
-        misfit = cand(best_misfit[1], best_misfit[2])
+    misfit = cand(best_misfit[1], best_misfit[2]) if best_misfit is not None else None
     least_c = cand(least[1], least[2]) if least else None
     return SearchResult(ranked, evaluated, len(fit_metric), time.perf_counter() - t0, capacity,
                         misfit, least_c)
