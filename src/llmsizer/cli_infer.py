@@ -7,7 +7,7 @@ from dataclasses import replace
 from typing import Any
 
 from llmsizer.errors import SpecError
-from llmsizer.units import format_bytes, format_seconds
+from llmsizer.units import format_bytes
 
 
 def add_parser(sub: Any, positive_int: Any) -> None:
@@ -114,5 +114,3 @@ def run(args: argparse.Namespace) -> str:
         return dumps(data)
     return inference_text(result, data, sweep, args.explain)
 
-
-__all__ = ["add_parser", "run", "format_seconds"]

@@ -66,25 +66,6 @@ def _default_format(q: Quantity) -> str:
     return f"{text} {q.unit}".rstrip()
 
 
-def product(name: str, unit: str, factors: list[tuple[str, float]], source: str = "",
-            children: tuple[Quantity, ...] = ()) -> Quantity:
-    """A Quantity that is the product of named factors, e.g. [("h", 4096), ("V", 32000)]."""
-    value: float = 1
-    for _, v in factors:
-        value *= v
-    if all(float(v).is_integer() for _, v in factors):
-        value = int(value)
-    return Quantity(
-        name=name,
-        value=value,
-        unit=unit,
-        formula="·".join(sym for sym, _ in factors),
-        substituted="·".join(_num(v) for _, v in factors),
-        source=source,
-        children=children,
-    )
-
-
 def total(name: str, unit: str, parts: list[Quantity], source: str = "") -> Quantity:
     """A Quantity that is the sum of its children."""
     value = sum(p.value for p in parts)

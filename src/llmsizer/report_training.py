@@ -52,7 +52,6 @@ def training_json(r: TrainingResult, tokens: float | None, price: float | None,
     t = r.time
     out: dict[str, Any] = {
         "model": r.spec.name,
-        "gpu": r.memory and r.assumptions.get("gpu", ""),
         "parallelism": {
             "gpus": r.par.world_size, "dp": r.par.dp, "tp": r.par.tp, "pp": r.par.pp,
             "cp": r.par.cp, "ep": r.par.ep, "zero": r.par.zero,
@@ -136,7 +135,7 @@ def _references(r: TrainingResult) -> list[tuple[Any, float, str]]:
 
 def _memory_references(r: TrainingResult) -> list[tuple[Any, float, str]]:
     from llmsizer.analysis.activations import korthikanti_per_layer
-    from llmsizer.analysis.memory import _layer_params
+    from llmsizer.analysis.step import layer_params
     from llmsizer.formulas import (
         bytes_20P,
         deepspeed_estimate,
@@ -150,7 +149,7 @@ def _memory_references(r: TrainingResult) -> list[tuple[Any, float, str]]:
         (zero_model_states(peak.params, p.data_shard_group, p.zero), states,
          "weights + gradients + optimizer"),
     ]
-    largest = max(_layer_params(r.spec, i, p) for i in range(r.spec.num_layers))
+    largest = max(layer_params(r.spec, i) for i in range(r.spec.num_layers)) / p.tp
     ds = deepspeed_estimate(peak.params, largest, p.data_shard_group, p.zero,
                             "optimizer" in p.offload, "params" in p.offload)
     if ds is not None:
@@ -245,8 +244,6 @@ def training_text(r: TrainingResult, data: dict[str, Any]) -> str:
 def explain_lines(r: TrainingResult) -> list[str]:
     """Formulas with values substituted for the headline numbers."""
     p, peak, t = r.par, r.memory.peak, r.time
-    from llmsizer.specs.precision import RECIPES  # noqa: F401  (documentation link)
-
     lines = [
         f"params on the most loaded device Ψ = {peak.params:,} (after tp={p.tp}, pp={p.pp}, "
         f"ep={p.ep}; llmsizer params --tp --pp --ep)",

@@ -51,11 +51,6 @@ def format_count(n: float, digits: int = 3) -> str:
     return f"{n:.{digits}g}"
 
 
-def format_int(n: int) -> str:
-    """6738415616 -> "6,738,415,616"."""
-    return f"{n:,}"
-
-
 def format_bytes(n: float) -> str:
     """Bytes in binary units with the decimal value beside: "12.55 GiB (13.48 GB)"."""
     if n < 1024:

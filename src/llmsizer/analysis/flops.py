@@ -140,12 +140,6 @@ class StepFlops:
         """What the implementation executes, recomputation included: the numerator of HFU."""
         return self.forward + self.backward + self.recomputation
 
-    def by_component(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for o in self.ops:
-            out[o.component] = out.get(o.component, 0) + o.forward
-        return out
-
 
 def training_step_flops(spec: ModelSpec, batch: int, seq: int, recompute: Recompute = "none",
                         attention_convention: AttentionConvention = "dense",

@@ -59,10 +59,6 @@ class OpCost:
     time_s: float
     bound: str  # "compute" | "memory"
 
-    @property
-    def intensity(self) -> float:
-        return self.flops / self.bytes if self.bytes else float("inf")
-
 
 @dataclass(frozen=True)
 class PassCost:

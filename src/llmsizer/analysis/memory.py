@@ -18,7 +18,6 @@ import numpy as np
 from llmsizer.analysis import step
 from llmsizer.analysis.cluster import Cluster
 from llmsizer.analysis.efficiency import Efficiency
-from llmsizer.graph import build_graph
 from llmsizer.specs.hardware import Accelerator
 from llmsizer.specs.model import ModelSpec
 from llmsizer.specs.parallel import Parallelism
@@ -127,8 +126,3 @@ def in_flight_microbatches(par: Parallelism, stage: int) -> float:
                             np.array([step.SCHEDULE_CODE[par.schedule]]),
                             np.array([par.virtual_stages]))
     return float(flight[0, stage])
-
-
-def _layer_params(spec: ModelSpec, index: int, par: Parallelism) -> float:
-    layer = build_graph(spec).layers[index]
-    return sum(op.params for op in layer.ops) / par.tp

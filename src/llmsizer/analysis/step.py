@@ -38,7 +38,6 @@ DEFAULT_FRAMEWORK_OVERHEAD = 1 * GiB  # CUDA context, cuBLAS workspaces, NCCL bu
 DDP_BUCKET_BYTES = 25 * 2**20  # torch DDP bucket_cap_mb default (25 MiB), two in flight
 DEEPSPEED_REDUCE_BUCKET = 5e8  # elements: DeepSpeed reduce_bucket_size default
 DEEPSPEED_PREFETCH = 5e7  # elements: stage3_prefetch_bucket_size default
-RECOMPUTE_CODE = {"none": 0, "selective": 1, "full": 2}
 SCHEDULE_CODE = {"gpipe": 0, "1f1b": 1, "interleaved": 2}
 
 
@@ -116,14 +115,13 @@ class LayerCost:
     forward_s: float
     backward_s: float
     recompute_s: float
-    attention_s: float
     ep_comm_s: float
     cp_comm_s: float
 
 
 @lru_cache(maxsize=4096)
-def _layer_cost(st: Setting, index_kind: tuple[bool, int | None], layer_index: int, tp: int,
-                cp: int, ep: int, mb: int, recompute: str, sp: bool) -> LayerCost:
+def _layer_cost(st: Setting, layer_index: int, tp: int, cp: int, ep: int, mb: int,
+                recompute: str, sp: bool) -> LayerCost:
     spec, acc, eff = st.spec, st.cluster.accelerator, st.eff
     e = st.act_bytes
     peak = acc.peak(st.precision.compute_dtype)
@@ -176,7 +174,7 @@ def _layer_cost(st: Setting, index_kind: tuple[bool, int | None], layer_index: i
         kv = e * tokens * 2 * spec.kv_dim / tp
         ring = (cp - 1) * comm.p2p_s(kv, topo.link_for(cp, tp), eff) * 3  # fwd + 2× bwd
         cp_s = max(0.0, ring - forward)  # overlapped with the attention compute
-    return LayerCost(act, act_full, forward, backward, recompute_s, attn, ep_s, cp_s)
+    return LayerCost(act, act_full, forward, backward, recompute_s, ep_s, cp_s)
 
 
 @cache
@@ -191,7 +189,8 @@ def _stage_rep_counts(spec: ModelSpec, pp: int) -> dict[int, tuple[int, ...]]:
 
 
 @cache
-def _layer_params(spec: ModelSpec, index: int) -> int:
+def layer_params(spec: ModelSpec, index: int) -> int:
+    """All parameters of layer `index` (every expert, every TP shard)."""
     return sum(op.params for op in build_graph(spec).layers[index].ops)
 
 
@@ -213,10 +212,6 @@ class StageCosts:
     cp_comm_s: np.ndarray
 
 
-def _layer_kind(spec: ModelSpec, i: int) -> tuple[bool, int | None]:
-    return (spec.is_moe_layer(i), build_graph(spec).layers[i].sliding_window)
-
-
 @dataclass(frozen=True)
 class MicroBatchCosts:
     """Costs of one micro-batch that do not depend on the pipeline split."""
@@ -231,7 +226,7 @@ class MicroBatchCosts:
 def _micro_batch_costs(st: Setting, tp: int, cp: int, ep: int, micro_batch: int, recompute: str,
                        sp: bool) -> MicroBatchCosts:
     spec = st.spec
-    costs = {i: _layer_cost(st, _layer_kind(spec, i), i, tp, cp, ep, micro_batch, recompute, sp)
+    costs = {i: _layer_cost(st, i, tp, cp, ep, micro_batch, recompute, sp)
              for i in set(layer_representative(spec))}
     e, acc, eff = st.act_bytes, st.cluster.accelerator, st.eff
     seq_local = st.seq // cp
@@ -269,7 +264,7 @@ def stage_costs(st: Setting, g: Group) -> StageCosts:
     for r, counts in _stage_rep_counts(spec, n).items():
         c = costs[r]
         per_layer_compute = c.forward_s + c.backward_s + c.recompute_s
-        size = _layer_params(spec, r) / g.tp
+        size = layer_params(spec, r) / g.tp
         for s_, k in enumerate(counts):  # layers like r in stage s_
             if not k:
                 continue
@@ -341,7 +336,6 @@ class GroupResult:
     dp_comm_total_s: np.ndarray
     optimizer_s: np.ndarray
     step_s: np.ndarray
-    time_stage: int
 
 
 def in_flight(pp: int, accum: np.ndarray | int, schedule: np.ndarray, v: np.ndarray
@@ -496,4 +490,4 @@ def evaluate(st: Setting, gs: list[Group] | Group, vs: list[Variants] | Variants
         buckets=buckets, recompute_ws=ws, peak_stage=peak_stage, peak_total=peak_total,
         compute_s=compute_s, bubble_s=bubble_s, tp_comm_s=tp_s, ep_comm_s=ep_s, cp_comm_s=cp_s,
         pp_comm_s=pp_s, dp_comm_exposed_s=dp_exposed, dp_comm_total_s=dp_total,
-        optimizer_s=optimizer_s, step_s=step_s, time_stage=0)
+        optimizer_s=optimizer_s, step_s=step_s)

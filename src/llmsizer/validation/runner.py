@@ -9,7 +9,6 @@ Inference cases are compared on throughput, TTFT, TPOT and end-to-end latency wh
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -191,10 +190,3 @@ def run(eff_for: Callable[[Any], Efficiency] | None = None,
             report.skipped.append((case.id, "no comparable measurement"))
         report.rows += rows
     return report
-
-
-def log_error(rows: list[Row]) -> float:
-    """Mean |log(predicted/measured)| (the calibration objective; symmetric in over/under)."""
-    errs = [abs(math.log(r.predicted / r.measured)) for r in rows
-            if r.predicted and r.measured]
-    return statistics.fmean(errs) if errs else float("inf")
