@@ -8,7 +8,7 @@ from llmsizer.errors import LlmsizerError, SpecError
 from llmsizer.specs.hf import READERS, spec_from_hf_config
 
 SUPPORTED = ["llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "gemma", "gemma2", "gpt2",
-             "gpt_neox", "bloom", "falcon", "opt", "phi3"]
+             "gpt_neox", "gptj", "bloom", "falcon", "opt", "phi3"]
 
 
 def test_every_required_model_type_has_a_reader():

@@ -109,6 +109,8 @@ VARIANTS = {
                           max_position_embeddings=64),
     "opt-no-bias": dict(model_type="opt", hidden_size=64, num_attention_heads=4,
                         num_hidden_layers=2, ffn_dim=256, vocab_size=100, enable_bias=False),
+    "gptj-small": dict(model_type="gptj", n_embd=64, n_layer=2, n_head=4, vocab_size=100,
+                       n_positions=32, rotary_dim=8),
     "bloom-small": dict(model_type="bloom", hidden_size=64, n_layer=2, n_head=4, vocab_size=100),
     "gemma2-small": dict(model_type="gemma2", hidden_size=64, intermediate_size=128,
                          num_attention_heads=4, num_key_value_heads=2, head_dim=32,

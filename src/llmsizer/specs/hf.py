@@ -239,6 +239,34 @@ def _gpt_neox(r: _Reader, name: str | None) -> ModelSpec:
     )
 
 
+def _gptj(r: _Reader, name: str | None) -> ModelSpec:
+    # transformers GPTJBlock: one LayerNorm feeding attention and MLP in parallel; q/k/v/out
+    # without biases, fc_in/fc_out with; an untied lm_head with a bias.
+    hidden = r.int("n_embd", "hidden_size")
+    inner = r.cfg.get("n_inner")
+    return ModelSpec(
+        name=_name(r, name),
+        num_layers=r.int("n_layer", "num_hidden_layers"),
+        hidden_size=hidden,
+        num_heads=r.int("n_head", "num_attention_heads"),
+        vocab_size=r.int("vocab_size"),
+        ffn_size=inner if inner is not None else 4 * hidden,
+        ffn_kind="mlp",
+        activation=str(r.opt("activation_function", "gelu_new")),
+        tie_embeddings=bool(r.opt("tie_word_embeddings", False)),
+        position="rotary",
+        max_seq_len=r.int("n_positions", "max_position_embeddings", default=2048),
+        norm="layernorm",
+        norm_bias=True,
+        norms_per_layer=1,
+        qkv_bias=False,
+        out_bias=False,
+        mlp_bias=True,
+        lm_head_bias=True,
+        parallel_block=True,
+    )
+
+
 def _bloom(r: _Reader, name: str | None) -> ModelSpec:
     hidden = r.int("n_embed", "hidden_size")
     return ModelSpec(
@@ -345,6 +373,7 @@ READERS: dict[str, Callable[[_Reader, str | None], ModelSpec]] = {
     "gemma2": _gemma2,
     "gpt2": _gpt2,
     "gpt_neox": _gpt_neox,
+    "gptj": _gptj,
     "bloom": _bloom,
     "falcon": _falcon,
     "opt": _opt,
