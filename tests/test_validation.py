@@ -38,7 +38,7 @@ def predicted_step(eff):
 def test_a_case_measured_at_the_prediction_has_zero_error(tmp_path):
     eff = Efficiency()
     case = CASE | {"measured": {"step_time_s": predicted_step(eff)}}
-    report = run(lambda acc: eff, load_cases("training", write(tmp_path, [case])))
+    report = run(lambda acc, workload: eff, load_cases("training", write(tmp_path, [case])))
     (row,) = report.rows
     assert row.error == pytest.approx(0.0, abs=1e-12)
 
@@ -46,7 +46,7 @@ def test_a_case_measured_at_the_prediction_has_zero_error(tmp_path):
 def test_tokens_per_second_become_the_step_time_they_imply(tmp_path):
     eff = Efficiency()
     case = CASE | {"measured": {"tokens_per_s_per_gpu": 2000.0}}
-    (row,) = run(lambda acc: eff, load_cases("training", write(tmp_path, [case]))).rows
+    (row,) = run(lambda acc, workload: eff, load_cases("training", write(tmp_path, [case]))).rows
     assert row.measured == pytest.approx(32 * 2048 / (2000.0 * 8))
     assert row.error == pytest.approx((predicted_step(eff) - row.measured) / row.measured)
 

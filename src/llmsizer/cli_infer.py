@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> str:
     from llmsizer.report_inference import inference_json, inference_text
 
     spec, acc, cfg = build(args)
-    eff = Efficiency.for_accelerator(acc, args.calibration)
+    eff = Efficiency.for_accelerator(acc, args.calibration, workload="serving")
     result = serve(spec, acc, cfg, batch=args.batch, prompt=args.prompt, output=args.output,
                    max_seq=args.max_seq, gpus_per_node=args.gpus_per_node, eff=eff)
     sweep = []

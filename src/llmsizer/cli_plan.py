@@ -285,7 +285,7 @@ def run_plan_serve(args: argparse.Namespace) -> str:
     ttft_slo = parse_seconds(args.ttft_slo, "ttft-slo") if args.ttft_slo else None
     tpot_slo = parse_seconds(args.tpot_slo, "tpot-slo") if args.tpot_slo else None
     weights, kv = weight_format(args.weights), kv_dtype_bytes(args.kv_dtype)
-    eff = Efficiency.for_accelerator(acc, args.calibration)
+    eff = Efficiency.for_accelerator(acc, args.calibration, workload="serving")
     max_seq = args.prompt + args.output
     found = []
     evaluated = 0

@@ -54,12 +54,13 @@ def run_validate(args: argparse.Namespace) -> str:
     cases = load_cases("training", args.training_cases) + load_cases("inference",
                                                                      args.inference_cases)
     if args.calibration:
-        fixed = Efficiency.for_accelerator(None, args.calibration)  # type: ignore[arg-type]
+        fixed = Efficiency.for_accelerator(None, args.calibration)
 
-        def eff_for(acc: Any) -> Efficiency:
+        def eff_for(acc: Any, workload: str) -> Efficiency:
             return fixed
     else:
-        eff_for = Efficiency.for_accelerator
+        def eff_for(acc: Any, workload: str) -> Efficiency:
+            return Efficiency.for_accelerator(acc, workload=workload)
     report = run(eff_for, cases)
     summary = report.summary()
     if args.json:
@@ -99,14 +100,13 @@ def summary_markdown(summary: list[dict[str, Any]], report: Any) -> str:
 def run_calibrate(args: argparse.Namespace) -> str:
     from llmsizer.analysis.efficiency import Efficiency
     from llmsizer.catalog import get_accelerator
-    from llmsizer.validation.calibrate import efficiency_table, fit, to_json
+    from llmsizer.validation.calibrate import fit, to_json
 
     if args.from_validation:
         def progress(msg: str) -> None:
             print(msg, file=sys.stderr)
 
-        eff, per, score, n = fit(progress=progress)
-        table = efficiency_table(eff, per)
+        table, summary = fit(progress=progress)
         text = json.dumps(table, indent=2)
         if args.write:
             from importlib import resources
@@ -115,13 +115,13 @@ def run_calibrate(args: argparse.Namespace) -> str:
             path = Path(str(resources.files("llmsizer.catalog").joinpath("data",
                                                                          "efficiency.json")))
             path.write_text(text + "\n", encoding="utf-8")
-            return f"wrote {path} (objective {score:.3f} on {n} fitting cases)"
+            return f"wrote {path} ({summary})"
         return _emit(text, args.output_file)
 
     if not args.gpu:
         raise SpecError("gpu", None, "the accelerator your measurements come from (--gpu)")
     acc = get_accelerator(args.gpu)
-    eff = Efficiency.for_accelerator(acc)
+    eff = Efficiency.for_accelerator(acc)  # the training factors as a starting point
     notes = []
     if args.gemm_tflops is not None:
         ceiling = args.gemm_tflops * 1e12 / acc.peak("bf16")

@@ -49,9 +49,12 @@ class Efficiency:
         }
 
     @classmethod
-    def for_accelerator(cls, acc: Accelerator, calibration: str | None = None) -> Efficiency:
+    def for_accelerator(cls, acc: Accelerator | None, calibration: str | None = None,
+                        workload: str = "training") -> Efficiency:
         """The efficiency factors for `acc`: from a calibration file if given, else from the
-        calibrated defaults in catalog/data/efficiency.json (per accelerator, then default)."""
+        calibrated values in catalog/data/efficiency.json for the workload ("training" or
+        "serving": fitted apart, because training and serving frameworks differ), per
+        accelerator where fitted, else the workload's default."""
         import json
         from importlib import resources
         from pathlib import Path
@@ -68,8 +71,10 @@ class Efficiency:
         text = resources.files("llmsizer.catalog").joinpath("data", "efficiency.json").read_text(
             "utf-8")
         table = json.loads(text)
-        entry = table.get("accelerators", {}).get(acc.name) or table["default"]
-        return cls.from_dict(entry, "catalog/data/efficiency.json")
+        table = table.get(workload, table)
+        per = table.get("accelerators", {})
+        entry = (per.get(acc.name) if acc is not None else None) or table["default"]
+        return cls.from_dict(entry, f"catalog/data/efficiency.json ({workload})")
 
     @classmethod
     def from_dict(cls, data: dict[str, object], origin: str) -> Efficiency:

@@ -313,7 +313,7 @@ def serve(spec: ModelSpec, acc: Accelerator, cfg: ServingConfig, *, batch: int, 
         raise SpecError("max-seq", max_seq, f"at least prompt + output ({prompt + output})")
     if cfg.tp * cfg.pp > gpus_per_node and cfg.tp > gpus_per_node:
         raise SpecError("tp", cfg.tp, f"at most gpus-per-node ({gpus_per_node})")
-    eff = eff or Efficiency.for_accelerator(acc)
+    eff = eff or Efficiency.for_accelerator(acc, workload="serving")
     topo = _topology(acc, gpus_per_node, eff)
     mem = serving_memory(spec, acc, cfg, batch, max_seq)
     prefill = forward_pass(spec, acc, cfg, eff, batch, prompt, prompt, topology=topo, decode=False)
@@ -344,7 +344,7 @@ def _topology(acc: Accelerator, gpus_per_node: int, eff: Efficiency) -> comm.Top
 def compute_bound_batch(spec: ModelSpec, acc: Accelerator, cfg: ServingConfig, context: int,
                         eff: Efficiency | None = None, limit: int = 4096) -> int | None:
     """Smallest decode batch whose step is compute-bound (arithmetic intensity past the ridge)."""
-    eff = eff or Efficiency.for_accelerator(acc)
+    eff = eff or Efficiency.for_accelerator(acc, workload="serving")
     topo = _topology(acc, 8, eff)
     b = 1
     while b <= limit:

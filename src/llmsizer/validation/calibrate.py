@@ -69,39 +69,70 @@ def _descend(eff: Efficiency, names: tuple[str, ...], score: Callable[[Efficienc
     return eff, best
 
 
-def fit(cases: list[Case] | None = None, start: Efficiency | None = None, rounds: int = 3,
-        progress: Callable[[str], None] | None = None
-        ) -> tuple[Efficiency, dict[str, Efficiency], float, int]:
-    """(global efficiency, per-accelerator refinements, objective on the fitting cases, number
-    of fitting cases)."""
-    cases = cases if cases is not None else load_cases("training") + load_cases("inference")
-    fitting = [c for c in cases if c.split == "fit"]
+# What each workload's fit may move: training has no decode kernels; serving within a node
+# seldom crosses the network.
+WORKLOAD_FACTORS = {
+    "training": ("matmul_ceiling", "attention_efficiency", "memory_ceiling", "comm_efficiency",
+                 "inter_node_efficiency"),
+    "serving": ("matmul_ceiling", "attention_efficiency", "memory_ceiling", "comm_efficiency",
+                "kernel_overhead_s"),
+}
+
+
+def fit_workload(cases: list[Case], workload: str, rounds: int = 3,
+                 progress: Callable[[str], None] | None = None
+                 ) -> tuple[Efficiency, dict[str, Efficiency], float]:
+    """Fit one workload's factors on its fitting cases: (default, per accelerator, objective)."""
 
     def scorer(subset: list[Case], per: dict[str, Efficiency] | None = None
                ) -> Callable[[Efficiency], float]:
         def score(e: Efficiency) -> float:
-            return objective(run(lambda acc: (per or {}).get(acc.name, e), subset))
+            return objective(run(lambda acc, _w: (per or {}).get(acc.name, e), subset))
         return score
 
-    eff, best = _descend(start or Efficiency(), tuple(GRIDS), scorer(fitting), rounds, progress,
-                         "global")
+    # Coordinate descent finds local optima: start from the defaults and from the lower and upper
+    # quartiles of every grid, keep the start whose fit is best on the fitting cases.
+    names = WORKLOAD_FACTORS[workload]
+    starts = [Efficiency()] + [
+        replace(Efficiency(), **{n: GRIDS[n][int(q * (len(GRIDS[n]) - 1))] for n in names})
+        for q in (0.25, 0.75)]
+    fits = [_descend(s, names, scorer(cases), rounds, progress, f"{workload} start {k}")
+            for k, s in enumerate(starts)]
+    eff, _ = min(fits, key=lambda f: f[1])
     per: dict[str, Efficiency] = {}
     by_gpu: dict[str, list[Case]] = {}
-    for c in fitting:
+    for c in cases:
         by_gpu.setdefault(c.data["gpu"], []).append(c)
     for gpu, subset in sorted(by_gpu.items()):
-        if len(run(lambda acc: eff, subset).rows) < MIN_ROWS_PER_ACCELERATOR:
+        if len(run(lambda acc, _w: eff, subset).rows) < MIN_ROWS_PER_ACCELERATOR:
             continue
-        refined, _ = _descend(eff, PER_ACCELERATOR, scorer(subset), rounds, progress, gpu)
+        refined, _ = _descend(eff, PER_ACCELERATOR, scorer(subset), rounds, progress,
+                              f"{workload} {gpu}")
         if refined != eff:
             per[gpu] = refined
-    total = scorer(fitting, per)(eff)
+    return eff, per, scorer(cases, per)(eff)
+
+
+def fit(cases: list[Case] | None = None, rounds: int = 3,
+        progress: Callable[[str], None] | None = None) -> tuple[dict[str, Any], str]:
+    """Fit training and serving apart on the fitting split: (efficiency table, summary)."""
+    cases = cases if cases is not None else load_cases("training") + load_cases("inference")
     today = datetime.date.today().isoformat()
-    note = (f"fitted by `llmsizer calibrate --from-validation` on the {len(fitting)} fitting "
-            f"cases ({today}); objective (mean over metrics of mean capped |log error|) {total:.3f}")
-    eff = replace(eff, source=note)
-    per = {g: replace(e, source=note + f"; refined on the {g} cases") for g, e in per.items()}
-    return eff, per, total, len(fitting)
+    table: dict[str, Any] = {}
+    summary = []
+    for workload, kind in (("training", "training"), ("serving", "inference")):
+        fitting = [c for c in cases if c.split == "fit" and c.kind == kind]
+        eff, per, score = fit_workload(fitting, workload, rounds, progress)
+        note = (f"fitted by `llmsizer calibrate --from-validation` on the {len(fitting)} fitting "
+                f"{kind} cases ({today}); objective (mean over metrics of mean capped "
+                f"|log error|) {score:.3f}")
+        table[workload] = {
+            "default": to_json(replace(eff, source=note)),
+            "accelerators": {g: to_json(replace(e, source=note + f"; refined on the {g} cases"))
+                             for g, e in per.items()},
+        }
+        summary.append(f"{workload}: objective {score:.3f} on {len(fitting)} fitting cases")
+    return table, "; ".join(summary)
 
 
 def to_json(eff: Efficiency) -> dict[str, Any]:
@@ -111,7 +142,3 @@ def to_json(eff: Efficiency) -> dict[str, Any]:
             "comm_efficiency": float(eff.comm_efficiency),
             "inter_node_efficiency": float(eff.inter_node_efficiency),
             "kernel_overhead_s": float(eff.kernel_overhead_s), "source": eff.source}
-
-
-def efficiency_table(eff: Efficiency, per: dict[str, Efficiency]) -> dict[str, Any]:
-    return {"default": to_json(eff), "accelerators": {g: to_json(e) for g, e in per.items()}}

@@ -69,7 +69,7 @@ def _model(case: Case) -> Any:
     return get_model(m["catalog"]) if "catalog" in m else get_model(dict(m["config"]))
 
 
-def _training_rows(case: Case, eff_for: Callable[[Any], Efficiency]) -> list[Row]:
+def _training_rows(case: Case, eff_for: Callable[[Any, str], Efficiency]) -> list[Row]:
     from llmsizer.analysis.cluster import Cluster
     from llmsizer.analysis.training import train_step
     from llmsizer.catalog import get_accelerator
@@ -88,7 +88,8 @@ def _training_rows(case: Case, eff_for: Callable[[Any], Efficiency]) -> list[Row
                       grad_accum=max(1, gb // (mb * dp)), schedule=schedule, virtual_stages=v)
     precision = training_precision(d.get("precision", "mixed"))
     r = train_step(spec, par, precision, optimizer("adam"), d["seq"],
-                   Cluster(acc, gpus_per_node=d.get("gpus_per_node", 8)), eff_for(acc))
+                   Cluster(acc, gpus_per_node=d.get("gpus_per_node", 8)),
+                   eff_for(acc, "training"))
     m, gpus, tokens = d["measured"], d["gpus"], par.global_batch * d["seq"]
     rows = []
     measured_step, how = None, ""
@@ -120,7 +121,7 @@ def _training_rows(case: Case, eff_for: Callable[[Any], Efficiency]) -> list[Row
     return rows
 
 
-def _inference_rows(case: Case, eff_for: Callable[[Any], Efficiency]) -> list[Row]:
+def _inference_rows(case: Case, eff_for: Callable[[Any, str], Efficiency]) -> list[Row]:
     from llmsizer.analysis.inference import ServingConfig, max_concurrency, serve
     from llmsizer.catalog import get_accelerator
     from llmsizer.specs.precision import kv_dtype_bytes, weight_format
@@ -132,7 +133,7 @@ def _inference_rows(case: Case, eff_for: Callable[[Any], Efficiency]) -> list[Ro
     weights = weight_format(d.get("weights") or "bf16")
     kv = kv_dtype_bytes(d.get("kv_dtype") or "bf16")
     cfg = ServingConfig(tp=d["tp"], pp=d.get("pp", 1), weights=weights, kv_dtype_bytes=kv)
-    eff = eff_for(acc)
+    eff = eff_for(acc, "serving")
     prompt, output = d["prompt"], d["output"]
     batch = d.get("batch") or d.get("concurrency")
     how = f"batch {batch} as published"
@@ -170,10 +171,13 @@ class _Skip(Exception):
     pass
 
 
-def run(eff_for: Callable[[Any], Efficiency] | None = None,
+def run(eff_for: Callable[[Any, str], Efficiency] | None = None,
         cases: list[Case] | None = None) -> Report:
-    """Predict all cases (default: the packaged ones) with the efficiency `eff_for(acc)`."""
-    eff_for = eff_for or Efficiency.for_accelerator
+    """Predict all cases (default: the packaged ones) with the efficiency
+    `eff_for(accelerator, workload)` (workload: "training" or "serving")."""
+    if eff_for is None:
+        def eff_for(acc: Any, workload: str) -> Efficiency:
+            return Efficiency.for_accelerator(acc, workload=workload)
     if cases is None:
         cases = load_cases("training") + load_cases("inference")
     report = Report([])
