@@ -120,14 +120,10 @@ def run_plan(args: argparse.Namespace) -> str:
 
     spec = get_model(args.model)
     acc = get_accelerator(args.gpu)
-    if args.global_batch_tokens:
-        tokens = parse_count(args.global_batch_tokens, "global-batch-tokens")
-        if tokens % args.seq:
-            raise SpecError("global-batch-tokens", args.global_batch_tokens,
-                            f"a multiple of seq ({args.seq})")
-        global_batch = int(tokens // args.seq)
-    else:
-        global_batch = args.global_batch
+    from llmsizer.cli_train import global_batch_sequences
+
+    global_batch = global_batch_sequences(args)
+    assert global_batch is not None  # the parser requires one of the two
     precision = training_precision(args.precision)
     st = step.Setting(spec, args.seq, precision, optimizer(args.optimizer),
                       Cluster(acc, gpus_per_node=args.gpus_per_node),

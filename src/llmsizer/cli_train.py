@@ -73,6 +73,21 @@ def _zero(text: str) -> int:
                     "full_shard)")
 
 
+def global_batch_sequences(args: argparse.Namespace) -> int | None:
+    """--global-batch (sequences) or --global-batch-tokens (a multiple of --seq)."""
+    from llmsizer.units import parse_count
+
+    if not args.global_batch_tokens:
+        return args.global_batch  # type: ignore[no-any-return]
+    tokens = parse_count(args.global_batch_tokens, "global-batch-tokens")
+    below = int(tokens // args.seq)
+    if tokens % args.seq:
+        raise SpecError("global-batch-tokens", args.global_batch_tokens,
+                        f"a multiple of seq ({args.seq}), e.g. {below * args.seq:,} or "
+                        f"{(below + 1) * args.seq:,} ({below} or {below + 1} sequences)")
+    return below
+
+
 def build(args: argparse.Namespace) -> tuple[Any, ...]:
     from llmsizer.analysis.efficiency import Efficiency
     from llmsizer.analysis.training import Cluster
@@ -90,14 +105,7 @@ def build(args: argparse.Namespace) -> tuple[Any, ...]:
                         f"= {mp}")
     dp = gpus // mp
     schedule, v = parse_schedule(args.schedule)
-    if args.global_batch_tokens:
-        tokens = parse_count(args.global_batch_tokens, "global-batch-tokens")
-        if tokens % args.seq:
-            raise SpecError("global-batch-tokens", args.global_batch_tokens,
-                            f"a multiple of seq ({args.seq})")
-        global_batch: int | None = int(tokens // args.seq)
-    else:
-        global_batch = args.global_batch
+    global_batch = global_batch_sequences(args)
     per_step = args.micro_batch * dp
     if global_batch is None:
         accum = 1 if args.pp == 1 else 4 * args.pp
