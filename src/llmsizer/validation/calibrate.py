@@ -94,8 +94,8 @@ def fit_workload(cases: list[Case], workload: str, rounds: int = 3,
     # quartiles of every grid, keep the start whose fit is best on the fitting cases.
     names = WORKLOAD_FACTORS[workload]
     starts = [Efficiency()] + [
-        replace(Efficiency(),  # type: ignore[arg-type]
-                **{n: GRIDS[n][int(q * (len(GRIDS[n]) - 1))] for n in names})
+        replace(Efficiency(),
+                **{n: GRIDS[n][int(q * (len(GRIDS[n]) - 1))] for n in names})  # type: ignore[arg-type]
         for q in (0.25, 0.75)]
     fits = [_descend(s, names, scorer(cases), rounds, progress, f"{workload} start {k}")
             for k, s in enumerate(starts)]
