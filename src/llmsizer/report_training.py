@@ -242,32 +242,79 @@ def training_text(r: TrainingResult, data: dict[str, Any]) -> str:
 
 
 def explain_lines(r: TrainingResult) -> list[str]:
-    """Formulas with values substituted for the headline numbers."""
+    """Formulas with values substituted for the headline numbers, and where each comes from."""
+    from llmsizer.analysis.activations import layer_activations, output_activations
+
     p, peak, t = r.par, r.memory.peak, r.time
-    lines = [
-        f"params on the most loaded device Ψ = {peak.params:,} (after tp={p.tp}, pp={p.pp}, "
-        f"ep={p.ep}; llmsizer params --tp --pp --ep)",
-        f"weights = Ψ·bytes{'/N_d' if p.zero >= 3 else ''} = {format_bytes(peak.weights)}"
-        "   [ZeRO paper sec. 5: stage 3 shards parameters]",
-        f"gradients = Ψ·bytes{'/N_d' if p.zero >= 2 else ''} = {format_bytes(peak.gradients)}"
-        "   [ZeRO: stage 2 shards gradients]",
-        f"optimizer = Ψ·K{'/N_d' if p.zero >= 1 else ''} = {format_bytes(peak.optimizer)}"
-        f" with N_d = dp·cp = {p.data_shard_group}   [ZeRO: K = 12 for mixed-precision Adam]",
-        f"activations = Σ layers per-layer bytes × {peak.in_flight_microbatches:g} micro-batches "
-        f"in flight = {format_bytes(peak.activations)}   [Korthikanti et al. 2022; "
-        f"schedule {p.schedule}]",
-        f"step time = (m + (pp−1)/V)·t_mb + comm + optimizer = ({p.grad_accum} + "
-        f"{p.pp - 1}/{p.virtual_stages})·{format_seconds(t.compute_s / p.grad_accum)} + … = "
-        f"{format_seconds(t.total_s)}   [Narayanan et al. 2021, sec. 2.2]",
+    prec, opt = r.precision, r.opt
+    psi = peak.params
+    lines = [f"Ψ = parameters on the most loaded device (pipeline stage {peak.stage}) = {psi:,} "
+             f"(after tp={p.tp}, pp={p.pp}, ep={p.ep}; `llmsizer params --tp --pp --ep`)"]
+    if prec is not None and opt is not None:
+        k_master, k_opt = prec.master_bytes, opt.state_bytes(prec)
+        n_d = p.data_shard_group
+
+        def model_state(name: str, per: float, stage: int, value: float, why: str) -> str:
+            sharded = p.zero >= stage and n_d > 1
+            div = f"/{n_d}" if sharded else ""
+            how = (f"sharded over N_d = dp·cp = {n_d} from ZeRO-{stage}" if sharded
+                   else f"whole on each rank below ZeRO-{stage}")
+            result = format_bytes(value)
+            if value == 0 and p.offload:
+                computed = psi * per / (n_d if sharded else 1)
+                result = f"{format_bytes(computed)}, offloaded: 0 B on the device"
+            return (f"{name} = Ψ·{per:g} bytes{div} = {psi:,}·{per:g}{div} = {result}"
+                    f"   [{why}; {how} (Rajbhandari et al. 2020, sec. 5.1)]")
+
+        lines += [
+            model_state("weights", prec.weight_bytes, 3, peak.weights,
+                        f"{prec.name} weights"),
+            model_state("gradients", prec.gradient_bytes, 2, peak.gradients,
+                        f"{prec.name} gradients"),
+            model_state("optimizer", k_master + k_opt, 1, peak.optimizer,
+                        f"K = fp32 master {k_master:g} + {opt.name} state {k_opt:g} bytes"),
+        ]
+        if p.offload:
+            offloaded = format_bytes(peak.host_bytes + peak.nvme_bytes)
+            lines.append(f"offloaded to {p.offload_device}: {offloaded} (ZeRO-Offload: optimizer "
+                         "states, master weights and the gradient partition; ZeRO-Infinity: the "
+                         "weights too)")
+    act_b = 4 if prec is not None and prec.compute_dtype == "fp32" else 2
+    b, s = p.micro_batch, r.seq // p.cp
+    first_layer = sum(st.layers for st in r.memory.stages[:peak.stage])
+    layer = layer_activations(r.spec, b, s, convention=r.activations, act_bytes=act_b, tp=p.tp,
+                              sequence_parallel=p.sequence_parallel, recompute=p.recompute,
+                              moe_layer=r.spec.is_moe_layer(first_layer), flash=r.flash)
+    lines.append(f"activations per layer ({r.activations}, b={b}, s={s}, h={r.spec.hidden_size}, "
+                 f"e={act_b}) = {format_bytes(layer.bytes)}:")
+    lines += [f"    {sv.name}: {sv.formula} = {format_bytes(sv.bytes)}" for sv in layer.saved]
+    out = output_activations(r.spec, b, s, convention=r.activations, act_bytes=act_b, tp=p.tp,
+                             sequence_parallel=p.sequence_parallel, recompute=p.recompute)
+    lines.append(f"activations = {peak.layers} layers × {format_bytes(layer.bytes)} × "
+                 f"{peak.in_flight_microbatches:g} micro-batches in flight ({p.schedule})"
+                 + (f" + output head {format_bytes(out.bytes)}" if peak.stage == p.pp - 1 else "")
+                 + f" = {format_bytes(peak.activations)}   [Korthikanti et al. 2022 sec. 4; "
+                 "Narayanan et al. 2021 sec. 2.2 for in-flight micro-batches]")
+    lines.append("other = " + " + ".join(f"{k} {format_bytes(v)}" for k, v in
+                                          peak.other_parts.items())
+                 + f" = {format_bytes(peak.other)}")
+    t_mb = t.compute_s / p.grad_accum
+    lines += [
+        f"step time = (m + (pp−1)/V)·t_mb + tp/ep/cp comm + pp p2p + exposed dp comm + optimizer"
+        f" = ({p.grad_accum} + {p.pp - 1}/{p.virtual_stages})·{format_seconds(t_mb)} + "
+        f"{format_seconds(t.tp_comm_s + t.ep_comm_s + t.cp_comm_s)} + "
+        f"{format_seconds(t.pp_comm_s)} + {format_seconds(t.dp_comm_exposed_s)} + "
+        f"{format_seconds(t.optimizer_s)} = {format_seconds(t.total_s)}   [Narayanan et al. 2021, "
+        "sec. 2.2 (bubble); ring collectives (Patarasuk & Yuan 2009)]",
         f"MFU = model FLOPs/step / (step time · GPUs · peak) = {r.step_flops.model_flops:.4g} / "
         f"({t.total_s:.4g} · {p.world_size} · {r.peak_flops:.4g}) = {100 * r.mfu:.2f}%"
         "   [PaLM, Appendix B]",
-        f"tokens/s = global batch · seq / step time = {p.global_batch} · {r.seq} / "
-        f"{t.total_s:.4g} = {r.tokens_per_s:,.0f}; per device ÷ {p.world_size} = "
-        f"{r.tokens_per_s / p.world_size:,.0f}   [seed 004: tokens/s/p]",
         f"HFU = hardware FLOPs/step (recomputation included) / (step time · GPUs · peak) = "
         f"{r.step_flops.hardware_flops:.4g} / ({t.total_s:.4g} · {p.world_size} · "
         f"{r.peak_flops:.4g}) = {100 * r.hfu:.2f}%",
+        f"tokens/s = global batch · seq / step time = {p.global_batch} · {r.seq} / "
+        f"{t.total_s:.4g} = {r.tokens_per_s:,.0f}; per device ÷ {p.world_size} = "
+        f"{r.tokens_per_s / p.world_size:,.0f}   [seed 004: tokens/s/p]",
         "time to train = tokens / tokens/s; GPU-hours = time · GPUs / 3600; cost = GPU-hours · "
         "price   [seed 001: 6·T·P/(n·X·u)]",
     ]

@@ -54,6 +54,10 @@ class TrainingResult:
     time: StepTime
     peak_flops: float
     assumptions: dict[str, str] = field(default_factory=dict)
+    precision: TrainingPrecision | None = None
+    opt: Optimizer | None = None
+    activations: str = "megatron"
+    flash: bool = True
 
     @property
     def fits(self) -> bool:
@@ -112,4 +116,5 @@ def train_step(spec: ModelSpec, par: Parallelism, precision: TrainingPrecision, 
                                  if dp_overlap else "none")
     assumptions["inter-node"] = f"{cluster.inter_node_bytes_s / 1e9:g} GB/s per GPU per direction"
     return TrainingResult(spec, par, seq, memory, cluster.accelerator.memory_bytes, step_flops,
-                          time, cluster.accelerator.peak(precision.compute_dtype), assumptions)
+                          time, cluster.accelerator.peak(precision.compute_dtype), assumptions,
+                          precision, opt, activations, attention_backward == "flash")
