@@ -180,7 +180,10 @@ def test_train_explain_shows_formulas(capsys):
     _, out, _ = run(capsys, "train", "llama-2-7b", "--gpu", "a100", "--gpus", "8", "--zero", "1",
                     "--explain")
     assert "MFU = model FLOPs/step / (step time · GPUs · peak)" in out
-    assert "ZeRO" in out
+    # ZeRO-1 over 8 ranks: K = 4 + 8 bytes per parameter, sharded
+    assert "optimizer = Ψ·12 bytes/8 = 6,738,415,616·12/8" in out
+    assert "weights = Ψ·2 bytes = 6,738,415,616·2" in out
+    assert "Q and K: e·s·b·(q + kv)" in out
 
 
 @pytest.mark.parametrize("argv,expect", [
