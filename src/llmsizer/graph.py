@@ -194,8 +194,14 @@ def build_graph(spec: ModelSpec) -> ModelGraph:
     if spec.embedding_norm:
         embedding.append(_norm("embed_norm", "embedding.norm", spec))
 
-    layers = tuple(LayerGraph(i, _layer_ops(spec, i), _layer_window(spec, i))
-                   for i in range(spec.num_layers))
+    # A layer's ops depend only on whether it is an MoE layer: build each kind once.
+    ops_of: dict[bool, tuple[Op, ...]] = {}
+    layers = []
+    for i in range(spec.num_layers):
+        moe = spec.is_moe_layer(i)
+        if moe not in ops_of:
+            ops_of[moe] = _layer_ops(spec, i)
+        layers.append(LayerGraph(i, ops_of[moe], _layer_window(spec, i)))
 
     head: list[Op] = []
     if spec.final_norm:
@@ -210,4 +216,4 @@ def build_graph(spec: ModelSpec) -> ModelGraph:
         lm_weights += (Weight("bias", (v,), "vocab"),)
     head.append(Op("lm_head", "linear", "lm_head", lm_weights, e, v,
                    in_sym="e" if spec.embed_proj_dim else "h", out_sym="V"))
-    return ModelGraph(spec, tuple(embedding), layers, tuple(head))
+    return ModelGraph(spec, tuple(embedding), tuple(layers), tuple(head))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, cached_property
 
 from llmsizer.errors import SpecError
 from llmsizer.explain import Quantity, total
@@ -32,7 +32,12 @@ class ParamCounts:
     groups: dict[str, int]  # "embedding", "attention", "mlp", "moe", "norms", "lm_head"
     per_layer: dict[int, int]  # layer index -> count
     tied_embeddings: bool
-    explanation: Quantity = field(compare=False, repr=False)
+    graph: ModelGraph = field(compare=False, repr=False)
+
+    @cached_property
+    def explanation(self) -> Quantity:
+        """The count as a tree of formulas with values substituted (built on first use)."""
+        return explain_params(self.graph)
 
 
 def _group(component: str) -> str:
@@ -65,7 +70,7 @@ def count_params(spec: ModelSpec) -> ParamCounts:
         groups=groups,
         per_layer={layer.index: layer.params for layer in graph.layers},
         tied_embeddings=spec.tie_embeddings,
-        explanation=explain_params(graph),
+        graph=graph,
     )
 
 
