@@ -194,22 +194,26 @@ def layer_params(spec: ModelSpec, index: int) -> int:
     return sum(op.params for op in build_graph(spec).layers[index].ops)
 
 
+Floats = tuple[float, ...]
+
+
 @dataclass(frozen=True)
 class StageCosts:
-    """Per pipeline stage (arrays of length pp) for one Group."""
+    """Per pipeline stage (tuples of length pp) for one Group; plain tuples, because thousands
+    of groups are built per search and numpy's per-array overhead would dominate."""
 
     layers: tuple[tuple[int, ...], ...]
-    dense_params: np.ndarray
-    expert_params: np.ndarray
-    largest_layer_params: np.ndarray  # per TP rank
-    act_bytes: np.ndarray  # one micro-batch, all the stage's layers
-    output_act_bytes: np.ndarray  # the output head's (last stage only), one micro-batch at a time
-    recompute_working_set: np.ndarray
-    compute_s: np.ndarray  # forward + backward + recompute of one micro-batch
-    comm_s: np.ndarray  # tp + ep + cp communication of one micro-batch
-    tp_comm_s: np.ndarray
-    ep_comm_s: np.ndarray
-    cp_comm_s: np.ndarray
+    dense_params: Floats
+    expert_params: Floats
+    largest_layer_params: Floats  # per TP rank
+    act_bytes: Floats  # one micro-batch, all the stage's layers
+    output_act_bytes: Floats  # the output head's (last stage only), one micro-batch at a time
+    recompute_working_set: Floats
+    compute_s: Floats  # forward + backward + recompute of one micro-batch
+    comm_s: Floats  # tp + ep + cp communication of one micro-batch
+    tp_comm_s: Floats
+    ep_comm_s: Floats
+    cp_comm_s: Floats
 
 
 @dataclass(frozen=True)
@@ -276,17 +280,16 @@ def stage_costs(st: Setting, g: Group) -> StageCosts:
             if g.recompute == "full":
                 ws[s_] = max(ws[s_], c.act_bytes_no_recompute)
     comp[-1] += head_s
-    tp_arr = np.array([len(idx) * tp_layer for idx in layers])
-    ep_arr, cp_arr = np.array(ep_s), np.array(cp_s)
-    out = np.zeros(n)
-    out[n - 1] = out_act
+    tp_s = tuple(len(idx) * tp_layer for idx in layers)
+    out = (0.0,) * (n - 1) + (out_act,)
     return StageCosts(
         layers=layers,
-        dense_params=np.array([h.held - h.expert for h in held], dtype=float),
-        expert_params=np.array([h.expert for h in held], dtype=float),
-        largest_layer_params=np.array(largest), act_bytes=np.array(act), output_act_bytes=out,
-        recompute_working_set=np.array(ws), compute_s=np.array(comp),
-        comm_s=tp_arr + ep_arr + cp_arr, tp_comm_s=tp_arr, ep_comm_s=ep_arr, cp_comm_s=cp_arr)
+        dense_params=tuple(float(h.held - h.expert) for h in held),
+        expert_params=tuple(float(h.expert) for h in held),
+        largest_layer_params=tuple(largest), act_bytes=tuple(act), output_act_bytes=out,
+        recompute_working_set=tuple(ws), compute_s=tuple(comp),
+        comm_s=tuple(a + b + c for a, b, c in zip(tp_s, ep_s, cp_s, strict=True)),
+        tp_comm_s=tp_s, ep_comm_s=tuple(ep_s), cp_comm_s=tuple(cp_s))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -375,7 +378,7 @@ class GroupCosts:
 @lru_cache(maxsize=8192)
 def group_costs(st: Setting, g: Group) -> GroupCosts:
     sc = stage_costs(st, g)
-    worst = int(np.argmax(sc.compute_s + sc.comm_s))
+    worst = max(range(g.pp), key=lambda s: sc.compute_s[s] + sc.comm_s[s])
     eff, topo, p = st.eff, st.topology, st.precision
     act_msg = st.act_bytes * g.micro_batch * (st.seq // g.cp) * st.spec.hidden_size
     p2p = 2 * comm.p2p_s(act_msg / (g.tp if g.sequence_parallel else 1),
@@ -412,7 +415,7 @@ def evaluate(st: Setting, gs: list[Group] | Group, vs: list[Variants] | Variants
         return np.asarray(values, dtype=float)[row_group]
 
     def per_stage(attr: str) -> np.ndarray:
-        return np.stack([getattr(c.stages, attr) for c in costs])[row_group]
+        return np.array([getattr(c.stages, attr) for c in costs], dtype=float)[row_group]
 
     def cat(attr: str) -> np.ndarray:
         return np.concatenate([getattr(v, attr) for v in vs])
