@@ -206,3 +206,13 @@ def test_train_bad_settings_are_one_line_errors(capsys, argv, expect):
     assert code == 2
     assert len(err.strip().splitlines()) == 1
     assert expect in err
+
+
+@pytest.mark.parametrize("argv,expect", [
+    (["train", "llama-2-7b", "--gpu", "v100", "--gpus", "8"], "try --precision mixed-fp16"),
+    (["infer", "llama-2-7b", "--gpu", "v100"], "try --weights fp16"),
+])
+def test_a_dtype_the_gpu_lacks_is_refused_with_the_way_out(capsys, argv, expect):
+    # V100 has no bf16 tensor cores: the default bf16 recipes are refused, not silently changed.
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and expect in err and len(err.strip().splitlines()) == 1

@@ -58,7 +58,16 @@ def build(args: argparse.Namespace) -> tuple[Any, ...]:
     from llmsizer.analysis.params import validate_parallel
 
     validate_parallel(spec, args.tp, args.pp)
+    check_compute_dtype(acc, cfg.weights.compute_dtype, args.weights)
     return spec, acc, cfg
+
+
+def check_compute_dtype(acc: Any, dtype: str, weights: str) -> None:
+    """Refuse, with the way out, a weight format whose products this device has no peak for."""
+    if dtype not in acc.peak_flops:
+        hint = " (try --weights fp16)" if "fp16" in acc.peak_flops else ""
+        raise SpecError("weights", weights, f"a format whose {dtype} matrix products "
+                        f"{acc.display_name} has a peak for: " + ", ".join(acc.peak_flops) + hint)
 
 
 def fit_suggestions(spec: Any, acc: Any, cfg: Any, batch: int, max_seq: int) -> list[str]:

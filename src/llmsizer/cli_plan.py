@@ -280,7 +280,10 @@ def run_plan_serve(args: argparse.Namespace) -> str:
     acc = get_accelerator(args.gpu)
     ttft_slo = parse_seconds(args.ttft_slo, "ttft-slo") if args.ttft_slo else None
     tpot_slo = parse_seconds(args.tpot_slo, "tpot-slo") if args.tpot_slo else None
+    from llmsizer.cli_infer import check_compute_dtype
+
     weights, kv = weight_format(args.weights), kv_dtype_bytes(args.kv_dtype)
+    check_compute_dtype(acc, weights.compute_dtype, args.weights)
     eff = Efficiency.for_accelerator(acc, args.calibration, workload="serving")
     max_seq = args.prompt + args.output
     found = []
@@ -332,8 +335,14 @@ def run_plan_serve(args: argparse.Namespace) -> str:
     if args.json:
         return dumps(data)
     if not found:
-        return (f"no layout of {args.gpus}× {acc.display_name} meets the objectives "
-                f"(TTFT ≤ {args.ttft_slo}, TPOT ≤ {args.tpot_slo}); {evaluated} evaluated")
+        if not evaluated:
+            return (f"nothing fits: no tp × pp that divides {args.gpus} GPUs holds {spec.name} "
+                    f"with a {max_seq}-token request on {acc.display_name} (try more GPUs, "
+                    "--weights int8/int4 or --kv-dtype fp8)")
+        slos = ", ".join(x for x in (f"TTFT ≤ {args.ttft_slo}" if args.ttft_slo else "",
+                                     f"TPOT ≤ {args.tpot_slo}" if args.tpot_slo else "") if x)
+        return (f"no layout of {args.gpus}× {acc.display_name} meets the objectives ({slos}); "
+                f"{evaluated} evaluated")
     rows = [(i, f"tp={p['tp']} pp={p['pp']} × {p['replicas']} replicas", p["max_num_seqs"],
              format_seconds(p["ttft_s"]), format_seconds(p["tpot_s"]),
              f"{p['tokens_per_s_per_gpu']:,.0f}", f"{p['throughput_tokens_per_s']:,.0f}")

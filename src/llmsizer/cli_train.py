@@ -140,9 +140,16 @@ def build(args: argparse.Namespace) -> tuple[Any, ...]:
     overhead = parse_bytes(args.overhead, "overhead") if args.overhead else None
     if overhead is not None and overhead < 0:
         raise SpecError("overhead", args.overhead, "a size of 0 or more")
+    precision = training_precision(args.precision)
+    if precision.compute_dtype not in acc.peak_flops:
+        fp16 = " (try --precision mixed-fp16)" if "fp16" in acc.peak_flops else ""
+        raise SpecError("precision", args.precision,
+                        f"a recipe whose {precision.compute_dtype} matrix products "
+                        f"{acc.display_name} has a peak for: "
+                        + ", ".join(acc.peak_flops) + fp16)
     train_tokens = parse_count(args.tokens, "tokens") if args.tokens else None
-    return (spec, acc, par, training_precision(args.precision), optimizer(args.optimizer), eff,
-            cluster, overhead, train_tokens)
+    return (spec, acc, par, precision, optimizer(args.optimizer), eff, cluster, overhead,
+            train_tokens)
 
 
 def suggestions(spec: Any, par: Any, precision: Any, opt: Any, seq: int, capacity: float,
