@@ -52,13 +52,14 @@ def build(args: argparse.Namespace) -> tuple[Any, ...]:
     kw: dict[str, Any] = {}
     if args.overhead:
         kw["runtime_overhead"] = parse_bytes(args.overhead, "overhead")
-    cfg = ServingConfig(tp=args.tp, pp=args.pp, weights=weight_format(args.weights),
+    weights = weight_format(args.weights)
+    cfg = ServingConfig(tp=args.tp, pp=args.pp, weights=weights,
                         kv_dtype_bytes=kv_dtype_bytes(args.kv_dtype), mem_util=args.mem_util,
                         block_size=args.block_size or None, flash=not args.unfused_attention, **kw)
     from llmsizer.analysis.params import validate_parallel
 
     validate_parallel(spec, args.tp, args.pp)
-    check_compute_dtype(acc, cfg.weights.compute_dtype, args.weights)
+    check_compute_dtype(acc, weights.compute_dtype, args.weights)
     return spec, acc, cfg
 
 
