@@ -193,7 +193,9 @@ def _phi3(r: _Reader, name: str | None) -> ModelSpec:
     return _llama_like(r, name, sliding_window=r.cfg.get("sliding_window") or None)
 
 
-def _gpt2(r: _Reader, name: str | None) -> ModelSpec:
+def _gpt_family(r: _Reader, name: str | None, **fields: Any) -> ModelSpec:
+    """GPT-2-style configs (n_embd, n_layer, n_head, n_inner): a 2-matrix LayerNorm model;
+    `fields` says what the family member changes."""
     hidden = r.int("n_embd", "hidden_size")
     inner = r.cfg.get("n_inner")
     return ModelSpec(
@@ -205,15 +207,17 @@ def _gpt2(r: _Reader, name: str | None) -> ModelSpec:
         ffn_size=inner if inner is not None else 4 * hidden,
         ffn_kind="mlp",
         activation=str(r.opt("activation_function", "gelu_new")),
-        tie_embeddings=bool(r.opt("tie_word_embeddings", True)),
-        position="learned",
-        max_seq_len=r.int("n_positions", "max_position_embeddings"),
         norm="layernorm",
         norm_bias=True,
-        qkv_bias=True,
-        out_bias=True,
-        mlp_bias=True,
+        **fields,
     )
+
+
+def _gpt2(r: _Reader, name: str | None) -> ModelSpec:
+    return _gpt_family(r, name, tie_embeddings=bool(r.opt("tie_word_embeddings", True)),
+                       position="learned",
+                       max_seq_len=r.int("n_positions", "max_position_embeddings"),
+                       qkv_bias=True, out_bias=True, mlp_bias=True)
 
 
 def _gpt_neox(r: _Reader, name: str | None) -> ModelSpec:
@@ -242,29 +246,11 @@ def _gpt_neox(r: _Reader, name: str | None) -> ModelSpec:
 def _gptj(r: _Reader, name: str | None) -> ModelSpec:
     # transformers GPTJBlock: one LayerNorm feeding attention and MLP in parallel; q/k/v/out
     # without biases, fc_in/fc_out with; an untied lm_head with a bias.
-    hidden = r.int("n_embd", "hidden_size")
-    inner = r.cfg.get("n_inner")
-    return ModelSpec(
-        name=_name(r, name),
-        num_layers=r.int("n_layer", "num_hidden_layers"),
-        hidden_size=hidden,
-        num_heads=r.int("n_head", "num_attention_heads"),
-        vocab_size=r.int("vocab_size"),
-        ffn_size=inner if inner is not None else 4 * hidden,
-        ffn_kind="mlp",
-        activation=str(r.opt("activation_function", "gelu_new")),
-        tie_embeddings=bool(r.opt("tie_word_embeddings", False)),
-        position="rotary",
-        max_seq_len=r.int("n_positions", "max_position_embeddings", default=2048),
-        norm="layernorm",
-        norm_bias=True,
-        norms_per_layer=1,
-        qkv_bias=False,
-        out_bias=False,
-        mlp_bias=True,
-        lm_head_bias=True,
-        parallel_block=True,
-    )
+    return _gpt_family(r, name, tie_embeddings=bool(r.opt("tie_word_embeddings", False)),
+                       position="rotary",
+                       max_seq_len=r.int("n_positions", "max_position_embeddings", default=2048),
+                       norms_per_layer=1, qkv_bias=False, out_bias=False, mlp_bias=True,
+                       lm_head_bias=True, parallel_block=True)
 
 
 def _bloom(r: _Reader, name: str | None) -> ModelSpec:
