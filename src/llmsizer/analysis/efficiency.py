@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cache
+from typing import Any
 
 from llmsizer.errors import SpecError
 from llmsizer.specs.hardware import Accelerator
@@ -56,7 +58,6 @@ class Efficiency:
         "serving": fitted apart, because training and serving frameworks differ), per
         accelerator where fitted, else the workload's default."""
         import json
-        from importlib import resources
         from pathlib import Path
 
         if calibration is not None:
@@ -68,9 +69,7 @@ class Efficiency:
                 raise SpecError("calibration", calibration,
                                 f"a JSON file (broken at line {e.lineno})") from None
             return cls.from_dict(data, str(calibration))
-        text = resources.files("llmsizer.catalog").joinpath("data", "efficiency.json").read_text(
-            "utf-8")
-        table = json.loads(text)
+        table = _packaged_table()
         table = table.get(workload, table)
         per = table.get("accelerators", {})
         entry = (per.get(acc.name) if acc is not None else None) or table["default"]
@@ -121,3 +120,14 @@ def op_time(flops: float, bytes_moved: float, peak_flops: float, bandwidth: floa
     compute = flops / (peak_flops * matmul_eff) if flops else 0.0
     memory = bytes_moved / (bandwidth * eff.memory_ceiling) if bytes_moved else 0.0
     return max(compute, memory)
+
+
+@cache
+def _packaged_table() -> dict[str, Any]:
+    """catalog/data/efficiency.json, read once per process (the validation runner asks per case)."""
+    import json
+    from importlib import resources
+
+    text = resources.files("llmsizer.catalog").joinpath("data", "efficiency.json").read_text(
+        "utf-8")
+    return json.loads(text)  # type: ignore[no-any-return]

@@ -106,7 +106,7 @@ def model_entry(name: str) -> ModelEntry | None:
 
 
 def _looks_like_path(name: str) -> bool:
-    return name.endswith(".json") or "/" in name and Path(name).exists() or Path(name).is_dir()
+    return name.endswith(".json") or ("/" in name and Path(name).exists()) or Path(name).is_dir()
 
 
 def get_model(name_or_path: str | dict[str, Any] | ModelSpec) -> ModelSpec:
