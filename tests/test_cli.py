@@ -117,18 +117,18 @@ def test_bad_input_is_one_line_with_exit_code_2(capsys, argv, field):
 
 @pytest.mark.parametrize("content,expect", [
     ('{"model_type": "llama", "hidden_size": 4096,,}', "broken JSON at line 1"),
-    ('{"model_type": "t5"}', "model_type='t5'"),
+    ('{"model_type": "t5"}', "model_type = 't5'"),
     ('{"model_type": "llama", "hidden_size": 100, "num_attention_heads": 3, '
-     '"num_hidden_layers": 2, "vocab_size": 10, "intermediate_size": 64}', "num_heads=3"),
+     '"num_hidden_layers": 2, "vocab_size": 10, "intermediate_size": 64}', "num_attention_heads (n_head) = 3"),
     ('{"model_type": "llama", "hidden_size": 64, "num_attention_heads": 8, '
      '"num_key_value_heads": 3, "num_hidden_layers": 2, "vocab_size": 10, '
-     '"intermediate_size": 64}', "num_kv_heads=3"),
+     '"intermediate_size": 64}', "num_key_value_heads = 3"),
     ('{"model_type": "llama", "hidden_size": -64, "num_attention_heads": 8, '
-     '"num_hidden_layers": 2, "vocab_size": 10, "intermediate_size": 64}', "hidden_size=-64"),
+     '"num_hidden_layers": 2, "vocab_size": 10, "intermediate_size": 64}', "field 'hidden_size' = -64"),
     ('{"model_type": "mixtral", "hidden_size": 64, "num_attention_heads": 8, '
      '"num_hidden_layers": 2, "vocab_size": 10, "intermediate_size": 64, '
-     '"num_local_experts": 2, "num_experts_per_tok": 4}', "moe.top_k=4"),
-    ('[1, 2]', "expected a JSON object"),
+     '"num_local_experts": 2, "num_experts_per_tok": 4}', "num_experts_per_tok = 4"),
+    ('[1, 2]', "must be a JSON object"),
 ])
 def test_broken_config_files_are_one_line_errors(tmp_path, capsys, content, expect):
     path = tmp_path / "config.json"

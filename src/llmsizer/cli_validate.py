@@ -53,14 +53,10 @@ def run_validate(args: argparse.Namespace) -> str:
 
     cases = load_cases("training", args.training_cases) + load_cases("inference",
                                                                      args.inference_cases)
-    if args.calibration:
-        fixed = Efficiency.for_accelerator(None, args.calibration)
+    Efficiency.for_accelerator(None, args.calibration)  # a bad file fails here, once
 
-        def eff_for(acc: Any, workload: str) -> Efficiency:
-            return fixed
-    else:
-        def eff_for(acc: Any, workload: str) -> Efficiency:
-            return Efficiency.for_accelerator(acc, workload=workload)
+    def eff_for(acc: Any, workload: str) -> Efficiency:
+        return Efficiency.for_accelerator(acc, args.calibration, workload=workload)
     report = run(eff_for, cases)
     summary = report.summary()
     if args.json:
@@ -100,7 +96,7 @@ def summary_markdown(summary: list[dict[str, Any]], report: Any) -> str:
 def run_calibrate(args: argparse.Namespace) -> str:
     from llmsizer.analysis.efficiency import Efficiency
     from llmsizer.catalog import get_accelerator
-    from llmsizer.validation.calibrate import fit, to_json
+    from llmsizer.validation.calibrate import fit
 
     if args.from_validation:
         def progress(msg: str) -> None:
@@ -121,37 +117,49 @@ def run_calibrate(args: argparse.Namespace) -> str:
     if not args.gpu:
         raise SpecError("gpu", None, "the accelerator your measurements come from (--gpu)")
     acc = get_accelerator(args.gpu)
-    eff = Efficiency.for_accelerator(acc)  # the training factors as a starting point
+    # Hardware measurements (GEMM, memory copy, all-reduce) hold for both workloads; each
+    # workload keeps its own calibrated factors for the rest, so a serving run never inherits
+    # training's. A measured training run moves training's factors only.
+    measured: dict[str, float] = {}
     notes = []
     if args.gemm_tflops is not None:
-        ceiling = args.gemm_tflops * 1e12 / acc.peak("bf16")
+        dtype = "bf16" if "bf16" in acc.peak_flops else "fp16"
+        ceiling = args.gemm_tflops * 1e12 / acc.peak(dtype)
         if not 0 < ceiling <= 1:
             raise SpecError("gemm-tflops", args.gemm_tflops,
-                            f"between 0 and the peak ({acc.peak('bf16') / 1e12:g} TFLOP/s)")
-        eff = replace(eff, matmul_ceiling=ceiling)
+                            f"between 0 and the {dtype} peak ({acc.peak(dtype) / 1e12:g} TFLOP/s)")
+        measured["matmul_ceiling"] = ceiling
         notes.append(f"GEMM {args.gemm_tflops:g} TFLOP/s")
     if args.bandwidth_gbs is not None:
         frac = args.bandwidth_gbs * 1e9 / acc.memory_bandwidth_bytes_s
         if not 0 < frac <= 1:
             raise SpecError("bandwidth-gbs", args.bandwidth_gbs,
                             f"between 0 and {acc.memory_bandwidth_bytes_s / 1e9:g} GB/s")
-        eff = replace(eff, memory_ceiling=frac)
+        measured["memory_ceiling"] = frac
         notes.append(f"memory {args.bandwidth_gbs:g} GB/s")
     if args.busbw_gbs is not None:
         link = (acc.intra_node_link_bytes_s or 0) / 2
         if not link or not 0 < args.busbw_gbs * 1e9 / link <= 1:
             raise SpecError("busbw-gbs", args.busbw_gbs,
                             f"between 0 and the link's one-way {link / 1e9:g} GB/s")
-        eff = replace(eff, comm_efficiency=args.busbw_gbs * 1e9 / link)
+        measured["comm_efficiency"] = args.busbw_gbs * 1e9 / link
         notes.append(f"all-reduce bus bandwidth {args.busbw_gbs:g} GB/s")
+    training = replace(Efficiency.for_accelerator(acc, workload="training"), **measured)
+    fitted = None
     if args.train:
-        eff, note = _fit_training(args, acc, eff)
+        fitted, note = _fit_training(args, acc, training)
         notes.append(note)
     if not notes:
         raise SpecError("calibrate", "nothing", "at least one measurement: --gemm-tflops, "
                         "--bandwidth-gbs, --busbw-gbs or --train with --measured-mfu/"
                         "--measured-tokens-per-s (or --from-validation)")
-    out = to_json(eff) | {"gpu": acc.name, "source": "llmsizer calibrate from " + "; ".join(notes)}
+    # Hardware measurements apply to every workload; the factors they leave out keep each
+    # workload's packaged calibration (serving never inherits training's). A fitted training
+    # run moves training's matrix ceiling only.
+    out: dict[str, Any] = {"gpu": acc.name, "source": "llmsizer calibrate from " + "; ".join(notes)}
+    out |= {k: float(v) for k, v in measured.items()}
+    if fitted is not None:
+        out["training"] = {"default": {"matmul_ceiling": float(fitted.matmul_ceiling)}}
     return _emit(json.dumps(out, indent=2), args.output_file)
 
 

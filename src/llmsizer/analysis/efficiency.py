@@ -57,37 +57,47 @@ class Efficiency:
         calibrated values in catalog/data/efficiency.json for the workload ("training" or
         "serving": fitted apart, because training and serving frameworks differ), per
         accelerator where fitted, else the workload's default."""
-        import json
-        from pathlib import Path
+        packaged = _workload_entry(_packaged_table(), acc, workload)
+        if calibration is None:
+            return cls.from_dict(packaged, f"catalog/data/efficiency.json ({workload})")
+        from llmsizer.files import FileInputError, read_json
 
-        if calibration is not None:
-            try:
-                data = json.loads(Path(calibration).read_text("utf-8"))
-            except FileNotFoundError:
-                raise SpecError("calibration", calibration, "an existing file") from None
-            except json.JSONDecodeError as e:
-                raise SpecError("calibration", calibration,
-                                f"a JSON file (broken at line {e.lineno})") from None
-            return cls.from_dict(data, str(calibration))
-        table = _packaged_table()
-        table = table.get(workload, table)
-        per = table.get("accelerators", {})
-        entry = (per.get(acc.name) if acc is not None else None) or table["default"]
-        return cls.from_dict(entry, f"catalog/data/efficiency.json ({workload})")
+        try:
+            data = read_json(calibration, "calibration")
+        except FileInputError as e:
+            raise SpecError("calibration", str(calibration), e.reason) from None
+        # What the file does not set keeps the packaged value of this workload and accelerator:
+        # a GEMM benchmark moves the matrix ceiling, not serving's kernel overhead.
+        layers = [data, _workload_entry(data, acc, workload, flat=False)]
+        merged = dict(packaged)
+        for layer in layers:
+            merged |= {k: v for k, v in layer.items() if k not in ("training", "serving")}
+        merged["source"] = str(layers[1].get("source") or data.get("source") or calibration)
+        return cls.from_dict(merged, str(calibration))
 
     @classmethod
     def from_dict(cls, data: dict[str, object], origin: str) -> Efficiency:
-        known = {"matmul_ceiling", "attention_efficiency", "memory_ceiling", "comm_efficiency",
-                 "inter_node_efficiency", "collective_latency_s", "kernel_overhead_s", "tile_m",
-                 "tile_n"}
-        if not isinstance(data, dict):
-            raise SpecError("calibration", origin, "a JSON object of efficiency factors")
-        unknown = sorted(set(data) - known - {"source", "gpu", "fitted_on", "notes"})
-        if unknown:
-            raise SpecError(f"{origin}: {unknown[0]}", data[unknown[0]],
-                            "one of " + ", ".join(sorted(known)))
+        """Factors from a JSON object, checked against llmsizer.files.EFFICIENCY_FIELDS."""
+        from llmsizer.files import EFFICIENCY_FIELDS, check_object
+
+        check_object(data, EFFICIENCY_FIELDS, origin)
+        known = set(EFFICIENCY_FIELDS) - {"source", "gpu", "fitted_on", "notes"}
         values = {k: data[k] for k in known if k in data}
         return cls(**values, source=str(data.get("source", origin)))  # type: ignore[arg-type]
+
+
+def _workload_entry(data: dict[str, Any], acc: Accelerator | None, workload: str,
+                    flat: bool = True) -> dict[str, Any]:
+    """The factors for `workload` and `acc` from a table: {"training": {"default",
+    "accelerators"}, "serving": ...} (what `llmsizer calibrate` writes) gives each workload its
+    own, per accelerator where fitted; a table without sections is one set for every workload
+    (`flat`), or nothing to add (not `flat`)."""
+    if "training" not in data and "serving" not in data:
+        return data if flat else {}
+    table = data.get(workload) or {}
+    per = table.get("accelerators") or {}
+    entry = per.get(acc.name) if acc is not None else None
+    return dict(table.get("default") or {}) | dict(entry or {})
 
 
 def matmul_efficiency(m: int, n: int, eff: Efficiency, acc: Accelerator, batch: int = 1,

@@ -106,15 +106,20 @@ def model_entry(name: str) -> ModelEntry | None:
 
 
 def _looks_like_path(name: str) -> bool:
-    return name.endswith(".json") or ("/" in name and Path(name).exists()) or Path(name).is_dir()
+    from llmsizer.files import is_directory, is_existing_path
+
+    return (name.endswith(".json") or ("/" in name and is_existing_path(name))
+            or is_directory(name) or len(name.encode()) > 255)
 
 
-def get_model(name_or_path: str | dict[str, Any] | ModelSpec) -> ModelSpec:
-    """A ModelSpec from a catalog name/alias/HF repo id, a config.json path or dict, or a spec."""
+def get_model(name_or_path: str | dict[str, Any] | ModelSpec, origin: str = "dict") -> ModelSpec:
+    """A ModelSpec from a catalog name/alias/HF repo id, a config.json path or dict, or a spec.
+
+    `origin` names where a dict came from (a file, a case) in error messages."""
     if isinstance(name_or_path, ModelSpec):
         return name_or_path
     if isinstance(name_or_path, dict):
-        return _model_from_dict(name_or_path, "dict")
+        return _model_from_dict(name_or_path, origin)
     entry = model_entry(name_or_path)
     if entry is not None:
         return entry.spec()
@@ -127,14 +132,33 @@ def get_model(name_or_path: str | dict[str, Any] | ModelSpec) -> ModelSpec:
     raise UnknownNameError("model", name_or_path, known, "llmsizer models")
 
 
+# ModelSpec fields as the keys of a Hugging Face config.json name them, for errors that name
+# what the user wrote rather than llmsizer's internal field.
+_CONFIG_KEYS = {
+    "num_layers": "num_hidden_layers (n_layer)", "hidden_size": "hidden_size (n_embd)",
+    "num_heads": "num_attention_heads (n_head)", "num_kv_heads": "num_key_value_heads",
+    "ffn_size": "intermediate_size (n_inner)", "vocab_size": "vocab_size",
+    "max_seq_len": "max_position_embeddings (n_positions)", "head_dim": "head_dim",
+    "moe.top_k": "num_experts_per_tok", "moe.num_experts": "num_local_experts (num_experts)",
+    "moe.moe_layers": "the MoE layer keys", "moe.shared_experts": "n_shared_experts",
+}
+
+
 def _model_from_dict(data: dict[str, Any], origin: str) -> ModelSpec:
+    """A spec from a config dict; errors name `origin` (the file) and the config's key."""
     from llmsizer.specs.hf import spec_from_hf_config
 
-    if "config" in data and isinstance(data["config"], dict):  # a catalog-format entry
-        spec = spec_from_hf_config(data["config"], name=data.get("name") or origin)
-        return _with_source(spec, str(data.get("source", origin)))
-    name = data.get("name") or data.get("_name_or_path") or Path(origin).parent.name or origin
-    return _with_source(spec_from_hf_config(data, name=str(name)), origin)
+    try:
+        if "config" in data and isinstance(data["config"], dict):  # a catalog-format entry
+            spec = spec_from_hf_config(data["config"], name=data.get("name") or origin)
+            return _with_source(spec, str(data.get("source", origin)))
+        name = data.get("name") or data.get("_name_or_path") or Path(origin).parent.name or origin
+        return _with_source(spec_from_hf_config(data, name=str(name)), origin)
+    except SpecError as e:
+        key = _CONFIG_KEYS.get(e.field, e.field)
+        raise CatalogError(f"{origin}: {key} = {e.value!r} is not allowed: {e.allowed}") from None
+    except (TypeError, ValueError, KeyError, AttributeError) as e:
+        raise CatalogError(f"{origin}: not a model config this version reads ({e})") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -160,10 +184,14 @@ def accelerator_from_dict(raw: dict[str, Any], origin: str = "catalog") -> Accel
         if unit not in _MEMORY_UNITS:
             raise SpecError(f"{name}.memory.unit", unit, "one of " + ", ".join(_MEMORY_UNITS))
         memory_bytes = int(raw.get("memory_bytes") or memory["value"] * _MEMORY_UNITS[unit])
-        stated = f"{memory['value']} {unit}"
+        # datasheet text, e.g. "80GB", when the entry keeps it apart from value + unit
+        stated = str(raw.get("memory_stated") or f"{memory['value']} {unit}")
     else:
         raise CatalogError(f"{where}: field 'memory' must be {{\"value\": ..., \"unit\": \"GB\"}}")
     peaks = {k: float(v) * 1e12 for k, v in (need("peak_tflops") or {}).items() if v is not None}
+    if not {"bf16", "fp16"} & set(peaks):
+        raise CatalogError(f"{where}: peak_tflops needs a bf16 or fp16 figure (the roofline and "
+                           "the training recipes use one)")
     link = raw.get("intra_node_link") or {}
     try:
         return Accelerator(
@@ -222,18 +250,11 @@ def get_accelerator(name_or_path: str | dict[str, Any] | Accelerator) -> Acceler
     key = _accelerator_index().get(_normalize(name_or_path))
     if key:
         return _accelerators()[key]
-    path = Path(name_or_path)
-    if name_or_path.endswith(".json") or path.is_file():
-        try:
-            data = json.loads(path.read_text("utf-8"))
-        except FileNotFoundError:
-            raise CatalogError(f"{path}: no such file") from None
-        except json.JSONDecodeError as e:
-            raise CatalogError(f"{path}: broken JSON at line {e.lineno} column {e.colno}: "
-                               f"{e.msg}") from None
-        if not isinstance(data, dict):
-            raise CatalogError(f"{path}: expected one accelerator as a JSON object")
-        return accelerator_from_dict(data, str(path))
+    from llmsizer.files import is_existing_path, read_json
+
+    if name_or_path.endswith(".json") or is_existing_path(name_or_path) \
+            or len(name_or_path.encode()) > 255:
+        return accelerator_from_dict(read_json(name_or_path, "gpu", CatalogError), name_or_path)
     known = [a.name for a in _accelerators().values()] + [
         x for a in _accelerators().values() for x in a.aliases]
     raise UnknownNameError("GPU", name_or_path, known, "llmsizer gpus")

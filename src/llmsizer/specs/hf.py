@@ -27,25 +27,14 @@ class ConfigError(LlmsizerError):
 
 
 def load_config(source: str | os.PathLike[str] | Config) -> tuple[Config, str]:
-    """Return (config dict, where it came from) for a dict, a config.json path or its folder."""
+    """Return (config dict, where it came from) for a dict, a config.json path or its folder.
+
+    Files go through llmsizer.files (size, encoding, nesting and schema checks)."""
     if isinstance(source, dict):
         return source, "dict"
-    path = Path(source)
-    if path.is_dir():
-        path = path / "config.json"
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path}: broken JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return data, str(path)
+    from llmsizer.files import read_model_config
+
+    return read_model_config(source, ConfigError)
 
 
 class _Reader:

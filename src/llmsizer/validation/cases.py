@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from llmsizer.errors import LlmsizerError
-
-TRAINING_FIELDS = ("id", "source", "model", "gpu", "gpus", "tp", "pp", "dp", "seq",
-                   "micro_batch", "global_batch", "measured")
-INFERENCE_FIELDS = ("id", "source", "model", "gpu", "tp", "measured")
-
 
 class CaseError(LlmsizerError):
     """A malformed case file: names the file, the case and the field."""
@@ -46,35 +40,22 @@ def _default_path(kind: str) -> Path:
 
 
 def load_cases(kind: str, path: str | Path | None = None) -> list[Case]:
+    """The cases of a file, checked against llmsizer.files' schema for the kind."""
+    from llmsizer.files import read_json
+
     path = Path(path) if path is not None else _default_path(kind)
-    try:
-        data = json.loads(path.read_text("utf-8"))
-    except FileNotFoundError:
-        raise CaseError(f"{path}: no such file") from None
-    except json.JSONDecodeError as e:
-        raise CaseError(f"{path}: broken JSON at line {e.lineno} column {e.colno}: {e.msg}") \
-            from None
-    if not isinstance(data, list):
-        raise CaseError(f"{path}: expected a JSON list of cases")
-    required = TRAINING_FIELDS if kind == "training" else INFERENCE_FIELDS
+    if kind not in ("training", "inference"):
+        raise CaseError(f"cases of kind {kind!r}: expected training or inference")
+    data = read_json(path, f"{kind}-cases", error=CaseError)
     out, seen = [], set()
     for n, raw in enumerate(data):
-        where = f"{path}: case {raw.get('id', f'#{n}') if isinstance(raw, dict) else f'#{n}'}"
-        if not isinstance(raw, dict):
-            raise CaseError(f"{where}: expected a JSON object")
-        for f in required:
-            if raw.get(f) is None:
-                raise CaseError(f"{where}: missing field {f!r}")
-        if not isinstance(raw["measured"], dict) or not raw["measured"]:
-            raise CaseError(f"{where}: field 'measured' must be a non-empty object")
+        where = f"{path}: item [{n}] (id {raw['id']!r})"
         model = raw["model"]
-        if not isinstance(model, dict) or not ({"catalog", "config"} & set(model)):
+        if len({"catalog", "config"} & set(model)) != 1:
             raise CaseError(f"{where}: field 'model' must be {{\"catalog\": name}} or "
                             "{\"config\": {...}}")
-        for f in ("gpus", "tp", "pp", "dp", "seq", "micro_batch", "global_batch"):
-            v = raw.get(f)
-            if v is not None and (not isinstance(v, int) or v < 1):
-                raise CaseError(f"{where}: field {f!r} = {v!r} must be a positive integer")
+        if not raw["measured"]:
+            raise CaseError(f"{where}: field 'measured' must be a non-empty object")
         if raw["id"] in seen:
             raise CaseError(f"{where}: duplicate id")
         seen.add(raw["id"])

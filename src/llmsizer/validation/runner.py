@@ -66,7 +66,9 @@ def _model(case: Case) -> Any:
     from llmsizer.catalog import get_model
 
     m = case.data["model"]
-    return get_model(m["catalog"]) if "catalog" in m else get_model(dict(m["config"]))
+    if "catalog" in m:
+        return get_model(m["catalog"])
+    return get_model(dict(m["config"]), origin=f"{case.origin}: case {case.id}: model.config")
 
 
 def _training_rows(case: Case, eff_for: Callable[[Any, str], Efficiency]) -> list[Row]:
