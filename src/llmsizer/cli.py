@@ -1,7 +1,12 @@
 """The `llmsizer` command: words in, specs built, analyses run, results printed.
 
-Every bad input ends as one line on stderr naming the field, the value and what is allowed, with
-exit code 2; never a traceback.
+Every bad input ends as one line on stderr naming the flag (or the file and key), the value and
+what is allowed, with exit status 2; never a traceback. Exit statuses:
+
+  0  computed, and it fits
+  2  bad input (one line on stderr)
+  3  computed, but it does not fit in memory (train, infer) or no layout fits (plan, plan-serve)
+  4  a result broke a physical invariant (a bug in llmsizer: please report it)
 """
 
 from __future__ import annotations
@@ -9,41 +14,163 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import math
+import re
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from dataclasses import dataclass
+from typing import Any, NoReturn
 
-from llmsizer.errors import LlmsizerError
+from llmsizer.errors import ImpossibleResultError, LlmsizerError, SpecError
 
+EXIT_OK = 0
 EXIT_USAGE = 2
+EXIT_DOES_NOT_FIT = 3
+EXIT_IMPOSSIBLE = 4
+EXIT_STATUS_HELP = ("exit status: 0 computed and fits; 2 bad input (one line on stderr); "
+                    "3 computed but does not fit (no layout fits); 4 internal check failed (a bug)")
+
+# Upper bounds that keep every command's work bounded; far beyond any real run.
+MAX_GPUS = 2**20
+MAX_PLAN_GPUS = 2**16  # the planner enumerates divisors and layouts of the GPU count
+MAX_PARALLEL = 2**16  # tp, pp, cp, ep
+MAX_LENGTH = 2**24  # tokens in one sequence / prompt / output (16M)
+MAX_BATCH = 2**24
+MAX_MICRO_BATCH = 2**16
+MAX_TOKENS = 1e18  # training tokens
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a command prints and how it ends. `wrap`: fold long lines to the terminal width
+    (never JSON or an export, which are read by programs)."""
+
+    text: str
+    status: int = EXIT_OK
+    wrap: bool = True
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # one line, exit 2 (no usage block)
-        self.exit(EXIT_USAGE, f"llmsizer: error: {message}\n")
+        # "argument -o/--output-file: =X is not allowed" -> "--output-file=X is not allowed"
+        message = re.sub(r"^argument ([^:]+): =",
+                         lambda m: m.group(1).split("/")[-1] + "=", message)
+        self.exit(EXIT_USAGE, f"llmsizer: error: {' '.join(message.split())}\n")
 
 
-def _positive_int(field: str):  # type: ignore[no-untyped-def]
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Help that states the default each flag takes (unless its help says it already)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (default not in (None, False, "", argparse.SUPPRESS) and "default" not in text
+                and action.option_strings and action.nargs != 0):
+            text += f" (default: {default})"
+        return text
+
+
+def _refuse(text: str, allowed: str) -> argparse.ArgumentTypeError:
+    shown = text if len(text) <= 40 else text[:37] + "..."
+    if not shown or not shown.isprintable() or " " in shown:
+        shown = repr(shown)
+    return argparse.ArgumentTypeError(f"={shown} is not allowed: {allowed}")
+
+
+def arg_int(low: int = 1, high: int = MAX_BATCH) -> Callable[[str], int]:
+    """An integer flag in [low, high]."""
+    allowed = (f"a positive integer up to {high:,}" if low == 1 else
+               f"an integer from {low:,} to {high:,}")
+
     def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{field}={text!r}: expected a positive integer") \
-                from None
-        if v < 1:
-            raise argparse.ArgumentTypeError(f"{field}={v}: expected a positive integer")
+        t = text.strip().replace("_", "")
+        if not (t.isascii() and t.lstrip("+-").isdigit()) or len(t) > 30:
+            raise _refuse(text, allowed)
+        v = int(t)
+        if not low <= v <= high:
+            raise _refuse(text, allowed)
         return v
 
     return parse
 
 
+def arg_length(low: int = 1, high: int = MAX_LENGTH) -> Callable[[str], int]:
+    """A length in tokens with binary k/M suffixes: 4k = 4,096, 128k = 131,072."""
+    from llmsizer.units import parse_length
+
+    allowed = (f"a number of tokens from {low:,} to {high:,} (suffixes k = 1,024 and "
+               "M = 1,048,576: 4k, 128k)")
+
+    def parse(text: str) -> int:
+        try:
+            v = parse_length(text)
+        except SpecError:
+            raise _refuse(text, allowed) from None
+        if not low <= v <= high:
+            raise _refuse(text, allowed)
+        return v
+
+    return parse
+
+
+def arg_float(low: float, high: float, *, low_open: bool = False, high_open: bool = False,
+              what: str = "a number") -> Callable[[str], float]:
+    """A finite number in the interval (low/high open or closed)."""
+    lo, hi = "(" if low_open else "[", ")" if high_open else "]"
+    allowed = f"{what} in {lo}{low:g}, {high:g}{hi}"
+
+    def parse(text: str) -> float:
+        try:
+            v = float(text.strip().replace("_", ""))
+        except ValueError:
+            raise _refuse(text, allowed) from None
+        if (not math.isfinite(v) or v < low or v > high or (low_open and v == low)
+                or (high_open and v == high)):
+            raise _refuse(text, allowed)
+        return v
+
+    return parse
+
+
+def arg_count(high: float = MAX_TOKENS) -> Callable[[str], float]:
+    """A positive count with decimal suffixes: 15T, 6.4M, 1e9."""
+    from llmsizer.units import parse_count
+
+    allowed = f"a positive number up to {high:g}, with an optional suffix k, M, B/G, T (e.g. 15T)"
+
+    def parse(text: str) -> float:
+        try:
+            v = parse_count(text)
+        except SpecError:
+            raise _refuse(text, allowed) from None
+        if not 0 < v <= high:
+            raise _refuse(text, allowed)
+        return v
+
+    return parse
+
+
+def _positive_int(field: str, high: int = MAX_BATCH):  # type: ignore[no-untyped-def]
+    """The positive-integer flag type the command modules are handed (kept for their API)."""
+    return arg_int(1, high)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="llmsizer", description="Exact, explained and verified sizing of "
-                "transformer models: parameters, FLOPs, memory, time.")
+                "transformer models: parameters, FLOPs, memory, time.", epilog=EXIT_STATUS_HELP,
+                formatter_class=_HelpFormatter)
     from llmsizer import __version__
 
     p.add_argument("--version", action="version", version=f"llmsizer {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    _add = sub.add_parser
+
+    def add_parser(name: str, **kw: Any) -> argparse.ArgumentParser:
+        kw.setdefault("formatter_class", _HelpFormatter)
+        kw.setdefault("epilog", EXIT_STATUS_HELP)
+        return _add(name, **kw)  # type: ignore[no-any-return]
+
+    sub.add_parser = add_parser  # type: ignore[method-assign]
 
     m = sub.add_parser("models", help="list the model catalog",
                        description="List the catalog's models with their shapes and exact sizes.")
@@ -61,9 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Exact parameter count (total, active, per component, per device) of a "
         "catalog model or a Hugging Face config.json, beside the classic approximations.")
     pa.add_argument("model", help="catalog name, alias, HF repo id, or path to a config.json")
-    pa.add_argument("--tp", type=_positive_int("tp"), default=1, help="tensor-parallel size")
-    pa.add_argument("--pp", type=_positive_int("pp"), default=1, help="pipeline-parallel size")
-    pa.add_argument("--ep", type=_positive_int("ep"), default=1, help="expert-parallel size")
+    pa.add_argument("--tp", type=arg_int(1, MAX_PARALLEL), default=1,
+                    help="tensor-parallel size")
+    pa.add_argument("--pp", type=arg_int(1, MAX_PARALLEL), default=1,
+                    help="pipeline-parallel size")
+    pa.add_argument("--ep", type=arg_int(1, MAX_PARALLEL), default=1,
+                    help="expert-parallel size")
     pa.add_argument("--json", action="store_true", help="print one JSON object")
     pa.add_argument("--explain", action="store_true",
                     help="print every number as its formula with values and source")
@@ -172,35 +302,84 @@ LAZY_COMMANDS = {
 }
 
 
-def _lazy(command: str) -> Callable[[argparse.Namespace], str]:
+def _lazy(command: str) -> Callable[[argparse.Namespace], str | Outcome]:
     module, function = LAZY_COMMANDS[command]
 
-    def run(args: argparse.Namespace) -> str:
+    def run(args: argparse.Namespace) -> str | Outcome:
         return getattr(importlib.import_module(module), function)(args)  # type: ignore[no-any-return]
 
     return run
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], str]] = {
+COMMANDS: dict[str, Callable[[argparse.Namespace], str | Outcome]] = {
     "models": cmd_models, "gpus": cmd_gpus, "params": cmd_params,
     **{name: _lazy(name) for name in LAZY_COMMANDS},
 }
 
 
+# Internal field names a SpecError may carry, as the user wrote them.
+USER_NAMES = {
+    "matmul_ceiling": "--matmul-efficiency", "memory_ceiling": "--memory-efficiency",
+    "comm_efficiency": "--comm-efficiency", "grad_accum": "--global-batch (gradient "
+    "accumulation = global batch / (micro-batch · dp))", "virtual_stages": "--schedule",
+    "num_layers": "the model's layer count (num_hidden_layers)", "dtype": "--precision/--weights",
+    "offload_device": "--offload-device", "sequence_parallel": "--sequence-parallel",
+}
+
+
+def _flags_of(parser: argparse.ArgumentParser, command: str) -> set[str]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return set(action.choices[command]._option_string_actions)
+    return set()
+
+
+def user_message(e: LlmsizerError, flags: set[str]) -> str:
+    """The error as one line, naming the user's flag rather than an internal field."""
+    if not isinstance(e, SpecError):
+        return " ".join(str(e).split())
+    name = USER_NAMES.get(e.field)
+    flag = "--" + e.field.replace("_", "-")
+    if name is None and flag in flags:
+        name = flag
+    if name is None:
+        return " ".join(str(e).split())
+    value = e.value if not isinstance(e.value, str) else e.value[:60]
+    text = f"{name}={value!r} is not allowed: {e.allowed}"
+    if e.hint:
+        text += f" ({e.hint})"
+    return " ".join(text.split())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version, or a refused flag (already printed)
+        return e.code if isinstance(e.code, int) else EXIT_USAGE
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
     try:
         out = COMMANDS[args.command](args)
     except LlmsizerError as e:
-        print(f"llmsizer: error: {e}", file=sys.stderr)
+        print(f"llmsizer: error: {user_message(e, _flags_of(parser, args.command))}",
+              file=sys.stderr)
         return EXIT_USAGE
+    except ImpossibleResultError as e:
+        print(f"llmsizer: internal check failed: {' '.join(str(e).split())} (a bug in llmsizer; "
+              "please report it with the command line)", file=sys.stderr)
+        return EXIT_IMPOSSIBLE
+    if isinstance(out, str):
+        out = Outcome(out)
+    text = out.text
+    if out.wrap and not getattr(args, "json", False):
+        from llmsizer.report import fit_width, output_width
+
+        text = fit_width(text, output_width())
     with contextlib.suppress(BrokenPipeError):  # `llmsizer models | head`
-        print(out)
-    return 0
+        print(text)
+    return out.status
 
 
 if __name__ == "__main__":

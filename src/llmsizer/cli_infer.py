@@ -11,32 +11,43 @@ from llmsizer.units import format_bytes
 
 
 def add_parser(sub: Any, positive_int: Any) -> None:
+    from llmsizer.cli import MAX_LENGTH, MAX_PARALLEL, arg_float, arg_int, arg_length
+
     p = sub.add_parser(
         "infer", help="serving: memory, TTFT, TPOT, throughput, max concurrency",
         description="Weights and KV cache per device, per-op roofline of prefill and decode, "
-        "TTFT/TPOT/end-to-end latency, throughput and the largest batch that fits.")
+        "TTFT/TPOT/end-to-end latency, throughput and the largest batch that fits. Exits 3 when "
+        "the batch does not fit in memory.")
     p.add_argument("model", help="catalog name, alias, HF repo id, or path to a config.json")
     p.add_argument("--gpu", required=True, help="accelerator name/alias or JSON file")
-    p.add_argument("--tp", type=positive_int("tp"), default=1)
-    p.add_argument("--pp", type=positive_int("pp"), default=1)
-    p.add_argument("--batch", type=positive_int("batch"), default=1, help="concurrent requests")
-    p.add_argument("--prompt", type=positive_int("prompt"), default=1024, help="prompt tokens")
-    p.add_argument("--output", type=positive_int("output"), default=256, help="output tokens")
-    p.add_argument("--max-seq", type=positive_int("max-seq"),
-                   help="max tokens per request for concurrency (default prompt + output)")
+    p.add_argument("--tp", type=arg_int(1, MAX_PARALLEL), default=1, help="tensor-parallel size")
+    p.add_argument("--pp", type=arg_int(1, MAX_PARALLEL), default=1,
+                   help="pipeline-parallel size")
+    p.add_argument("--batch", type=arg_int(1, 2**20), default=1, help="concurrent requests")
+    p.add_argument("--prompt", type=arg_length(1, MAX_LENGTH), default=1024,
+                   help="prompt tokens (4k = 4096)")
+    p.add_argument("--output", type=arg_length(1, MAX_LENGTH), default=256,
+                   help="output tokens (1k = 1024)")
+    p.add_argument("--max-seq", type=arg_length(1, MAX_LENGTH),
+                   help="max tokens per request for concurrency (default: prompt + output)")
+    p.add_argument("--allow-long-context", action="store_true",
+                   help="size a request beyond the model's position limit anyway")
     p.add_argument("--weights", default="bf16", help="bf16, fp16, fp8, int8, int4, fp32")
     p.add_argument("--kv-dtype", default="bf16", help="bf16, fp16, fp8, int8, int4, fp32")
-    p.add_argument("--mem-util", type=float, default=0.9,
+    p.add_argument("--mem-util", type=arg_float(0, 1, low_open=True, what="a fraction"),
+                   default=0.9,
                    help="fraction of device memory usable, like vLLM's --gpu-memory-utilization")
-    p.add_argument("--block-size", type=int, default=16, help="paged KV block (0: exact)")
-    p.add_argument("--overhead", help="runtime overhead per device, e.g. 1GiB (default)")
+    p.add_argument("--block-size", type=arg_int(0, 2**16), default=16,
+                   help="paged KV block in tokens (0: exact)")
+    p.add_argument("--overhead", help="runtime overhead per device, e.g. 1GiB (default: 1GiB)")
     p.add_argument("--unfused-attention", action="store_true",
                    help="attention scores go through memory (no flash kernel)")
-    p.add_argument("--gpus-per-node", type=positive_int("gpus-per-node"), default=8)
+    p.add_argument("--gpus-per-node", type=arg_int(1, 1024), default=8, help="GPUs per node")
     p.add_argument("--sweep", action="store_true", help="latency/throughput per batch size")
     p.add_argument("--calibration", help="efficiency calibration file (llmsizer calibrate)")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--explain", action="store_true")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--explain", action="store_true",
+                   help="every number as its formula with values and source")
 
 
 def build(args: argparse.Namespace) -> tuple[Any, ...]:
@@ -45,13 +56,19 @@ def build(args: argparse.Namespace) -> tuple[Any, ...]:
     from llmsizer.specs.precision import kv_dtype_bytes, weight_format
     from llmsizer.units import parse_bytes
 
+    from llmsizer.cli_train import check_positions
+
     spec = get_model(args.model)
     acc = get_accelerator(args.gpu)
-    if args.block_size < 0:
-        raise SpecError("block-size", args.block_size, "0 (exact) or a positive block size")
+    check_positions(spec, args.model, args.prompt + args.output, "prompt+output",
+                    args.allow_long_context)
+    if args.max_seq is not None:
+        check_positions(spec, args.model, args.max_seq, "max-seq", args.allow_long_context)
     kw: dict[str, Any] = {}
     if args.overhead:
         kw["runtime_overhead"] = parse_bytes(args.overhead, "overhead")
+        if not 0 <= kw["runtime_overhead"] <= 2**50:
+            raise SpecError("overhead", args.overhead, "a size from 0 to 1PiB")
     weights = weight_format(args.weights)
     cfg = ServingConfig(tp=args.tp, pp=args.pp, weights=weights,
                         kv_dtype_bytes=kv_dtype_bytes(args.kv_dtype), mem_util=args.mem_util,
@@ -97,30 +114,33 @@ def fit_suggestions(spec: Any, acc: Any, cfg: Any, batch: int, max_seq: int) -> 
     return out[:5]
 
 
-def run(args: argparse.Namespace) -> str:
+def run(args: argparse.Namespace) -> Any:
     from llmsizer.analysis.efficiency import Efficiency
     from llmsizer.analysis.inference import compute_bound_batch, serve
+    from llmsizer.cli import EXIT_DOES_NOT_FIT, Outcome
     from llmsizer.report import dumps
-    from llmsizer.report_inference import inference_json, inference_text
+    from llmsizer.report_inference import check_serving, inference_json, inference_text
 
     spec, acc, cfg = build(args)
     eff = Efficiency.for_accelerator(acc, args.calibration, workload="serving")
     result = serve(spec, acc, cfg, batch=args.batch, prompt=args.prompt, output=args.output,
                    max_seq=args.max_seq, gpus_per_node=args.gpus_per_node, eff=eff)
+    check_serving(result)
     sweep = []
     if args.sweep:
         b = 1
-        limit = max(1, result.max_concurrency)
+        limit = max(1, min(result.max_concurrency, 2**20))  # doubling: at most 21 points
         while b <= limit:
             r = serve(spec, acc, cfg, batch=b, prompt=args.prompt, output=args.output,
                       max_seq=args.max_seq, gpus_per_node=args.gpus_per_node, eff=eff)
+            check_serving(r)
             sweep.append(r)
             b *= 2
     turn = compute_bound_batch(spec, acc, cfg, args.prompt + max(1, args.output // 2), eff)
     data = inference_json(result, sweep, turn, args.explain)
     if not result.fits:
         data["suggestions"] = fit_suggestions(spec, acc, cfg, args.batch, result.max_seq)
+    status = 0 if result.fits else EXIT_DOES_NOT_FIT
     if args.json:
-        return dumps(data)
-    return inference_text(result, data, sweep, args.explain)
-
+        return Outcome(dumps(data), status, wrap=False)
+    return Outcome(inference_text(result, data, sweep, args.explain), status)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from typing import Any
@@ -13,54 +14,97 @@ from llmsizer.units import format_bytes, format_seconds
 
 
 def add_parsers(sub: Any, positive_int: Any) -> None:
+    from llmsizer.cli import MAX_GPUS, MAX_LENGTH, MAX_PLAN_GPUS, arg_count, arg_float, arg_int, \
+        arg_length
+
     p = sub.add_parser(
         "plan", help="search the fastest training layout for a cluster and export it",
         description="Enumerate dp × tp × pp × cp × ep × ZeRO × offload × recompute × micro-batch × "
         "schedule, keep what fits memory with a margin, rank by step time (ties by simplicity: "
-        "no ZeRO before ZeRO-1 before 2 before 3, no offload, less recomputation).")
-    p.add_argument("model")
-    p.add_argument("--gpu", required=True)
-    p.add_argument("--gpus", type=positive_int("gpus"), required=True)
-    p.add_argument("--gpus-per-node", type=positive_int("gpus-per-node"), default=8)
-    p.add_argument("--seq", type=positive_int("seq"), required=True)
+        "no ZeRO before ZeRO-1 before 2 before 3, no offload, less recomputation). Exits 3 when "
+        "no layout fits.")
+    p.add_argument("model", help="catalog name, alias, HF repo id, or path to a config.json")
+    p.add_argument("--gpu", required=True, help="accelerator name/alias or JSON file")
+    p.add_argument("--gpus", type=arg_int(1, MAX_PLAN_GPUS), required=True,
+                   help=f"number of GPUs (at most {MAX_PLAN_GPUS:,}: the search enumerates "
+                   "their divisors)")
+    p.add_argument("--gpus-per-node", type=arg_int(1, 1024), default=8, help="GPUs per node")
+    p.add_argument("--seq", type=arg_length(1, MAX_LENGTH), required=True,
+                   help="sequence length in tokens (4k = 4096)")
+    p.add_argument("--allow-long-context", action="store_true",
+                   help="plan a --seq beyond the model's position limit anyway")
     g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--global-batch", type=positive_int("global-batch"), help="sequences per step")
-    g.add_argument("--global-batch-tokens", help="tokens per step, e.g. 4M")
-    p.add_argument("--tokens", help="training tokens (for time-to-train and cost)")
-    p.add_argument("--top", type=positive_int("top"), default=10)
-    p.add_argument("--objective", default="time", help="time (default), cost or memory")
-    p.add_argument("--margin", type=float, default=0.05,
-                   help="fraction of device memory kept free (0.05)")
-    p.add_argument("--precision", default="mixed")
-    p.add_argument("--optimizer", default="adam")
-    p.add_argument("--price", type=float, help="price per GPU-hour")
-    p.add_argument("--allow-cross-node-tp", action="store_true")
+    g.add_argument("--global-batch", type=arg_int(1, 2**24), help="sequences per step")
+    g.add_argument("--global-batch-tokens",
+                   help="tokens per step, e.g. 4M (binary millions when the decimal reading is "
+                   "not a multiple of --seq)")
+    p.add_argument("--tokens", type=arg_count(), help="training tokens (for time-to-train and cost)")
+    p.add_argument("--top", type=arg_int(1, 1000), default=10, help="layouts to show")
+    p.add_argument("--objective", default="time", help="time, cost or memory")
+    p.add_argument("--margin", type=arg_float(0, 1, high_open=True, what="a fraction"),
+                   default=0.05, help="fraction of device memory kept free")
+    p.add_argument("--precision", default="mixed",
+                   help="mixed (bf16 + fp32 master), mixed-fp16, mixed-fp32-grads, bf16, fp32")
+    p.add_argument("--optimizer", default="adam", help="adam, adamw, adam-8bit, sgd, sgd-momentum")
+    p.add_argument("--price", type=arg_float(0, 1e6, what="a price per GPU-hour"),
+                   help="price per GPU-hour (in --currency)")
+    p.add_argument("--currency", default="USD", help="currency of --price")
+    p.add_argument("--allow-cross-node-tp", action="store_true",
+                   help="let tensor parallelism span nodes")
     p.add_argument("--no-offload", action="store_true", help="do not consider CPU offload")
     p.add_argument("--calibration", help="efficiency calibration file (llmsizer calibrate)")
-    p.add_argument("--export", help="deepspeed, megatron, torchrun (of the best layout)")
-    p.add_argument("-o", "--output-file", help="write the export here instead of stdout")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--export", help="deepspeed, megatron or torchrun (of the best layout)")
+    p.add_argument("-o", "--output-file", help="with --export: write the export here")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object (with --export: the export inside it)")
 
     s = sub.add_parser(
         "plan-serve", help="search the serving layout with the most throughput per GPU",
         description="TP × PP × replicas × batch limit that maximises output tokens/s per GPU "
-        "under TTFT and TPOT objectives.")
-    s.add_argument("model")
-    s.add_argument("--gpu", required=True)
-    s.add_argument("--gpus", type=positive_int("gpus"), required=True)
-    s.add_argument("--gpus-per-node", type=positive_int("gpus-per-node"), default=8)
-    s.add_argument("--prompt", type=positive_int("prompt"), required=True)
-    s.add_argument("--output", type=positive_int("output"), required=True)
-    s.add_argument("--ttft-slo", help="e.g. 0.5s or 500ms")
-    s.add_argument("--tpot-slo", help="e.g. 50ms")
-    s.add_argument("--weights", default="bf16")
-    s.add_argument("--kv-dtype", default="bf16")
-    s.add_argument("--mem-util", type=float, default=0.9)
-    s.add_argument("--top", type=positive_int("top"), default=5)
+        "under TTFT and TPOT objectives. Exits 3 when no layout fits or meets them.")
+    s.add_argument("model", help="catalog name, alias, HF repo id, or path to a config.json")
+    s.add_argument("--gpu", required=True, help="accelerator name/alias or JSON file")
+    s.add_argument("--gpus", type=arg_int(1, MAX_GPUS), required=True, help="number of GPUs")
+    s.add_argument("--gpus-per-node", type=arg_int(1, 1024), default=8, help="GPUs per node")
+    s.add_argument("--prompt", type=arg_length(1, MAX_LENGTH), required=True,
+                   help="prompt tokens (4k = 4096)")
+    s.add_argument("--output", type=arg_length(1, MAX_LENGTH), required=True,
+                   help="output tokens")
+    s.add_argument("--allow-long-context", action="store_true",
+                   help="size a request beyond the model's position limit anyway")
+    s.add_argument("--ttft-slo", help="time-to-first-token objective, e.g. 0.5s or 500ms")
+    s.add_argument("--tpot-slo", help="time-per-output-token objective, e.g. 50ms")
+    s.add_argument("--weights", default="bf16", help="bf16, fp16, fp8, int8, int4, fp32")
+    s.add_argument("--kv-dtype", default="bf16", help="bf16, fp16, fp8, int8, int4, fp32")
+    s.add_argument("--mem-util", type=arg_float(0, 1, low_open=True, what="a fraction"),
+                   default=0.9, help="fraction of device memory usable")
+    s.add_argument("--top", type=arg_int(1, 1000), default=5, help="layouts to show")
     s.add_argument("--calibration", help="efficiency calibration file (llmsizer calibrate)")
-    s.add_argument("--export", help="vllm")
-    s.add_argument("-o", "--output-file")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--export", help="vllm (of the best layout)")
+    s.add_argument("-o", "--output-file", help="with --export: write the export here")
+    s.add_argument("--json", action="store_true",
+                   help="print one JSON object (with --export: the export inside it)")
+
+
+def check_export_flags(args: argparse.Namespace) -> None:
+    if args.output_file and not args.export:
+        raise SpecError("output-file", args.output_file, "given with --export (it writes the "
+                        "export; redirect stdout to save the report)")
+
+
+def emit_export(args: argparse.Namespace, kind: str, text: str, data: dict[str, Any]) -> Any:
+    """The export on stdout, or written to -o FILE; with --json, inside the JSON."""
+    from llmsizer.cli import Outcome
+    from llmsizer.report import dumps
+
+    if args.output_file:
+        write_text(args.output_file, text)
+    if args.json:
+        data["export"] = {"kind": kind, "file": args.output_file, "text": text}
+        return Outcome(dumps(data), wrap=False)
+    if args.output_file:
+        return f"wrote {args.output_file} ({kind})"
+    return Outcome(text, wrap=False)
 
 
 def write_text(path: str, text: str) -> None:
@@ -83,8 +127,8 @@ def parse_seconds(text: str, field: str) -> float:
             v = float(t)
     except ValueError:
         raise SpecError(field, text, "a duration such as 0.5s or 50ms") from None
-    if v <= 0:
-        raise SpecError(field, text, "a positive duration")
+    if not (math.isfinite(v) and 0 < v <= 86400):
+        raise SpecError(field, text, "a positive duration up to a day")
     return v
 
 
@@ -109,19 +153,20 @@ class _Progress:
             sys.stderr.write("\n")
 
 
-def run_plan(args: argparse.Namespace) -> str:
+def run_plan(args: argparse.Namespace) -> Any:
     from llmsizer.analysis import step
     from llmsizer.analysis.cluster import Cluster
     from llmsizer.analysis.efficiency import Efficiency
     from llmsizer.analysis.planner import SearchSpace, search
     from llmsizer.catalog import get_accelerator, get_model
+    from llmsizer.cli import EXIT_DOES_NOT_FIT, Outcome
+    from llmsizer.cli_train import check_positions, global_batch_sequences
     from llmsizer.specs.precision import optimizer, training_precision
-    from llmsizer.units import parse_count
 
+    check_export_flags(args)
     spec = get_model(args.model)
     acc = get_accelerator(args.gpu)
-    from llmsizer.cli_train import global_batch_sequences
-
+    check_positions(spec, args.model, args.seq, "seq", args.allow_long_context)
     global_batch = global_batch_sequences(args)
     assert global_batch is not None  # the parser requires one of the two
     precision = training_precision(args.precision)
@@ -134,23 +179,24 @@ def run_plan(args: argparse.Namespace) -> str:
     result = search(st, space, objective=args.objective, margin=args.margin, top=args.top,
                     progress=progress)
     progress.close()
-    train_tokens = parse_count(args.tokens, "tokens") if args.tokens else None
-    data = plan_json(result, global_batch, args.seq, args.gpus, train_tokens, args.price)
+    data = plan_json(result, global_batch, args.seq, args.gpus, args.tokens, args.price)
+    data = {"model": spec.name, "gpu": acc.name, "gpu_name": acc.display_name} | data
+    if args.price is not None:
+        data["currency"] = args.currency
+    status = 0 if result.ranked else EXIT_DOES_NOT_FIT
     if args.export:
         if not result.ranked:
             raise SpecError("export", args.export, "a plan that fits (none does)")
         text, warnings = export_training(args.export, spec, result.ranked[0].par, precision,
                                          args.seq, args.gpus_per_node)
         for w in warnings:
-            print(f"llmsizer: note: {w}", file=sys.stderr)
-        if not args.output_file:
-            return text
-        write_text(args.output_file, text)
+            print(f"llmsizer: note: {' '.join(w.split())}", file=sys.stderr)
+        return emit_export(args, args.export, text, data)
     if args.json:
         from llmsizer.report import dumps
 
-        return dumps(data)
-    return plan_text(spec.name, acc.display_name, data)
+        return Outcome(dumps(data), status, wrap=False)
+    return Outcome(plan_text(spec.name, acc.display_name, data), status)
 
 
 def export_training(kind: str, spec: Any, par: Any, precision: Any, seq: int,
@@ -256,8 +302,9 @@ def plan_text(model: str, gpu: str, d: dict[str, Any]) -> str:
     b = d["plans"][0]
     if "time_to_train_s" in b:
         lines.append(f"time to train: {format_seconds(b['time_to_train_s'])}, "
-                     f"{b['gpu_hours']:,.0f} GPU-hours" + (f", cost {b['cost']:,.0f}"
-                                                           if "cost" in b else ""))
+                     f"{b['gpu_hours']:,.0f} GPU-hours"
+                     + (f", cost {b['cost']:,.0f} {d.get('currency', '')}".rstrip()
+                        if "cost" in b else ""))
     if "nearest_misfit" in d:
         m = d["nearest_misfit"]
         lines.append(f"nearest faster layout that does not fit: {m['summary']} "
@@ -268,7 +315,7 @@ def plan_text(model: str, gpu: str, d: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run_plan_serve(args: argparse.Namespace) -> str:
+def run_plan_serve(args: argparse.Namespace) -> Any:
     from llmsizer.analysis.efficiency import Efficiency
     from llmsizer.analysis.inference import ServingConfig, max_concurrency, serve
     from llmsizer.analysis.params import validate_parallel
@@ -276,8 +323,14 @@ def run_plan_serve(args: argparse.Namespace) -> str:
     from llmsizer.report import dumps, table
     from llmsizer.specs.precision import kv_dtype_bytes, weight_format
 
+    from llmsizer.cli import EXIT_DOES_NOT_FIT, Outcome
+    from llmsizer.cli_train import check_positions
+
+    check_export_flags(args)
     spec = get_model(args.model)
     acc = get_accelerator(args.gpu)
+    check_positions(spec, args.model, args.prompt + args.output, "prompt+output",
+                    args.allow_long_context)
     ttft_slo = parse_seconds(args.ttft_slo, "ttft-slo") if args.ttft_slo else None
     tpot_slo = parse_seconds(args.tpot_slo, "tpot-slo") if args.tpot_slo else None
     from llmsizer.cli_infer import check_compute_dtype
@@ -316,8 +369,11 @@ def run_plan_serve(args: argparse.Namespace) -> str:
                                   "memory_bytes_per_device": r.memory.total})
                 b *= 2
     found.sort(key=lambda x: (-x["tokens_per_s_per_gpu"], x["tp"] * x["pp"]))
-    data = {"evaluated": evaluated, "plans": found[: args.top], "ttft_slo_s": ttft_slo,
-            "tpot_slo_s": tpot_slo, "prompt": args.prompt, "output": args.output}
+    data = {"model": spec.name, "gpu": acc.name, "gpu_name": acc.display_name,
+            "gpus": args.gpus, "evaluated": evaluated, "plans": found[: args.top],
+            "ttft_slo_s": ttft_slo, "tpot_slo_s": tpot_slo, "prompt": args.prompt,
+            "output": args.output}
+    status = 0 if found else EXIT_DOES_NOT_FIT
     if args.export:
         if args.export != "vllm":
             raise SpecError("export", args.export, "vllm")
@@ -329,20 +385,18 @@ def run_plan_serve(args: argparse.Namespace) -> str:
         cfg = ServingConfig(tp=best["tp"], pp=best["pp"], weights=weights, kv_dtype_bytes=kv,
                             mem_util=args.mem_util)
         text = vllm_args(args.model, cfg, best["max_num_seqs"], max_seq)
-        if not args.output_file:
-            return text
-        write_text(args.output_file, text)
+        return emit_export(args, "vllm", text, data)
     if args.json:
-        return dumps(data)
+        return Outcome(dumps(data), status, wrap=False)
     if not found:
         if not evaluated:
-            return (f"nothing fits: no tp × pp that divides {args.gpus} GPUs holds {spec.name} "
+            return Outcome(f"nothing fits: no tp × pp that divides {args.gpus} GPUs holds {spec.name} "
                     f"with a {max_seq}-token request on {acc.display_name} (try more GPUs, "
-                    "--weights int8/int4 or --kv-dtype fp8)")
+                    "--weights int8/int4 or --kv-dtype fp8)", status)
         slos = ", ".join(x for x in (f"TTFT ≤ {args.ttft_slo}" if args.ttft_slo else "",
                                      f"TPOT ≤ {args.tpot_slo}" if args.tpot_slo else "") if x)
-        return (f"no layout of {args.gpus}× {acc.display_name} meets the objectives ({slos}); "
-                f"{evaluated} evaluated")
+        return Outcome(f"no layout of {args.gpus}× {acc.display_name} meets the objectives "
+                       f"({slos}); {evaluated} evaluated", status)
     rows = [(i, f"tp={p['tp']} pp={p['pp']} × {p['replicas']} replicas", p["max_num_seqs"],
              format_seconds(p["ttft_s"]), format_seconds(p["tpot_s"]),
              f"{p['tokens_per_s_per_gpu']:,.0f}", f"{p['throughput_tokens_per_s']:,.0f}")

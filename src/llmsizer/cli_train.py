@@ -9,83 +9,158 @@ from typing import Any
 from llmsizer.errors import SpecError
 
 
+def _packaged_training_default() -> dict[str, Any]:
+    """The packaged training factors (for --help: the defaults actually used)."""
+    import json
+    from importlib import resources
+
+    text = resources.files("llmsizer.catalog").joinpath("data", "efficiency.json").read_text(
+        "utf-8")
+    return json.loads(text)["training"]["default"]  # type: ignore[no-any-return]
+
+
 def add_parser(sub: Any, positive_int: Any) -> None:
+    from llmsizer.cli import (
+        MAX_GPUS,
+        MAX_LENGTH,
+        MAX_MICRO_BATCH,
+        MAX_PARALLEL,
+        arg_count,
+        arg_float,
+        arg_int,
+        arg_length,
+    )
+
+    d = _packaged_training_default()
     t = sub.add_parser(
         "train", help="training memory, FLOPs, step time, MFU and time-to-train",
         description="Memory per device, FLOPs, step time, throughput, MFU/HFU and time-to-train "
         "of a training run; or, given a measurement (--gpu-hours, --step-time, --tokens-per-s), "
-        "the MFU it achieved.")
+        "the MFU it achieved. Exits 3 when the run does not fit in memory.")
     t.add_argument("model", help="catalog name, alias, HF repo id, or path to a config.json")
     t.add_argument("--gpu", required=True, help="accelerator name/alias or JSON file")
-    t.add_argument("--gpus", type=positive_int("gpus"), help="number of GPUs (default: one node)")
-    t.add_argument("--gpus-per-node", type=positive_int("gpus-per-node"), default=8)
-    t.add_argument("--tokens", help="training tokens, e.g. 15T (for time-to-train)")
-    t.add_argument("--seq", type=positive_int("seq"), default=4096, help="sequence length (4096)")
+    t.add_argument("--gpus", type=arg_int(1, MAX_GPUS),
+                   help="number of GPUs (default: one node, --gpus-per-node)")
+    t.add_argument("--gpus-per-node", type=arg_int(1, 1024), default=8, help="GPUs per node")
+    t.add_argument("--tokens", type=arg_count(), help="training tokens, e.g. 15T (for time-to-train)")
+    t.add_argument("--seq", type=arg_length(1, MAX_LENGTH), default=4096,
+                   help="sequence length in tokens (4k = 4096)")
+    t.add_argument("--allow-long-context", action="store_true",
+                   help="size a --seq beyond the model's position limit anyway")
     g = t.add_mutually_exclusive_group()
-    g.add_argument("--global-batch", type=positive_int("global-batch"), help="sequences per step")
-    g.add_argument("--global-batch-tokens", help="tokens per step, e.g. 4M")
-    t.add_argument("--micro-batch", type=positive_int("micro-batch"), default=1)
-    for name in ("tp", "pp", "cp", "ep"):
-        t.add_argument(f"--{name}", type=positive_int(name), default=1,
-                       help=f"{name.upper()} size (1)")
+    g.add_argument("--global-batch", type=arg_int(1, 2**24),
+                   help="sequences per step (default: micro-batch · dp · accumulation, which is "
+                   "1 without pipelining and 4·pp with it)")
+    g.add_argument("--global-batch-tokens",
+                   help="tokens per step, e.g. 4M (binary millions when the decimal reading is "
+                   "not a multiple of --seq)")
+    t.add_argument("--micro-batch", type=arg_int(1, MAX_MICRO_BATCH), default=1,
+                   help="sequences per micro-batch per device")
+    for name, what in (("tp", "tensor"), ("pp", "pipeline"), ("cp", "context"),
+                       ("ep", "expert")):
+        t.add_argument(f"--{name}", type=arg_int(1, MAX_PARALLEL), default=1,
+                       help=f"{what}-parallel size")
     t.add_argument("--zero", default="0", help="ZeRO stage 0-3 (or FSDP name: full_shard, "
                    "shard_grad_op, no_shard)")
-    t.add_argument("--offload", default="", help="optimizer, params or optimizer,params")
+    t.add_argument("--offload", default="", help="optimizer, params or optimizer,params "
+                   "(default: none)")
     t.add_argument("--offload-device", default="cpu", help="cpu or nvme")
     t.add_argument("--recompute", default="none", help="none, selective or full")
-    t.add_argument("--sequence-parallel", action="store_true")
+    t.add_argument("--sequence-parallel", action="store_true",
+                   help="shard norms and dropout over the tensor-parallel group (Megatron)")
     t.add_argument("--schedule", default="1f1b", help="gpipe, 1f1b or interleaved:V")
     t.add_argument("--precision", default="mixed",
-                   help="mixed (bf16 + fp32 master, default), mixed-fp16, mixed-fp32-grads, "
-                   "bf16, fp32")
+                   help="mixed (bf16 + fp32 master), mixed-fp16, mixed-fp32-grads, bf16, fp32")
     t.add_argument("--optimizer", default="adam", help="adam, adamw, adam-8bit, sgd, sgd-momentum")
-    t.add_argument("--activations", default="megatron", help="megatron (default)")
-    t.add_argument("--attention", default="flash", help="flash (default) or eager kernels")
+    t.add_argument("--activations", default="megatron", help="activation-memory convention")
+    t.add_argument("--attention", default="flash", help="flash or eager kernels")
     t.add_argument("--mfu-attention", default="dense",
                    help="attention convention of the MFU numerator: dense (PaLM, Megatron) or causal")
-    t.add_argument("--overhead", help="framework overhead per device, e.g. 1GiB (default 1 GiB)")
-    t.add_argument("--price", type=float, help="price per GPU-hour, for the cost")
-    t.add_argument("--matmul-efficiency", type=float, help="ceiling fraction of peak (0.8)")
-    t.add_argument("--memory-efficiency", type=float, help="fraction of HBM bandwidth (0.85)")
-    t.add_argument("--comm-efficiency", type=float, help="fraction of link bandwidth (0.8)")
-    t.add_argument("--inter-node-gbps", type=float, default=400.0,
-                   help="inter-node network per GPU in Gb/s (400)")
+    t.add_argument("--overhead", help="framework overhead per device, e.g. 1GiB (default: 1GiB)")
+    t.add_argument("--price", type=arg_float(0, 1e6, what="a price per GPU-hour"),
+                   help="price per GPU-hour, for the cost (in --currency)")
+    t.add_argument("--currency", default="USD", help="currency of --price")
+    t.add_argument("--matmul-efficiency", type=arg_float(0, 1, low_open=True, what="a fraction"),
+                   help="ceiling fraction of peak for matrix products (default: calibrated per "
+                   f"GPU, {d['matmul_ceiling']:g} where not)")
+    t.add_argument("--memory-efficiency", type=arg_float(0, 1, low_open=True, what="a fraction"),
+                   help="fraction of HBM bandwidth reached (default: calibrated per GPU, "
+                   f"{d['memory_ceiling']:g} where not)")
+    t.add_argument("--comm-efficiency", type=arg_float(0, 1, low_open=True, what="a fraction"),
+                   help="fraction of intra-node link bandwidth reached (default: calibrated, "
+                   f"{d['comm_efficiency']:g})")
+    t.add_argument("--inter-node-gbps", type=arg_float(0, 1e6, low_open=True, what="Gb/s"),
+                   default=400.0, help="inter-node network per GPU in Gb/s")
     t.add_argument("--calibration", help="efficiency calibration file (llmsizer calibrate)")
     t.add_argument("--no-dp-overlap", action="store_true",
                    help="do not hide gradient reduction behind the backward pass")
     m = t.add_mutually_exclusive_group()
-    m.add_argument("--gpu-hours", help="measured GPU-hours (with --tokens): achieved MFU")
-    m.add_argument("--step-time", type=float, help="measured seconds per step: achieved MFU")
-    m.add_argument("--tokens-per-s", help="measured tokens/s of the whole run: achieved MFU")
-    t.add_argument("--json", action="store_true")
-    t.add_argument("--explain", action="store_true")
+    m.add_argument("--gpu-hours", type=arg_count(1e15),
+                   help="measured GPU-hours (with --tokens): achieved MFU")
+    m.add_argument("--step-time", type=arg_float(0, 1e7, low_open=True, what="seconds"),
+                   help="measured seconds per step: achieved MFU")
+    m.add_argument("--tokens-per-s", type=arg_count(1e15),
+                   help="measured tokens/s of the whole run: achieved MFU")
+    t.add_argument("--json", action="store_true", help="print one JSON object")
+    t.add_argument("--explain", action="store_true",
+                   help="every number as its formula with values and source")
 
 
 def _zero(text: str) -> int:
     from llmsizer.specs.parallel import ZERO_FSDP_NAMES
 
-    key = text.lower()
+    key = text.strip().lower()
     if key in ZERO_FSDP_NAMES:
         return ZERO_FSDP_NAMES[key]
-    if key.isdigit():
+    if key in ("0", "1", "2", "3"):
         return int(key)
     raise SpecError("zero", text, "0, 1, 2, 3 or an FSDP name (no_shard, shard_grad_op, "
                     "full_shard)")
 
 
 def global_batch_sequences(args: argparse.Namespace) -> int | None:
-    """--global-batch (sequences) or --global-batch-tokens (a multiple of --seq)."""
-    from llmsizer.units import parse_count
+    """--global-batch (sequences) or --global-batch-tokens (a multiple of --seq).
+
+    "16M" is 16,000,000 tokens when that is a multiple of --seq, else the papers' binary
+    16·2^20 = 16,777,216 when that is; the reading taken is noted on stderr."""
+    from llmsizer.units import count_readings
 
     if not args.global_batch_tokens:
         return args.global_batch  # type: ignore[no-any-return]
-    tokens = parse_count(args.global_batch_tokens, "global-batch-tokens")
-    below = int(tokens // args.seq)
-    if tokens % args.seq:
-        raise SpecError("global-batch-tokens", args.global_batch_tokens,
-                        f"a multiple of seq ({args.seq}), e.g. {below * args.seq:,} or "
-                        f"{(below + 1) * args.seq:,} ({below} or {below + 1} sequences)")
-    return below
+    text = args.global_batch_tokens
+    decimal, binary = count_readings(text, "global-batch-tokens")
+    if not 0 < decimal <= 2**40:
+        raise SpecError("global-batch-tokens", text, "a positive number of tokens up to 2^40")
+    for tokens, reading in ((decimal, "decimal"), (binary, "binary")):
+        if tokens is not None and tokens == int(tokens) and int(tokens) % args.seq == 0:
+            if binary is not None and binary != decimal:
+                why = (f" (the decimal {int(decimal):,} is not a multiple of --seq {args.seq})"
+                       if reading == "binary" else "")
+                note(f"--global-batch-tokens {text} read as {reading} {int(tokens):,} tokens = "
+                     f"{int(tokens) // args.seq:,} sequences of {args.seq}{why}")
+            return int(tokens) // args.seq
+    below = int(decimal // args.seq)
+    raise SpecError("global-batch-tokens", text,
+                    f"a multiple of seq ({args.seq}) in its decimal or binary reading, e.g. "
+                    f"{below * args.seq:,} or {(below + 1) * args.seq:,} ({below} or {below + 1} "
+                    "sequences)")
+
+
+def note(text: str) -> None:
+    """A one-line note on stderr (what was assumed), never mixed into stdout."""
+    import sys
+
+    print(f"llmsizer: note: {text}", file=sys.stderr)
+
+
+def check_positions(spec: Any, model: str, tokens: int, what: str, allow: bool) -> None:
+    """Refuse a sequence longer than the model's positions unless --allow-long-context."""
+    from llmsizer.catalog import position_limit
+
+    limit, how = position_limit(model, spec)
+    if tokens > limit and not allow:
+        raise SpecError(what, tokens, f"at most {spec.name}'s {limit:,} positions ({how}); "
+                        "--allow-long-context sizes it anyway")
 
 
 def build(args: argparse.Namespace) -> tuple[Any, ...]:
@@ -94,10 +169,11 @@ def build(args: argparse.Namespace) -> tuple[Any, ...]:
     from llmsizer.catalog import get_accelerator, get_model
     from llmsizer.specs.parallel import Parallelism, parse_schedule
     from llmsizer.specs.precision import optimizer, training_precision
-    from llmsizer.units import parse_bytes, parse_count
+    from llmsizer.units import parse_bytes
 
     spec = get_model(args.model)
     acc = get_accelerator(args.gpu)
+    check_positions(spec, args.model, args.seq, "seq", args.allow_long_context)
     gpus = args.gpus or args.gpus_per_node
     mp = args.tp * args.pp * args.cp
     if gpus % mp:
@@ -129,8 +205,6 @@ def build(args: argparse.Namespace) -> tuple[Any, ...]:
     eff = Efficiency.for_accelerator(acc, args.calibration)
     if overrides:
         eff = replace(eff, **overrides, source=eff.source + " with command-line overrides")
-    if args.inter_node_gbps <= 0:
-        raise SpecError("inter-node-gbps", args.inter_node_gbps, "a positive bandwidth")
     cluster = Cluster(acc, gpus_per_node=args.gpus_per_node,
                       inter_node_bytes_s=args.inter_node_gbps * 1e9 / 8)
     if args.attention not in ("flash", "eager"):
@@ -138,8 +212,8 @@ def build(args: argparse.Namespace) -> tuple[Any, ...]:
     if args.mfu_attention not in ("dense", "causal"):
         raise SpecError("mfu-attention", args.mfu_attention, "dense or causal")
     overhead = parse_bytes(args.overhead, "overhead") if args.overhead else None
-    if overhead is not None and overhead < 0:
-        raise SpecError("overhead", args.overhead, "a size of 0 or more")
+    if overhead is not None and not 0 <= overhead <= 2**50:
+        raise SpecError("overhead", args.overhead, "a size from 0 to 1PiB")
     precision = training_precision(args.precision)
     if precision.compute_dtype not in acc.peak_flops:
         fp16 = " (try --precision mixed-fp16)" if "fp16" in acc.peak_flops else ""
@@ -147,9 +221,8 @@ def build(args: argparse.Namespace) -> tuple[Any, ...]:
                         f"a recipe whose {precision.compute_dtype} matrix products "
                         f"{acc.display_name} has a peak for: "
                         + ", ".join(acc.peak_flops) + fp16)
-    train_tokens = parse_count(args.tokens, "tokens") if args.tokens else None
     return (spec, acc, par, precision, optimizer(args.optimizer), eff, cluster, overhead,
-            train_tokens)
+            args.tokens)
 
 
 def suggestions(spec: Any, par: Any, precision: Any, opt: Any, seq: int, capacity: float,
@@ -200,37 +273,33 @@ def suggestions(spec: Any, par: Any, precision: Any, opt: Any, seq: int, capacit
     return out
 
 
-def run(args: argparse.Namespace) -> str:
+def run(args: argparse.Namespace) -> Any:
     from llmsizer.analysis.training import train_step
+    from llmsizer.cli import EXIT_DOES_NOT_FIT, Outcome
     from llmsizer.report import dumps
-    from llmsizer.report_training import achieved, training_json, training_text
-    from llmsizer.units import parse_count
+    from llmsizer.report_training import achieved, check_training, training_json, training_text
 
     spec, acc, par, precision, opt, eff, cluster, overhead, tokens = build(args)
+    if args.gpu_hours is not None and tokens is None:
+        raise SpecError("gpu-hours", args.gpu_hours, "given together with --tokens")
     result = train_step(spec, par, precision, opt, args.seq, cluster, eff,
                         activations=args.activations, attention_backward=args.attention,
                         mfu_attention=args.mfu_attention, framework_overhead=overhead,
                         dp_overlap=not args.no_dp_overlap)
-    if args.gpu_hours is not None and tokens is None:
-        raise SpecError("gpu-hours", args.gpu_hours, "given together with --tokens")
-    inverse = achieved(
-        result,
-        gpu_hours=parse_count(args.gpu_hours, "gpu-hours") if args.gpu_hours else None,
-        step_time_s=args.step_time,
-        tokens_per_s=parse_count(args.tokens_per_s, "tokens-per-s") if args.tokens_per_s else None,
-        tokens=tokens)
-    if args.step_time is not None and args.step_time <= 0:
-        raise SpecError("step-time", args.step_time, "a positive number of seconds")
-    data = training_json(result, tokens, args.price, inverse, args.explain)
+    check_training(result)
+    inverse = achieved(result, gpu_hours=args.gpu_hours, step_time_s=args.step_time,
+                       tokens_per_s=args.tokens_per_s, tokens=tokens)
+    data = training_json(result, tokens, args.price, inverse, args.explain, args.currency)
     data["gpu"] = acc.name
     data["gpu_name"] = acc.display_name
     if not result.fits:
         data["suggestions"] = suggestions(spec, par, precision, opt, args.seq,
                                           result.capacity_bytes, args.activations,
                                           args.attention == "flash", overhead)
+    status = 0 if result.fits else EXIT_DOES_NOT_FIT
     if args.json:
-        return dumps(data)
+        return Outcome(dumps(data), status, wrap=False)
     text = training_text(result, data)
     if args.explain:
         text += "\n\nexplain:\n" + "\n".join("  " + line for line in data["explain"])
-    return text
+    return Outcome(text, status)

@@ -13,12 +13,14 @@ from llmsizer.errors import SpecError
 
 
 def add_parsers(sub: Any, positive_int: Any) -> None:
+    from llmsizer.cli import arg_float
+
     v = sub.add_parser(
         "validate", help="predict published measurements and print the errors",
         description="Run every validation case (cited training and serving measurements), print "
         "measured vs predicted with the relative error, and a summary per metric for the "
         "fitting and held-out splits.")
-    v.add_argument("--json", action="store_true")
+    v.add_argument("--json", action="store_true", help="print one JSON object")
     v.add_argument("--markdown", action="store_true", help="the summary as a Markdown table")
     v.add_argument("--training-cases", help="a training cases file (default: the packaged one)")
     v.add_argument("--inference-cases", help="an inference cases file (default: packaged)")
@@ -29,14 +31,17 @@ def add_parsers(sub: Any, positive_int: Any) -> None:
         description="From a GEMM or bandwidth benchmark, or a measured MFU/tokens-per-second of a "
         "training configuration, write a calibration file that train/infer/plan accept with "
         "--calibration FILE. With --from-validation, fit the packaged validation cases.")
+    positive = arg_float(0, 1e9, low_open=True, what="a positive number")
     c.add_argument("--gpu", help="the accelerator the measurements come from")
-    c.add_argument("--gemm-tflops", type=float, help="measured large-GEMM TFLOP/s (bf16/fp16)")
-    c.add_argument("--bandwidth-gbs", type=float, help="measured memory copy bandwidth, GB/s")
-    c.add_argument("--busbw-gbs", type=float, help="measured all-reduce bus bandwidth, GB/s")
+    c.add_argument("--gemm-tflops", type=positive,
+                   help="measured large-GEMM TFLOP/s (bf16, or fp16 where there is no bf16)")
+    c.add_argument("--bandwidth-gbs", type=positive, help="measured memory copy bandwidth, GB/s")
+    c.add_argument("--busbw-gbs", type=positive, help="measured all-reduce bus bandwidth, GB/s")
     c.add_argument("--train", help='a training configuration, as `llmsizer train` arguments: '
                    '"llama-2-7b --gpus 8 --zero 1 --global-batch 64"')
-    c.add_argument("--measured-mfu", type=float, help="MFU measured for --train")
-    c.add_argument("--measured-tokens-per-s", type=float,
+    c.add_argument("--measured-mfu", type=arg_float(0, 1, low_open=True, what="a fraction"),
+                   help="MFU measured for --train")
+    c.add_argument("--measured-tokens-per-s", type=positive,
                    help="tokens/s (whole run) measured for --train")
     c.add_argument("--from-validation", action="store_true",
                    help="fit the efficiency model on the fitting split of the validation cases")
@@ -171,7 +176,14 @@ def _fit_training(args: argparse.Namespace, acc: Any, eff: Any) -> tuple[Any, st
     if (args.measured_mfu is None) == (args.measured_tokens_per_s is None):
         raise SpecError("train", args.train, "given with one of --measured-mfu or "
                         "--measured-tokens-per-s")
-    targs = build_parser().parse_args(["train", *shlex.split(args.train), "--gpu", acc.name])
+    try:
+        words = shlex.split(args.train)
+        targs = build_parser().parse_args(["train", *words, "--gpu", acc.name])
+    except ValueError as e:
+        raise SpecError("train", args.train, f"train arguments in shell syntax ({e})") from None
+    except SystemExit:
+        raise SpecError("train", args.train, "arguments `llmsizer train` accepts (the line "
+                        "above says which is not)") from None
     spec, _, par, precision, opt, _, cluster, overhead, _ = cli_train.build(targs)
 
     def predicted_mfu(ceiling: float) -> float:

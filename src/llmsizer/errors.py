@@ -17,10 +17,16 @@ class SpecError(LlmsizerError, ValueError):
         self.field = field
         self.value = value
         self.allowed = allowed
+        self.hint = hint
         message = f"{field}={value!r} is not allowed: {allowed}"
         if hint:
             message += f" ({hint})"
         super().__init__(message)
+
+
+class ImpossibleResultError(Exception):
+    """A computed result that breaks a physical invariant (utilisation over 100 %, a negative or
+    non-finite time or size): a bug in llmsizer, never the user's input. Exit status 4."""
 
 
 class UnknownNameError(LlmsizerError, KeyError):

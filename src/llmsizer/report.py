@@ -13,19 +13,81 @@ from llmsizer.specs.model import ModelSpec
 from llmsizer.units import format_bytes, format_count
 
 
-def table(rows: Sequence[Sequence[Any]], header: Sequence[str], align: str = "") -> str:
-    """A plain text table; `align` gives 'l' or 'r' per column (default: first l, rest r)."""
+def output_width() -> int:
+    """COLUMNS if set, else the terminal's width, else 80 (not a terminal)."""
+    import os
+    import shutil
+    import sys
+
+    env = os.environ.get("COLUMNS", "")
+    if env.isdigit() and int(env) > 0:
+        return max(40, int(env))
+    if sys.stdout.isatty():
+        return max(40, shutil.get_terminal_size((80, 24)).columns)
+    return 80
+
+
+def table(rows: Sequence[Sequence[Any]], header: Sequence[str], align: str = "",
+          width: int | None = None) -> str:
+    """A plain text table; `align` gives 'l' or 'r' per column (default: first l, rest r).
+
+    Wider than `width` (default: output_width()), the text columns wrap inside their cells; if
+    the numbers alone are too wide, each row is printed as a block of "header: value" lines."""
+    import textwrap
+
+    width = width or output_width()
     cells = [[str(c) for c in header]] + [[str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     align = align or "l" + "r" * (len(header) - 1)
+    total = sum(widths) + 2 * (len(widths) - 1)
+    while total > width:
+        text_cols = [i for i, a in enumerate(align) if a == "l" and widths[i] > 12]
+        if not text_cols:
+            return _records(cells)
+        i = max(text_cols, key=lambda c: widths[c])
+        cut = min(total - width, widths[i] - 12)
+        widths[i] -= cut
+        total -= cut
 
-    def fmt(row: list[str]) -> str:
-        return "  ".join(c.ljust(w) if a == "l" else c.rjust(w)
-                         for c, w, a in zip(row, widths, align, strict=True)).rstrip()
+    def fmt(row: list[str]) -> list[str]:
+        parts = [textwrap.wrap(c, w) or [""] if len(c) > w else [c]
+                 for c, w in zip(row, widths, strict=True)]
+        out = []
+        for k in range(max(len(p) for p in parts)):
+            line = [p[k] if k < len(p) else "" for p in parts]
+            out.append("  ".join(c.ljust(w) if a == "l" else c.rjust(w)
+                                 for c, w, a in zip(line, widths, align, strict=True)).rstrip())
+        return out
 
-    lines = [fmt(cells[0]), "  ".join("-" * w for w in widths)]
-    lines += [fmt(r) for r in cells[1:]]
+    lines = fmt(cells[0]) + ["  ".join("-" * w for w in widths)]
+    for r in cells[1:]:
+        lines += fmt(r)
     return "\n".join(lines)
+
+
+def _records(cells: list[list[str]]) -> str:
+    """A table too wide for the screen, one block per row."""
+    header, rows = cells[0], cells[1:]
+    key = max(len(h) for h in header)
+    blocks = []
+    for r in rows:
+        blocks.append("\n".join(f"{h.rjust(key)}: {c}" for h, c in zip(header, r, strict=True)))
+    return "\n\n".join(blocks)
+
+
+def fit_width(text: str, width: int) -> str:
+    """Fold every line longer than `width` at word boundaries, continuation lines indented."""
+    import textwrap
+
+    out = []
+    for line in text.split("\n"):
+        if len(line) <= width:
+            out.append(line)
+            continue
+        indent = line[: len(line) - len(line.lstrip())]
+        out += textwrap.wrap(line, width, initial_indent="", subsequent_indent=indent + "    ",
+                             break_on_hyphens=False) or [line[:width]]
+    return "\n".join(out)
 
 
 def describe_model(spec: ModelSpec) -> str:
@@ -206,4 +268,41 @@ def _sources(acc: Accelerator, *keys: str) -> str:
 
 
 def dumps(obj: Any) -> str:
-    return json.dumps(obj, indent=2, ensure_ascii=False)
+    """JSON for programs: byte counts (keys naming bytes, not rates) as integers, and no NaN or
+    infinity anywhere (a non-finite number is a bug; ImpossibleResultError names its key)."""
+    return json.dumps(_clean(obj, ""), indent=2, ensure_ascii=False, allow_nan=False)
+
+
+def _is_byte_count(key: str) -> bool:
+    return "bytes" in key and not key.endswith("_s") and "per_byte" not in key
+
+
+def _clean(obj: Any, path: str, byte_count: bool = False) -> Any:
+    import math
+
+    import numpy as np
+
+    from llmsizer.errors import ImpossibleResultError
+
+    if isinstance(obj, dict):
+        return {k: _clean(v, f"{path}.{k}" if path else str(k),
+                          k not in _NOT_BYTES and (byte_count or _is_byte_count(str(k))
+                                                   or k in _BYTE_GROUPS))
+                for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v, f"{path}[{i}]", byte_count) for i, v in enumerate(obj)]
+    if obj is None or isinstance(obj, (bool, str, np.bool_)):
+        return bool(obj) if isinstance(obj, np.bool_) else obj
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        v = float(obj)
+        if not math.isfinite(v):
+            raise ImpossibleResultError(f"{path} = {v} in the JSON result")
+        return int(round(v)) if byte_count else v
+    return obj
+
+
+# Objects whose values are all byte counts though their keys do not say so.
+_BYTE_GROUPS = {"memory_per_device", "other_parts", "memory_per_stage"}
+_NOT_BYTES = {"stage", "in_flight_microbatches"}

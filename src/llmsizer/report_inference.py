@@ -10,6 +10,37 @@ from llmsizer.report import table
 from llmsizer.units import format_bytes, format_flops, format_seconds
 
 
+def check_serving(r: ServingResult) -> None:
+    """Physical invariants of a serving result; a violation is a bug (ImpossibleResultError)."""
+    import math
+
+    from llmsizer.errors import ImpossibleResultError
+
+    def bad(what: str, value: float, allowed: str) -> ImpossibleResultError:
+        return ImpossibleResultError(f"{what} = {value:g} for {r.spec.name} (must be {allowed})")
+
+    for name in ("ttft_s", "tpot_s", "e2e_latency_s", "throughput_tokens_per_s"):
+        v = getattr(r, name)
+        if not (math.isfinite(v) and v > 0):
+            raise bad(name, v, "finite and > 0")
+    m = r.memory
+    for name in ("weights", "kv_cache", "workspace", "overhead"):
+        v = getattr(m, name)
+        if not (math.isfinite(v) and v >= 0):
+            raise bad(f"{name} bytes", v, "finite and >= 0")
+    dtype = r.cfg.weights.compute_dtype if r.cfg.weights else "bf16"
+    peak = r.acc.peak_flops.get(dtype) or max(r.acc.peak_flops.values())
+    for label, p in (("prefill", r.prefill), ("decode", r.decode)):
+        if not (math.isfinite(p.time_s) and p.time_s > 0):
+            raise bad(f"{label} time", p.time_s, "finite and > 0 s")
+        util = p.flops / (p.time_s * peak)
+        if util > 1 + 1e-9:
+            raise bad(f"{label} FLOP utilisation", util, "<= 1: no pass beats the peak")
+        bw = p.bytes / (p.time_s * r.acc.memory_bandwidth_bytes_s)
+        if bw > 1 + 1e-9:
+            raise bad(f"{label} memory-bandwidth utilisation", bw, "<= 1")
+
+
 def inference_json(r: ServingResult, sweep: list[ServingResult], turn: int | None,
                    explain: bool) -> dict[str, Any]:
     m = r.memory

@@ -46,8 +46,35 @@ def achieved(result: TrainingResult, *, gpu_hours: float | None = None,
     }
 
 
+def check_training(r: TrainingResult) -> None:
+    """Physical invariants of a training result; a violation is a bug (ImpossibleResultError)."""
+    import math
+
+    from llmsizer.errors import ImpossibleResultError
+
+    def bad(what: str, value: float, allowed: str) -> ImpossibleResultError:
+        return ImpossibleResultError(f"{what} = {value:g} for {r.spec.name} (must be {allowed})")
+
+    t = r.time
+    if not (math.isfinite(t.total_s) and t.total_s > 0):
+        raise bad("step time", t.total_s, "finite and > 0 s")
+    for name, v in vars(t).items():
+        if not (math.isfinite(v) and v >= 0):
+            raise bad(f"step time part {name}", v, "finite and >= 0 s")
+    for s in r.memory.stages:
+        for name in ("weights", "gradients", "optimizer", "activations", "other", "host_bytes",
+                     "nvme_bytes"):
+            v = getattr(s, name)
+            if not (math.isfinite(v) and v >= 0):
+                raise bad(f"stage {s.stage} {name} bytes", v, "finite and >= 0")
+    for name, v in (("MFU", r.mfu), ("HFU", r.hfu)):
+        if not (math.isfinite(v) and 0 < v <= 1):
+            raise bad(name, v, "in (0, 1]: no run does more FLOPs than its peak")
+
+
 def training_json(r: TrainingResult, tokens: float | None, price: float | None,
-                  inverse: dict[str, Any] | None, explain: bool) -> dict[str, Any]:
+                  inverse: dict[str, Any] | None, explain: bool,
+                  currency: str = "USD") -> dict[str, Any]:
     peak = r.memory.peak
     t = r.time
     out: dict[str, Any] = {
@@ -89,6 +116,12 @@ def training_json(r: TrainingResult, tokens: float | None, price: float | None,
         "tflops_per_s_per_device": r.step_flops.model_flops / t.total_s / r.par.world_size / 1e12,
         "mfu": r.mfu,
         "hfu": r.hfu,
+        "mfu_peak": {
+            "dtype": r.precision.compute_dtype if r.precision is not None else "bf16",
+            "flops_per_s_per_device": r.peak_flops,
+            "what": "dense (no sparsity) peak of the precision's matrix dtype; MFU and HFU "
+                    "divide by it",
+        },
         "assumptions": r.assumptions,
         "references": [
             {"name": ref.name, "value": ref.value, "relative_error":
@@ -109,6 +142,8 @@ def training_json(r: TrainingResult, tokens: float | None, price: float | None,
         out["gpu_hours"] = seconds * r.par.world_size / 3600
         if price is not None:
             out["cost"] = out["gpu_hours"] * price
+            out["currency"] = currency
+            out["price_per_gpu_hour"] = price
     else:
         out["time_to_train_s"] = None
     if inverse is not None:
@@ -209,13 +244,14 @@ def training_text(r: TrainingResult, data: dict[str, Any]) -> str:
         f"model FLOPs/step {format_flops(r.step_flops.model_flops)} "
         f"(hardware {format_flops(r.step_flops.hardware_flops)}); "
         f"{data['tflops_per_s_per_device']:.1f} TFLOP/s/device; MFU {100 * r.mfu:.1f}%, "
-        f"HFU {100 * r.hfu:.1f}% of {r.peak_flops / 1e12:g} TFLOP/s",
+        f"HFU {100 * r.hfu:.1f}% of the {r.peak_flops / 1e12:g} TFLOP/s dense "
+        f"{data['mfu_peak']['dtype']} peak",
     ]
-    if data.get("time_to_train_s"):
+    if data.get("time_to_train_s") is not None:
         line = (f"time to train {data['tokens']:.3g} tokens: "
                 f"{format_seconds(data['time_to_train_s'])}, {data['gpu_hours']:,.0f} GPU-hours")
         if "cost" in data:
-            line += f", cost {data['cost']:,.0f}"
+            line += f", cost {data['cost']:,.0f} {data['currency']}"
         lines.append(line)
     if "achieved" in data:
         a = data["achieved"]

@@ -28,7 +28,42 @@ def parse_count(text: str | float | int, field: str = "value") -> float:
     m = re.fullmatch(_NUMBER + r"\s*([kKmMbBgGtTpP]?)", s)
     if not m:
         raise SpecError(field, text, "a number with an optional suffix k, M, B/G, T or P (e.g. 15T)")
-    return float(m.group(1)) * _DECIMAL[m.group(2)]
+    value = float(m.group(1)) * _DECIMAL[m.group(2)]
+    if not math.isfinite(value):
+        raise SpecError(field, text, "a finite number")
+    return value
+
+
+def count_readings(text: str, field: str = "value") -> tuple[float, float | None]:
+    """(decimal, binary) readings of a count: "16M" -> (16·10^6, 16·2^20); the binary reading is
+    None without a k/M/G/T suffix. Papers quote batch sizes in tokens as binary millions (a 4M
+    batch of 2,048-token sequences is 2,048 sequences = 4·2^20 tokens)."""
+    decimal = parse_count(text, field)
+    s = str(text).strip().replace("_", "").replace(",", "")
+    suffix = s[-1:] if s[-1:].isalpha() else ""
+    power = {"k": 10, "m": 20, "g": 30, "b": 30, "t": 40, "p": 50}.get(suffix.lower())
+    if power is None:
+        return decimal, None
+    return decimal, float(s[:-1].strip()) * 2**power
+
+
+_LENGTH_SUFFIX = {"": 1, "k": 2**10, "K": 2**10, "m": 2**20, "M": 2**20}
+
+
+def parse_length(text: str | int, field: str = "length") -> int:
+    """A length in tokens: "4096", "4k" = 4,096, "128k" = 131,072, "1M" = 1,048,576 — binary
+    suffixes, as context lengths are named (Llama 3.1's "128K" is 131,072 positions)."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        return text
+    s = str(text).strip().replace("_", "").replace(",", "")
+    m = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)\s*([kKmM]?)", s)
+    if not m:
+        raise SpecError(field, text, "a whole number of tokens, optionally with k (×1,024) or M "
+                        "(×1,048,576), e.g. 4096, 4k, 128k")
+    value = float(m.group(1)) * _LENGTH_SUFFIX[m.group(2)]
+    if value != int(value):
+        raise SpecError(field, text, "a whole number of tokens (4.5k = 4,608 is; 0.1k is not)")
+    return int(value)
 
 
 def parse_bytes(text: str | float | int, field: str = "size") -> float:

@@ -258,3 +258,36 @@ def get_accelerator(name_or_path: str | dict[str, Any] | Accelerator) -> Acceler
     known = [a.name for a in _accelerators().values()] + [
         x for a in _accelerators().values() for x in a.aliases]
     raise UnknownNameError("GPU", name_or_path, known, "llmsizer gpus")
+
+
+# ---------------------------------------------------------------------------------------------
+# Position limits (read from the config, rope scaling included)
+# ---------------------------------------------------------------------------------------------
+
+def position_limit(name_or_path: str, spec: ModelSpec) -> tuple[int, str]:
+    """The longest sequence a model's config supports, and how it is derived.
+
+    max_position_embeddings (n_positions), times a rope_scaling "factor" of the linear, dynamic
+    and yarn kinds over original_max_position_embeddings where given (transformers'
+    rope_config_validation); "llama3" scaling already states the extended limit."""
+    config: dict[str, Any] | None = None
+    entry = model_entry(name_or_path)
+    if entry is not None:
+        config = entry.config
+    elif _looks_like_path(name_or_path):
+        from llmsizer.specs.hf import load_config
+
+        data, _ = load_config(name_or_path)
+        config = data["config"] if isinstance(data.get("config"), dict) else data
+    limit, how = spec.max_seq_len, "max_position_embeddings"
+    rope = (config or {}).get("rope_scaling")
+    if isinstance(rope, dict):
+        kind = str(rope.get("rope_type") or rope.get("type") or "")
+        factor = rope.get("factor")
+        if kind in ("linear", "dynamic", "yarn", "longrope") and isinstance(factor, (int, float)) \
+                and not isinstance(factor, bool) and factor > 1:
+            base = rope.get("original_max_position_embeddings") or spec.max_seq_len
+            if isinstance(base, int) and base * factor > limit:
+                limit = int(base * factor)
+                how = f"{base:,} positions × {kind} rope scaling factor {factor:g}"
+    return limit, how
