@@ -92,3 +92,50 @@ def test_more_sharding_never_holds_more_per_device(spec, tp, pp):
     except ValueError:
         return
     assert b <= a
+
+
+# ---- physical invariants of the analyses (issue 14) -----------------------------------------
+
+from hypothesis import HealthCheck  # noqa: E402
+
+from llmsizer.analysis.cluster import Cluster  # noqa: E402
+from llmsizer.analysis.memory import training_memory  # noqa: E402
+from llmsizer.analysis.training import train_step  # noqa: E402
+from llmsizer.catalog import get_accelerator  # noqa: E402
+from llmsizer.report_training import check_training  # noqa: E402
+from llmsizer.specs.parallel import Parallelism  # noqa: E402
+from llmsizer.specs.precision import optimizer, training_precision  # noqa: E402
+
+RECIPES = ["mixed", "mixed-fp16", "bf16", "fp32"]
+OPTIMIZERS = ["adam", "adamw", "adam-8bit", "sgd-momentum"]
+
+
+@given(specs(), st.sampled_from([2, 4, 8, 64]), st.sampled_from([128, 1024, 4096]),
+       st.sampled_from(RECIPES), st.sampled_from(OPTIMIZERS), st.sampled_from(["none", "full"]))
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_more_zero_sharding_never_uses_more_memory_per_device(spec, dp, seq, recipe, opt, rec):
+    precision, o = training_precision(recipe), optimizer(opt)
+    peaks = []
+    for zero in range(4):
+        par = Parallelism(dp=dp, zero=zero, recompute=rec)
+        peaks.append(training_memory(spec, par, precision, o, seq).peak.total)
+    assert all(b <= a for a, b in zip(peaks, peaks[1:], strict=False)), peaks
+    assert all(p > 0 for p in peaks)
+
+
+@given(specs(), st.sampled_from([1, 2, 8]), st.sampled_from([1, 2, 4]),
+       st.sampled_from([64, 512, 2048]), st.sampled_from(["dense", "causal"]),
+       st.sampled_from(["none", "selective", "full"]), st.integers(0, 3),
+       st.sampled_from(["h100", "a100", "mi300x"]))
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_every_training_result_is_physically_possible(spec, dp, mb, seq, convention, rec, zero,
+                                                      gpu):
+    """Utilisation ≤ 100 %, times > 0, bytes ≥ 0 (check_training asserts each)."""
+    if dp == 1:
+        zero = 0
+    acc = get_accelerator(gpu)
+    par = Parallelism(dp=dp, zero=zero, recompute=rec, micro_batch=mb, grad_accum=2)
+    r = train_step(spec, par, training_precision("mixed"), optimizer("adam"), seq, Cluster(acc),
+                   mfu_attention=convention)
+    check_training(r)
+    assert 0 < r.mfu <= r.hfu <= 1 or rec == "none" and r.mfu <= 1

@@ -40,6 +40,9 @@ MAX_MICRO_BATCH = 2**16
 MAX_TOKENS = 1e18  # training tokens
 
 
+NOTES: list[str] = []  # one-line notes a command leaves for stderr (see cli_train.note)
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What a command prints and how it ends. `wrap`: fold long lines to the terminal width
@@ -344,7 +347,8 @@ def user_message(e: LlmsizerError, flags: set[str]) -> str:
         name = flag
     if name is None:
         return " ".join(str(e).split())
-    value = e.value if not isinstance(e.value, str) else e.value[:60]
+    value = e.value if not isinstance(e.value, str) or len(e.value) < 200 else \
+        e.value[:197] + "..."
     text = f"{name}={value!r} is not allowed: {e.allowed}"
     if e.hint:
         text += f" ({e.hint})"
@@ -360,6 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
+    NOTES.clear()
     try:
         out = COMMANDS[args.command](args)
     except LlmsizerError as e:
@@ -370,6 +375,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"llmsizer: internal check failed: {' '.join(str(e).split())} (a bug in llmsizer; "
               "please report it with the command line)", file=sys.stderr)
         return EXIT_IMPOSSIBLE
+    for line in NOTES:  # what was assumed, once the command succeeded (errors stay one line)
+        print(f"llmsizer: note: {' '.join(line.split())}", file=sys.stderr)
+    NOTES.clear()
     if isinstance(out, str):
         out = Outcome(out)
     text = out.text

@@ -10,6 +10,10 @@ from llmsizer.errors import SpecError
 from llmsizer.units import format_bytes
 
 
+DEFAULT_PROMPT = 1024
+DEFAULT_OUTPUT = 256
+
+
 def add_parser(sub: Any, positive_int: Any) -> None:
     from llmsizer.cli import MAX_LENGTH, MAX_PARALLEL, arg_float, arg_int, arg_length
 
@@ -24,9 +28,10 @@ def add_parser(sub: Any, positive_int: Any) -> None:
     p.add_argument("--pp", type=arg_int(1, MAX_PARALLEL), default=1,
                    help="pipeline-parallel size")
     p.add_argument("--batch", type=arg_int(1, 2**20), default=1, help="concurrent requests")
-    p.add_argument("--prompt", type=arg_length(1, MAX_LENGTH), default=1024,
-                   help="prompt tokens (4k = 4096)")
-    p.add_argument("--output", type=arg_length(1, MAX_LENGTH), default=256,
+    p.add_argument("--prompt", type=arg_length(1, MAX_LENGTH),
+                   help=f"prompt tokens, 4k = 4096 (default: {DEFAULT_PROMPT}, shortened to fit "
+                   "a model with fewer positions)")
+    p.add_argument("--output", type=arg_length(1, MAX_LENGTH), default=DEFAULT_OUTPUT,
                    help="output tokens (1k = 1024)")
     p.add_argument("--max-seq", type=arg_length(1, MAX_LENGTH),
                    help="max tokens per request for concurrency (default: prompt + output)")
@@ -60,6 +65,16 @@ def build(args: argparse.Namespace) -> tuple[Any, ...]:
 
     spec = get_model(args.model)
     acc = get_accelerator(args.gpu)
+    if args.prompt is None:
+        from llmsizer.catalog import position_limit
+        from llmsizer.cli_train import note
+
+        limit, _ = position_limit(args.model, spec)
+        args.prompt = DEFAULT_PROMPT
+        if DEFAULT_PROMPT + args.output > limit and limit > args.output:
+            args.prompt = min(DEFAULT_PROMPT, limit - args.output)
+            note(f"--prompt {args.prompt} (so that prompt + output fit {spec.name}'s {limit:,} "
+                 f"positions; the default is {DEFAULT_PROMPT})")
     check_positions(spec, args.model, args.prompt + args.output, "prompt+output",
                     args.allow_long_context)
     if args.max_seq is not None:

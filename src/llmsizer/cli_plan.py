@@ -189,8 +189,10 @@ def run_plan(args: argparse.Namespace) -> Any:
             raise SpecError("export", args.export, "a plan that fits (none does)")
         text, warnings = export_training(args.export, spec, result.ranked[0].par, precision,
                                          args.seq, args.gpus_per_node)
+        from llmsizer.cli_train import note
+
         for w in warnings:
-            print(f"llmsizer: note: {' '.join(w.split())}", file=sys.stderr)
+            note(w)
         return emit_export(args, args.export, text, data)
     if args.json:
         from llmsizer.report import dumps

@@ -9,6 +9,9 @@ from typing import Any
 from llmsizer.errors import SpecError
 
 
+DEFAULT_SEQ = 4096
+
+
 def _packaged_training_default() -> dict[str, Any]:
     """The packaged training factors (for --help: the defaults actually used)."""
     import json
@@ -43,8 +46,9 @@ def add_parser(sub: Any, positive_int: Any) -> None:
                    help="number of GPUs (default: one node, --gpus-per-node)")
     t.add_argument("--gpus-per-node", type=arg_int(1, 1024), default=8, help="GPUs per node")
     t.add_argument("--tokens", type=arg_count(), help="training tokens, e.g. 15T (for time-to-train)")
-    t.add_argument("--seq", type=arg_length(1, MAX_LENGTH), default=4096,
-                   help="sequence length in tokens (4k = 4096)")
+    t.add_argument("--seq", type=arg_length(1, MAX_LENGTH),
+                   help="sequence length in tokens, 4k = 4096 (default: 4096, or the model's "
+                   "position limit where that is shorter)")
     t.add_argument("--allow-long-context", action="store_true",
                    help="size a --seq beyond the model's position limit anyway")
     g = t.add_mutually_exclusive_group()
@@ -147,10 +151,10 @@ def global_batch_sequences(args: argparse.Namespace) -> int | None:
 
 
 def note(text: str) -> None:
-    """A one-line note on stderr (what was assumed), never mixed into stdout."""
-    import sys
+    """A one-line note for stderr (what was assumed), printed once the command succeeds."""
+    from llmsizer.cli import NOTES
 
-    print(f"llmsizer: note: {text}", file=sys.stderr)
+    NOTES.append(text)
 
 
 def check_positions(spec: Any, model: str, tokens: int, what: str, allow: bool) -> None:
@@ -173,6 +177,14 @@ def build(args: argparse.Namespace) -> tuple[Any, ...]:
 
     spec = get_model(args.model)
     acc = get_accelerator(args.gpu)
+    if args.seq is None:
+        from llmsizer.catalog import position_limit
+
+        limit, _ = position_limit(args.model, spec)
+        args.seq = min(DEFAULT_SEQ, limit)
+        if args.seq < DEFAULT_SEQ:
+            note(f"--seq {args.seq} ({spec.name}'s position limit; the default is "
+                 f"{DEFAULT_SEQ})")
     check_positions(spec, args.model, args.seq, "seq", args.allow_long_context)
     gpus = args.gpus or args.gpus_per_node
     mp = args.tp * args.pp * args.cp

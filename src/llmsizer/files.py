@@ -142,7 +142,7 @@ def parse_json(text: str, name: str, max_depth: int = MAX_DEPTH) -> Any:
     """Strict JSON: depth capped, no NaN/Infinity, no out-of-range numbers, no duplicate keys."""
     depth = nesting_depth(text)
     if depth > max_depth:
-        raise _fail(name, f"JSON nested {depth} levels deep is not allowed (at most "
+        raise _fail(name, f"JSON nested {depth:,} levels deep is not allowed (at most "
                              f"{max_depth})")
 
     def constant(word: str) -> Any:
@@ -408,7 +408,7 @@ _DTYPES = ("fp64", "fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4", "fp4")
 GPU_FIELDS: dict[str, Field] = {
     "name": Field(("str",), required=True),
     "display_name": _STR, "vendor": _STR, "architecture": _STR, "form_factor": _STR,
-    "memory_note": _STR, "memory_type": _STR, "pcie": _STR, "notes": _STR,
+    "memory_note": _STR, "memory_type": _STR, "memory_stated": _STR, "pcie": _STR, "notes": _STR,
     "aliases": Field(("list",), items=_STR),
     "peak_tflops": Field(("object",), required=True, fields={
         d: _pos(1e6, nullable=True, note="dense TFLOP/s") for d in _DTYPES}),

@@ -190,8 +190,11 @@ def evaluate(st: Setting, gs: list[Group] | Group, vs: list[Variants] | Variants
     act = per_stage("act_bytes") * flight + per_stage("output_act_bytes")
     buckets = np.where(n_d > 1, np.where(zero > 0, np.minimum(DEEPSPEED_REDUCE_BUCKET, full)
                                          * p.gradient_bytes, 2.0 * DDP_BUCKET_BYTES), 0.0)
-    gather_b = np.where(zero == 3, p.weight_bytes * np.maximum(
-        2 * per_stage("largest_layer_params"), DEEPSPEED_PREFETCH), 0.0)
+    # ZeRO-3 gathers a layer's weights (two in flight, at least DeepSpeed's prefetch bucket) —
+    # but never more than the parameters this rank does not already hold: a model smaller than
+    # the bucket is gathered whole, and ZeRO-3 then holds at most what ZeRO-0 does.
+    gather_b = np.where(zero == 3, p.weight_bytes * np.minimum(np.maximum(
+        2 * per_stage("largest_layer_params"), DEEPSPEED_PREFETCH), full - sharded), 0.0)
     ws = per_stage("recompute_working_set")
     other = st.framework_overhead + buckets + gather_b + ws
     total = weights + grads + optim + act + other
