@@ -212,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     from llmsizer import cli_validate
 
     cli_validate.add_parsers(sub, _positive_int)
+    from llmsizer import cli_simulate
+
+    cli_simulate.add_parser(sub, _positive_int)
     return p
 
 
@@ -302,6 +305,7 @@ LAZY_COMMANDS = {
     "plan-serve": ("llmsizer.cli_plan", "run_plan_serve"),
     "validate": ("llmsizer.cli_validate", "run_validate"),
     "calibrate": ("llmsizer.cli_validate", "run_calibrate"),
+    "simulate": ("llmsizer.cli_simulate", "run"),
 }
 
 

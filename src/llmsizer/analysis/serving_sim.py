@@ -1,0 +1,260 @@
+"""Serving under load: a request-level simulation of continuous batching on the per-op roofline.
+
+`simulate` sizes each replica's KV pool the engine's way (engines.py), derives the step-time model
+from `forward_pass` once (serving/step_cost.py), runs the scheduler per replica
+(serving/scheduler.py; requests are dealt to replicas round-robin, a closed loop's clients
+likewise) and reports latency distributions and throughput as vllm bench serve does
+(serving/metrics.py).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from llmsizer.analysis.efficiency import Efficiency
+from llmsizer.analysis.inference import ServingConfig, serving_memory
+from llmsizer.errors import SpecError
+from llmsizer.serving.engines import EngineProfile
+from llmsizer.serving.metrics import Distribution, binned, pooled, tpot_per_request
+from llmsizer.serving.scheduler import ReplicaTrace, run_replica
+from llmsizer.serving.step_cost import StepCost
+from llmsizer.serving.workload import Workload
+from llmsizer.specs.hardware import Accelerator
+from llmsizer.specs.model import ModelSpec
+
+SERIES_POINTS = 60
+
+
+@dataclass(frozen=True)
+class KvPool:
+    """One replica's KV pool per device, and what it was carved from (bytes)."""
+
+    device_bytes: float
+    weights: float
+    workspace: float
+    overhead: float
+    pool_bytes: float
+    block_bytes: float
+    block_size: int
+    num_blocks: int
+    rule: str
+
+    @property
+    def tokens(self) -> int:
+        return self.num_blocks * self.block_size
+
+
+def kv_pool(spec: ModelSpec, acc: Accelerator, cfg: ServingConfig, engine: EngineProfile
+            ) -> KvPool:
+    """Blocks of KV cache an instance holds, sized as the engine sizes it (see EngineProfile)."""
+    c = replace(cfg, block_size=None, prefill_chunk=engine.max_num_batched_tokens)
+    mem = serving_memory(spec, acc, c, 1, engine.block_size)  # kv_cache: one block's bytes
+    cap, f = float(acc.memory_bytes), engine.memory_fraction
+    rest = mem.weights + mem.workspace + mem.overhead
+    if engine.kv_pool == "utilization":
+        pool = f * cap - rest
+        rule = f"{f:g} x memory - weights - workspace - overhead"
+    elif engine.kv_pool == "static":
+        pool = f * cap - mem.weights
+        rule = f"{f:g} x memory - weights"
+    else:
+        pool = f * (cap - rest)
+        rule = f"{f:g} x (memory - weights - workspace - overhead)"
+    blocks = max(0, math.floor(pool / mem.kv_cache)) if mem.kv_cache > 0 else 0
+    return KvPool(cap, mem.weights, mem.workspace, mem.overhead, max(0.0, pool), mem.kv_cache,
+                  engine.block_size, blocks, rule)
+
+
+@dataclass(frozen=True)
+class SimulationResult:
+    spec: ModelSpec
+    acc: Accelerator
+    cfg: ServingConfig
+    engine: EngineProfile
+    replicas: int
+    pool: KvPool
+    max_num_seqs: int
+    workload: Workload
+    slo_ttft_s: float | None
+    slo_tpot_s: float | None
+    prompts: np.ndarray
+    outputs: np.ndarray
+    send_s: np.ndarray
+    first_token_s: np.ndarray
+    finish_s: np.ndarray
+    itl: np.ndarray  # pooled gaps between consecutive tokens
+    duration_s: float
+    kv_utilization_mean: float
+    kv_utilization_max: float
+    kv_series: tuple[list[float], list[float]]
+    queue_mean: float
+    queue_max: int
+    queue_series: tuple[list[float], list[float]]
+    steps: int
+    preemptions: int
+
+    @property
+    def ttft(self) -> np.ndarray:
+        return self.first_token_s - self.send_s
+
+    @property
+    def e2e(self) -> np.ndarray:
+        return self.finish_s - self.send_s
+
+    @property
+    def tpot_all(self) -> np.ndarray:
+        return tpot_per_request(self.ttft, self.e2e, self.outputs)
+
+    def dist(self, metric: str) -> Distribution:
+        if metric == "tpot":
+            return Distribution.of(self.tpot_all[self.outputs > 1])
+        return Distribution.of({"ttft": self.ttft, "e2e": self.e2e, "itl": self.itl}[metric])
+
+    @property
+    def throughput_tokens_per_s(self) -> float:
+        """Output tokens per second of benchmark duration."""
+        return float(self.outputs.sum()) / self.duration_s
+
+    @property
+    def total_tokens_per_s(self) -> float:
+        return float(self.outputs.sum() + self.prompts.sum()) / self.duration_s
+
+    @property
+    def requests_per_s(self) -> float:
+        return self.outputs.size / self.duration_s
+
+    @property
+    def goodput_requests_per_s(self) -> float:
+        good = np.ones(self.outputs.size, dtype=bool)
+        if self.slo_ttft_s is not None:
+            good &= self.ttft <= self.slo_ttft_s
+        if self.slo_tpot_s is not None:
+            good &= self.tpot_all <= self.slo_tpot_s
+        return int(good.sum()) / self.duration_s
+
+    @property
+    def mean_in_flight(self) -> float:
+        """Σ E2E / duration: requests in the server on average (SGLang bench_serving's
+        `concurrency`)."""
+        return float(self.e2e.sum()) / self.duration_s
+
+
+def simulate(spec: ModelSpec, acc: Accelerator, cfg: ServingConfig, engine: EngineProfile,
+             workload: Workload, *, replicas: int = 1, eff: Efficiency | None = None,
+             slo_ttft_s: float | None = None, slo_tpot_s: float | None = None,
+             gpus_per_node: int = 8, progress: Callable[[int], None] | None = None
+             ) -> SimulationResult:
+    if not isinstance(replicas, int) or replicas < 1:
+        raise SpecError("replicas", replicas, "a positive integer")
+    eff = eff or Efficiency.for_accelerator(acc, workload="serving")
+    pool = kv_pool(spec, acc, cfg, engine)
+    if pool.num_blocks < 1:
+        raise SpecError("gpu", acc.name, f"a device with room for a KV cache ({pool.rule} is "
+                        f"{pool.pool_bytes / 2**30:.2f} GiB)", "try a larger --tp or --weights "
+                        "int8")
+    max_seqs = engine.max_num_seqs
+    if engine.max_seqs_from_pool:
+        max_seqs = min(max_seqs, max(1, pool.tokens // 2))
+    max_seqs = min(max_seqs, engine.max_num_batched_tokens) if engine.mixed_batches else max_seqs
+    _check_requests(spec, engine, pool, workload)
+    cost = step_cost(spec, acc, cfg, eff, max(engine.max_num_batched_tokens, max_seqs),
+                     gpus_per_node, engine.step_overhead_s, engine.seq_overhead_s)
+    k = workload.requests
+    scheduled = workload.arrival_s or (0.0,) * k
+    n_rep = replicas if workload.concurrency is None else min(replicas, workload.concurrency)
+    done_before = [0] * n_rep
+    traces: list[tuple[list[int], ReplicaTrace]] = []
+    for r in range(n_rep):
+        idx = list(range(r, k, n_rep))
+        cap = None
+        if workload.concurrency is not None:
+            cap = workload.concurrency // n_rep + (1 if r < workload.concurrency % n_rep else 0)
+
+        def tick(done: int, r: int = r) -> None:
+            done_before[r] = done
+            if progress:
+                progress(sum(done_before))
+
+        tr = run_replica(cost, engine, pool.num_blocks, max_seqs,
+                         [workload.prompt_tokens[i] for i in idx],
+                         [workload.output_tokens[i] for i in idx],
+                         [scheduled[i] for i in idx], cap, tick)
+        traces.append((idx, tr))
+    return _collect(spec, acc, cfg, engine, n_rep, pool, max_seqs, workload, slo_ttft_s,
+                    slo_tpot_s, traces)
+
+
+_COSTS: dict[tuple[object, ...], StepCost] = {}
+
+
+def step_cost(spec: ModelSpec, acc: Accelerator, cfg: ServingConfig, eff: Efficiency,
+              max_tokens: int, gpus_per_node: int, step_overhead_s: float, seq_overhead_s: float
+              ) -> StepCost:
+    """The step-time model of a configuration, built once per process (sweeps and tests reuse
+    it: building it runs forward_pass ~150 times)."""
+    key = (spec, acc, cfg, eff, max_tokens, gpus_per_node, step_overhead_s, seq_overhead_s)
+    if key not in _COSTS:
+        if len(_COSTS) > 32:
+            _COSTS.clear()
+        _COSTS[key] = StepCost(spec, acc, cfg, eff, max_tokens=max_tokens,
+                               gpus_per_node=gpus_per_node, step_overhead_s=step_overhead_s,
+                               seq_overhead_s=seq_overhead_s)
+    return _COSTS[key]
+
+
+def _check_requests(spec: ModelSpec, engine: EngineProfile, pool: KvPool, w: Workload) -> None:
+    i = max(range(w.requests), key=lambda j: w.prompt_tokens[j] + w.output_tokens[j])
+    p, o = w.prompt_tokens[i], w.output_tokens[i]
+    if p + o > pool.tokens:
+        raise SpecError("prompt", f"{p}+{o}", f"prompt + output within the KV pool of "
+                        f"{pool.tokens:,} tokens per instance", "try a larger --tp or --kv-dtype "
+                        "fp8")
+    if spec.max_seq_len and p + o > spec.max_seq_len:
+        raise SpecError("prompt", f"{p}+{o}", f"prompt + output within {spec.name}'s context of "
+                        f"{spec.max_seq_len:,} tokens")
+    if not engine.chunked_prefill:
+        top = max(w.prompt_tokens)
+        if top > engine.max_num_batched_tokens:
+            raise SpecError("max-num-batched-tokens", engine.max_num_batched_tokens,
+                            f"at least the longest prompt ({top}): {engine.name} does not chunk "
+                            "prefills by default")
+
+
+def _collect(spec: ModelSpec, acc: Accelerator, cfg: ServingConfig, engine: EngineProfile,
+             replicas: int, pool: KvPool, max_seqs: int, w: Workload, slo_ttft_s: float | None,
+             slo_tpot_s: float | None, traces: list[tuple[list[int], ReplicaTrace]]
+             ) -> SimulationResult:
+    k = w.requests
+    send, first, fin = np.empty(k), np.empty(k), np.empty(k)
+    itl_v: list[np.ndarray] = []
+    itl_w: list[np.ndarray] = []
+    for idx, tr in traces:
+        send[idx], first[idx], fin[idx] = tr.send_s, tr.first_token_s, tr.finish_s
+        itl_v += tr.itl_values
+        itl_w += tr.itl_weights
+    duration = float(fin.max())
+    kv_mean = sum(tr.kv_block_seconds for _, tr in traces) / (duration * pool.num_blocks
+                                                              * len(traces))
+    kv_max = max(tr.max_kv_blocks for _, tr in traces) / pool.num_blocks
+    q_mean = sum(tr.queue_seconds for _, tr in traces) / duration
+    q_max = max((max(tr.sample_queue, default=0) for _, tr in traces), default=0)
+    kv_t: list[float] = []
+    kv_f = np.zeros(SERIES_POINTS)
+    q_f = np.zeros(SERIES_POINTS)
+    for _, tr in traces:
+        t = np.array(tr.sample_t)
+        kv_t, f = binned(t, np.array(tr.sample_kv_blocks, dtype=float) / pool.num_blocks,
+                         duration, SERIES_POINTS)
+        kv_f += np.array(f) / len(traces) if f else 0.0
+        _, qf = binned(t, np.array(tr.sample_queue, dtype=float), duration, SERIES_POINTS)
+        q_f += np.array(qf) if qf else 0.0
+    return SimulationResult(
+        spec, acc, cfg, engine, replicas, pool, max_seqs, w, slo_ttft_s, slo_tpot_s,
+        np.array(w.prompt_tokens), np.array(w.output_tokens), send, first, fin,
+        pooled(itl_v, itl_w), duration, kv_mean, kv_max, (kv_t, [float(x) for x in kv_f]),
+        q_mean, q_max, (kv_t, [float(x) for x in q_f]),
+        sum(tr.steps for _, tr in traces), sum(tr.preemptions for _, tr in traces))

@@ -1,0 +1,235 @@
+"""`llmsizer simulate`: a request stream served by continuously batching engine instances."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import sys
+from typing import Any
+
+from llmsizer.errors import SpecError
+
+DURATION_UNITS = {"": 1.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "min": 60.0}
+
+
+def parse_seconds(text: str, flag: str) -> float:
+    """"1s", "50ms", "250us", "0.5" (seconds)."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*(s|ms|us|µs|min)?\s*", text)
+    if not m:
+        raise SpecError(flag, text, "a duration such as 1s, 50ms or 0.2 (seconds)")
+    v = float(m.group(1)) * DURATION_UNITS[m.group(2) or ""]
+    if not (v > 0 and math.isfinite(v)):
+        raise SpecError(flag, text, "a positive duration")
+    return v
+
+
+def _rate(flag: str):  # type: ignore[no-untyped-def]
+    def parse(text: str) -> float:
+        t = text.strip().lower()
+        if t in ("inf", "infinity"):
+            return math.inf
+        try:
+            v = float(t)
+        except ValueError:
+            v = math.nan
+        if not (v > 0 and math.isfinite(v)):
+            raise argparse.ArgumentTypeError(f"={text} is not allowed: a positive number or inf")
+        return v
+
+    return parse
+
+
+def add_parser(sub: Any, positive_int: Any) -> None:
+    from llmsizer.cli import MAX_PARALLEL, arg_int, arg_length
+    from llmsizer.serving.engines import ENGINES
+
+    p = sub.add_parser(
+        "simulate", help="serving under load: latency percentiles, throughput, goodput",
+        description="Simulate a request stream (Poisson/gamma arrivals, a closed loop of "
+        "clients, or a trace) served by continuously batching engine instances: chunked "
+        "prefill, paged KV cache, preemption, per-engine defaults; step times from the "
+        "model's per-op roofline. Metrics as vllm bench serve defines them.")
+    p.add_argument("model", help="catalog name, alias, HF repo id, or path to a config.json")
+    p.add_argument("--gpu", required=True, help="accelerator name/alias or JSON file")
+    p.add_argument("--tp", type=arg_int(1, MAX_PARALLEL), default=1)
+    p.add_argument("--pp", type=arg_int(1, MAX_PARALLEL), default=1)
+    p.add_argument("--replicas", type=arg_int(1, 4096), default=1,
+                   help="engine instances; requests dealt round-robin")
+    p.add_argument("--qps", type=_rate("qps"),
+                   help="request rate per second (inf: all at once)")
+    p.add_argument("--concurrency", type=arg_int(1, 2**20),
+                   help="clients in a closed loop (with --qps: at most this many in flight)")
+    p.add_argument("--requests", type=arg_int(1, 10**7), default=1000, help="requests sent")
+    p.add_argument("--prompt", type=arg_length(), help="prompt tokens (default 1024)")
+    p.add_argument("--output", type=arg_length(), help="output tokens (default 256)")
+    p.add_argument("--prompt-spread", default="fixed",
+                   help="fixed, uniform:F ([1-F, 1+F]·prompt), normal:F, exponential")
+    p.add_argument("--output-spread", default="fixed", help="as --prompt-spread")
+    p.add_argument("--trace", help="JSON/CSV of prompt_tokens, output_tokens[, arrival_s]")
+    p.add_argument("--burstiness", type=_rate("burstiness"), default=1.0,
+                   help="gamma shape of inter-arrival gaps: 1 Poisson, <1 burstier, inf even")
+    p.add_argument("--seed", type=arg_int(0, 2**63 - 1), default=0)
+    p.add_argument("--slo-ttft", help="time-to-first-token SLO for goodput, e.g. 1s")
+    p.add_argument("--slo-tpot", help="time-per-output-token SLO for goodput, e.g. 50ms")
+    p.add_argument("--engine", default="vllm", choices=ENGINES, metavar="ENGINE",
+                   help="scheduling and memory defaults of " + ", ".join(ENGINES))
+    p.add_argument("--max-num-seqs", type=arg_int(1, 2**20),
+                   help="sequences per step (default: the engine's)")
+    p.add_argument("--max-num-batched-tokens", type=arg_int(1, 2**22),
+                   help="tokens per step (default: the engine's)")
+    p.add_argument("--weights", default="bf16", help="bf16, fp16, fp8, int8, int4, fp32")
+    p.add_argument("--kv-dtype", default="bf16", help="bf16, fp16, fp8, int8, int4, fp32")
+    p.add_argument("--overhead", help="runtime overhead per device, e.g. 1GiB (default)")
+    p.add_argument("--gpus-per-node", type=arg_int(1, 1024), default=8)
+    p.add_argument("--calibration", help="efficiency calibration file (llmsizer calibrate)")
+    p.add_argument("--json", action="store_true")
+
+
+def build(args: argparse.Namespace) -> tuple[Any, ...]:
+    from llmsizer.analysis.inference import ServingConfig
+    from llmsizer.analysis.params import validate_parallel
+    from llmsizer.catalog import get_accelerator, get_model
+    from llmsizer.serving import workload as wl
+    from llmsizer.serving.engines import engine_profile
+    from llmsizer.specs.precision import kv_dtype_bytes, weight_format
+    from llmsizer.units import parse_bytes
+
+    if args.qps is None and args.concurrency is None:
+        raise SpecError("qps", "(none)", "a request rate (--qps R) or a closed loop "
+                        "(--concurrency N)")
+    if args.trace and (args.prompt or args.output):
+        raise SpecError("trace", args.trace, "either a trace or --prompt/--output, not both")
+    spec = get_model(args.model)
+    acc = get_accelerator(args.gpu)
+    kw: dict[str, Any] = {}
+    if args.overhead:
+        kw["runtime_overhead"] = parse_bytes(args.overhead, "overhead")
+    weights = weight_format(args.weights)
+    cfg = ServingConfig(tp=args.tp, pp=args.pp, weights=weights,
+                        kv_dtype_bytes=kv_dtype_bytes(args.kv_dtype), **kw)
+    validate_parallel(spec, args.tp, args.pp)
+    from llmsizer.cli_infer import check_compute_dtype
+
+    check_compute_dtype(acc, weights.compute_dtype, args.weights)
+    engine = engine_profile(args.engine, acc).with_limits(args.max_num_seqs,
+                                                          args.max_num_batched_tokens)
+    if args.trace:
+        work = wl.from_trace(args.trace, qps=args.qps, concurrency=args.concurrency,
+                             burstiness=args.burstiness, seed=args.seed, requests=args.requests)
+    else:
+        work = wl.synthetic(args.requests, args.prompt or 1024, args.output or 256,
+                            qps=args.qps, concurrency=args.concurrency,
+                            burstiness=args.burstiness, seed=args.seed,
+                            prompt_spread=args.prompt_spread, output_spread=args.output_spread)
+    slo_ttft = parse_seconds(args.slo_ttft, "slo-ttft") if args.slo_ttft else None
+    slo_tpot = parse_seconds(args.slo_tpot, "slo-tpot") if args.slo_tpot else None
+    return spec, acc, cfg, engine, work, slo_ttft, slo_tpot
+
+
+def run(args: argparse.Namespace) -> str:
+    from llmsizer.analysis.efficiency import Efficiency
+    from llmsizer.analysis.serving_sim import simulate
+    from llmsizer.report import dumps
+
+    spec, acc, cfg, engine, work, slo_ttft, slo_tpot = build(args)
+    eff = Efficiency.for_accelerator(acc, args.calibration, workload="serving")
+    show = sys.stderr.isatty() and work.requests >= 2000
+
+    def progress(done: int) -> None:
+        print(f"\rsimulating: {done:,}/{work.requests:,} requests finished", end="",
+              file=sys.stderr, flush=True)
+
+    try:
+        r = simulate(spec, acc, cfg, engine, work, replicas=args.replicas, eff=eff,
+                     slo_ttft_s=slo_ttft, slo_tpot_s=slo_tpot, gpus_per_node=args.gpus_per_node,
+                     progress=progress if show else None)
+    finally:
+        if show:
+            print("\r\033[K", end="", file=sys.stderr, flush=True)
+    data = simulation_json(r, args)
+    return dumps(data) if args.json else simulation_text(r)
+
+
+def simulation_json(r: Any, args: argparse.Namespace) -> dict[str, Any]:
+    e, w, pool = r.engine, r.workload, r.pool
+    return {
+        "model": r.spec.name, "gpu": r.acc.name,
+        "config": {
+            "engine": e.name, "tp": r.cfg.tp, "pp": r.cfg.pp, "replicas": r.replicas,
+            "gpus": r.cfg.tp * r.cfg.pp * r.replicas,
+            "weights": r.cfg.weights.name if r.cfg.weights else "bf16",
+            "kv_dtype_bytes": r.cfg.kv_dtype_bytes,
+            "max_num_seqs": r.max_num_seqs, "max_num_batched_tokens": e.max_num_batched_tokens,
+            "block_size": e.block_size, "kv_pool_blocks": pool.num_blocks,
+            "kv_pool_tokens": pool.tokens, "kv_pool_bytes": int(pool.pool_bytes),
+            "kv_pool_rule": pool.rule, "weights_bytes_per_device": int(pool.weights),
+            "mixed_batches": e.mixed_batches, "chunked_prefill": e.chunked_prefill,
+            "admission": e.admission, "step_overhead_s": e.step_overhead_s,
+            "seq_overhead_s": e.seq_overhead_s, "sources": e.sources,
+            "workload": {
+                "requests": w.requests, "description": w.description,
+                "qps": None if args.qps is None or math.isinf(args.qps) else args.qps,
+                "concurrency": args.concurrency, "burstiness":
+                None if math.isinf(args.burstiness) else args.burstiness, "seed": args.seed,
+                "trace": args.trace, "prompt": None if args.trace else args.prompt or 1024,
+                "output": None if args.trace else args.output or 256,
+                "prompt_spread": args.prompt_spread, "output_spread": args.output_spread,
+                "mean_prompt_tokens": float(r.prompts.mean()),
+                "mean_output_tokens": float(r.outputs.mean())},
+            "slo_ttft_s": r.slo_ttft_s, "slo_tpot_s": r.slo_tpot_s,
+        },
+        "ttft_s": r.dist("ttft").as_dict(), "tpot_s": r.dist("tpot").as_dict(),
+        "itl_s": r.dist("itl").as_dict(), "e2e_latency_s": r.dist("e2e").as_dict(),
+        "throughput_tokens_per_s": r.throughput_tokens_per_s,
+        "total_tokens_per_s": r.total_tokens_per_s,
+        "requests_per_s": r.requests_per_s,
+        "goodput_requests_per_s": r.goodput_requests_per_s,
+        "duration_s": r.duration_s, "mean_in_flight": r.mean_in_flight,
+        "steps": r.steps, "preemptions": r.preemptions,
+        "kv_cache_utilization": {"mean": r.kv_utilization_mean, "max": r.kv_utilization_max,
+                                 "series": {"t_s": r.kv_series[0],
+                                            "fraction": r.kv_series[1]}},
+        "queue_length": {"mean": r.queue_mean, "max": r.queue_max,
+                         "series": {"t_s": r.queue_series[0], "requests": r.queue_series[1]}},
+    }
+
+
+def simulation_text(r: Any) -> str:
+    from llmsizer.report import table
+    from llmsizer.units import format_bytes, format_seconds
+
+    e, pool = r.engine, r.pool
+    gpus = r.cfg.tp * r.cfg.pp
+    lines = [
+        f"{r.spec.name} on {r.acc.display_name}: {r.replicas} x (tp {r.cfg.tp} x pp "
+        f"{r.cfg.pp}) = {r.replicas * gpus} GPUs, engine {e.name}",
+        f"  {r.max_num_seqs:,} seqs and {e.max_num_batched_tokens:,} tokens per step, "
+        + ("mixed prefill+decode" if e.mixed_batches else "prefill-first")
+        + (", chunked prefill" if e.chunked_prefill else ""),
+        f"  KV pool {format_bytes(pool.pool_bytes)}: {pool.num_blocks:,} blocks of "
+        f"{pool.block_size} = {pool.tokens:,} tokens",
+        f"  ({pool.rule})",
+        f"workload: {r.workload.requests:,} requests, {r.workload.description}",
+        f"  mean prompt {r.prompts.mean():,.0f} tokens, mean output {r.outputs.mean():,.0f}",
+        "",
+    ]
+    rows = []
+    for name, key in (("TTFT", "ttft"), ("TPOT", "tpot"), ("ITL", "itl"), ("E2E", "e2e")):
+        d = r.dist(key)
+        rows.append((name, *(format_seconds(v) for v in (d.mean, d.p50, d.p90, d.p99))))
+    lines.append(table(rows, ["latency", "mean", "p50", "p90", "p99"]))
+    lines.append("")
+    slo = [f"TTFT <= {format_seconds(r.slo_ttft_s)}" if r.slo_ttft_s else "",
+           f"TPOT <= {format_seconds(r.slo_tpot_s)}" if r.slo_tpot_s else ""]
+    slo_text = ", ".join(s for s in slo if s) or "no SLO given"
+    lines += [
+        f"throughput {r.throughput_tokens_per_s:,.0f} output tok/s ({r.total_tokens_per_s:,.0f}"
+        f" total), {r.requests_per_s:,.2f} req/s",
+        f"goodput {r.goodput_requests_per_s:,.2f} req/s ({slo_text})",
+        f"KV cache in use: mean {r.kv_utilization_mean:.0%}, max {r.kv_utilization_max:.0%}; "
+        f"waiting: mean {r.queue_mean:,.1f}, max {r.queue_max:,}",
+        f"{r.preemptions:,} preemptions; {r.steps:,} steps in {format_seconds(r.duration_s)}; "
+        f"{r.mean_in_flight:,.1f} requests in flight on average",
+    ]
+    return "\n".join(lines)

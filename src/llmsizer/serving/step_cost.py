@@ -1,0 +1,208 @@
+"""Time of one scheduler step of a continuously batched engine, from the model's per-op roofline.
+
+A step runs one forward pass over a ragged batch: `d` decode sequences (one new token each) and
+some prefill chunks (n_i new tokens of a prompt whose context reaches c_i). Every op of
+`analysis.inference.forward_pass` is timed as max(FLOPs / compute rate, bytes / memory rate); this
+module derives, once per configuration, what that costs for any mix:
+
+    step_s = body(T) + head(R) + Σ_g attention_g + launch + host
+
+  T = d + Σ n_i        tokens in the step (rows of every linear op)
+  R = d + #chunks      sequences in the step (rows of the lm_head: logits for each last position)
+  body(T)              Σ over the layers' linear/router ops of max(compute, memory), plus the
+                       tensor-parallel all-reduces and pipeline hand-offs of T tokens. It depends on
+                       T alone, so it is tabulated from forward_pass(batch=T, new=1) at both ends
+                       of every band of T that fills the same GEMM tiles (see _grid) and
+                       interpolated linearly in between.
+  head(R)              the lm_head, tabulated the same way.
+  attention_g          for the layers g sharing one attention window W (None: full), one fused
+                       kernel over the whole ragged batch:
+                       max(f_g · pairs / rate_attn, (k_g · keys + q_g · T) / rate_mem)
+                       pairs = Σ_i pairs(n_i, c_i) + Σ_decode min(ctx, W) (causal (query, key)
+                       pairs), keys = Σ min(c, W) keys read, f_g, k_g, q_g = FLOPs per pair, KV
+                       bytes per key and Q/O bytes per token summed over the group's layers.
+                       These are read off forward_pass's own attention ops at three small shapes,
+                       the rates off two large ones (so nothing of its formula is re-derived).
+  launch               forward_pass's per-kernel launch cost, paid by decode-only steps (prefill
+                       passes have none in forward_pass; their kernels are long enough to hide it).
+  host                 the engine's scheduler overhead per step and per sequence (engines.py).
+
+For a windowed layer Σ_decode min(ctx, W) is taken as min(Σ ctx, d · W) (exact when all contexts
+are on the same side of W). Pipeline stages run in series for each step, as in forward_pass.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from llmsizer.analysis.efficiency import Efficiency
+from llmsizer.analysis.inference import OpCost, PassCost, ServingConfig, _topology, forward_pass
+from llmsizer.specs.hardware import Accelerator
+from llmsizer.specs.model import ModelSpec
+
+ATTENTION = "attention.core"
+
+
+def causal_pairs(new: int, context: int, window: int | None) -> int:
+    """(query, key) pairs of `new` queries ending at position `context`, each seeing the keys at
+    or before it (at most `window` of them)."""
+    first = context - new + 1
+    if window is None or context <= window:
+        return new * (first + context) // 2
+    below = max(0, window - first + 1)  # queries at positions <= W see all their keys
+    return below * (first + window) // 2 + (new - below) * window
+
+
+@dataclass(frozen=True)
+class AttentionGroup:
+    window: int | None
+    layers: int
+    flops_per_pair: float
+    bytes_per_key: float
+    bytes_per_token: float
+
+
+def _grid(limit: int, tile: int) -> list[int]:
+    """Token counts where body(T) is evaluated: every T to 16, then both ends of each band of T
+    that fills the same number of `tile`-row GEMM tiles (powers of two below one tile, as the
+    skinny kernels pick). Inside a band an op's compute time is constant (the padded tiles cost
+    the same) and its memory time affine, so interpolating between band ends is exact but for the
+    kink where an op turns from compute- to memory-bound."""
+    pts = set(range(1, min(limit, 16) + 1))
+    edge = 16
+    while edge < limit:
+        nxt = min(edge * 2, tile) if edge < tile else edge + tile
+        pts.update((edge + 1, min(nxt, limit)))
+        edge = nxt
+    return sorted(p for p in pts if p <= limit)
+
+
+class StepCost:
+    """Per-configuration step-time model; see the module docstring for the decomposition."""
+
+    def __init__(self, spec: ModelSpec, acc: Accelerator, cfg: ServingConfig, eff: Efficiency,
+                 *, max_tokens: int, gpus_per_node: int = 8, step_overhead_s: float = 0.0,
+                 seq_overhead_s: float = 0.0):
+        topo = _topology(acc, gpus_per_node, eff)
+
+        def run(batch: int, new: int, context: int, decode: bool) -> PassCost:
+            return forward_pass(spec, acc, cfg, eff, batch, new, context, topology=topo,
+                                decode=decode)
+
+        self.grid = _grid(max(1, max_tokens), eff.tile_m)
+        body, head = [], []
+        launch = 0.0
+        for t in self.grid:
+            p = run(t, 1, 1, True)
+            body.append(sum(o.time_s for o in p.ops if o.layer is not None and o.op != ATTENTION)
+                        + p.comm_s)
+            head.append(sum(o.time_s for o in p.ops if o.layer is None))
+            launch = p.overhead_s
+        self.body_s = body
+        self.head_s = head
+        self.launch_s = launch
+        self.step_overhead_s = step_overhead_s
+        self.seq_overhead_s = seq_overhead_s
+        self.groups, self.rate_attn, self.rate_mem = _attention_groups(run)
+
+    # -- pieces -------------------------------------------------------------------------------
+    def _table(self, values: list[float], x: float) -> float:
+        g = self.grid
+        if x <= g[0]:
+            return values[0] * x / g[0]
+        i = bisect.bisect_left(g, x)
+        if i >= len(g):  # beyond the grid: extend the last segment
+            i = len(g) - 1
+        x0, x1 = g[i - 1], g[i]
+        return values[i - 1] + (values[i] - values[i - 1]) * (x - x0) / (x1 - x0)
+
+    def body(self, tokens: float) -> float:
+        return self._table(self.body_s, tokens)
+
+    def head(self, rows: float) -> float:
+        return self._table(self.head_s, rows)
+
+    def attention(self, tokens: float, pairs: list[float], keys: list[float]) -> float:
+        t = 0.0
+        for g, p, k in zip(self.groups, pairs, keys, strict=True):
+            t += max(g.flops_per_pair * p / self.rate_attn,
+                     (g.bytes_per_key * k + g.bytes_per_token * tokens) / self.rate_mem)
+        return t
+
+    # -- whole steps --------------------------------------------------------------------------
+    def step_s(self, decode_seqs: int, decode_context: float,
+               chunks: list[tuple[int, int]]) -> float:
+        """One step: `decode_seqs` sequences whose contexts (new token included) sum to
+        `decode_context`, plus prefill `chunks` of (new tokens, context reached)."""
+        tokens = decode_seqs
+        rows = decode_seqs + len(chunks)
+        pairs, keys = [], []
+        for g in self.groups:
+            w = g.window
+            dk = decode_context if w is None else min(decode_context, decode_seqs * w)
+            p, k = dk, dk
+            for n, c in chunks:
+                p += causal_pairs(n, c, w)
+                k += c if w is None else min(c, w)
+            pairs.append(p)
+            keys.append(k)
+        for n, _ in chunks:
+            tokens += n
+        t = self.body(tokens) + self.head(rows) + self.attention(tokens, pairs, keys)
+        if not chunks:
+            t += self.launch_s
+        return t + self.step_overhead_s + self.seq_overhead_s * rows
+
+    def decode_constant_s(self, seqs: int) -> float:
+        """The part of a decode-only step that does not depend on the contexts."""
+        return (self.body(seqs) + self.head(seqs) + self.launch_s + self.step_overhead_s
+                + self.seq_overhead_s * seqs)
+
+    def decode_attention_s(self, seqs: int, contexts: np.ndarray) -> np.ndarray:
+        """Attention time of decode-only steps, vectorized over Σ context values."""
+        t = np.zeros_like(contexts, dtype=float)
+        for g in self.groups:
+            k = contexts if g.window is None else np.minimum(contexts, seqs * g.window)
+            t += np.maximum(g.flops_per_pair * k / self.rate_attn,
+                            (g.bytes_per_key * k + g.bytes_per_token * seqs) / self.rate_mem)
+        return t
+
+
+def _attention_groups(run) -> tuple[list[AttentionGroup], float, float]:  # type: ignore[no-untyped-def]
+    """Per-layer attention coefficients from forward_pass's attention ops, grouped by window."""
+    def att(p: PassCost) -> dict[int | None, OpCost]:
+        return {o.layer: o for o in p.ops if o.op == ATTENTION}
+
+    far = 1 << 20
+    a, b, c = att(run(1, 1, 1, True)), att(run(1, 1, 2, True)), att(run(1, 1, far, True))
+    groups: dict[int | None, list[float]] = {}
+    for layer, oa in a.items():
+        ob, oc = b[layer], c[layer]
+        per_key = ob.bytes - oa.bytes
+        per_token = oa.bytes - per_key
+        kept = (oc.bytes - per_token) / per_key if per_key else far
+        window = None if kept > far - 0.5 else round(kept)
+        g = groups.setdefault(window, [0, 0.0, 0.0, 0.0])
+        g[0] += 1
+        g[1] += oa.flops  # pairs = 1
+        g[2] += per_key
+        g[3] += per_token
+    out = [AttentionGroup(w, int(v[0]), v[1], v[2], v[3]) for w, v in groups.items()]
+    # Rates: a long prefill's attention is compute-bound, a long decode's memory-bound.
+    big = 16384
+    rate_attn = rate_mem = math.nan
+    for o in run(1, big, big, False).ops:
+        if o.op == ATTENTION and o.bound == "compute" and o.time_s > 0:
+            rate_attn = o.flops / o.time_s
+            break
+    for o in c.values():
+        if o.bound == "memory" and o.time_s > 0:
+            rate_mem = o.bytes / o.time_s
+            break
+    if math.isnan(rate_attn) or math.isnan(rate_mem):
+        raise AssertionError("attention rates not derivable from forward_pass")
+    return out, rate_attn, rate_mem

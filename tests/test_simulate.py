@@ -1,0 +1,227 @@
+"""The serving simulator: invariants of any queueing system, and agreement with the per-op
+model for a request alone. Expected values come from arithmetic on forward_pass, from queueing
+theory or from the request timestamps, never from a stored run."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from llmsizer.analysis.efficiency import Efficiency
+from llmsizer.analysis.inference import ServingConfig, _topology, forward_pass
+from llmsizer.analysis.serving_sim import kv_pool, simulate
+from llmsizer.catalog import get_accelerator, get_model
+from llmsizer.cli import main
+from llmsizer.serving.engines import engine_profile
+from llmsizer.serving.workload import Workload, from_trace, gamma_arrivals, synthetic
+
+SPEC = get_model("llama-2-7b")
+ACC = get_accelerator("a100-80gb")
+CFG = ServingConfig()
+EFF = Efficiency.for_accelerator(ACC, workload="serving")
+VLLM = engine_profile("vllm", ACC)
+
+
+def _run(work: Workload, engine=VLLM, cfg=CFG, **kw):  # type: ignore[no-untyped-def]
+    return simulate(SPEC, ACC, cfg, engine, work, eff=EFF, **kw)
+
+
+def _pass_s(batch: int, new: int, context: int, decode: bool) -> float:
+    return forward_pass(SPEC, ACC, CFG, EFF, batch, new, context,
+                        topology=_topology(ACC, 8, EFF), decode=decode).time_s
+
+
+def _small_pool_cfg(tokens: int, engine=VLLM) -> ServingConfig:  # type: ignore[no-untyped-def]
+    """A config whose KV pool holds about `tokens` tokens: the runtime overhead takes the rest."""
+    pool = kv_pool(SPEC, ACC, CFG, engine)
+    spare = pool.pool_bytes - tokens * pool.block_bytes / pool.block_size
+    share = engine.memory_fraction if engine.kv_pool == "free" else 1.0
+    return replace(CFG, runtime_overhead=CFG.runtime_overhead + spare / share)
+
+
+def test_a_request_alone_gets_the_prefill_pass_as_ttft_and_one_decode_step_as_tpot():
+    prompt, output = 1000, 64
+    r = _run(synthetic(1, prompt, output, qps=1.0, concurrency=None))
+    host = VLLM.step_overhead_s + VLLM.seq_overhead_s  # scheduler time per step, one sequence
+    ttft = _pass_s(1, prompt, prompt, decode=False) + host
+    # Decode steps run at contexts prompt+1 … prompt+output-1; decode attention is memory-bound
+    # and affine in the context, so their mean is the step at the mean context prompt + output/2.
+    tpot = _pass_s(1, 1, prompt + output // 2, decode=True) + host
+    assert r.dist("ttft").mean == pytest.approx(ttft, rel=1e-9)
+    assert r.dist("tpot").mean == pytest.approx(tpot, rel=1e-9)
+    assert r.dist("e2e").mean == pytest.approx(ttft + (output - 1) * tpot, rel=1e-9)
+
+
+def test_a_closed_loop_of_one_client_is_requests_one_after_another():
+    prompts, outputs = (300, 50, 700), (5, 9, 3)
+    work = Workload(prompts, outputs, None, concurrency=1)
+    r = _run(work)
+    host = VLLM.step_overhead_s + VLLM.seq_overhead_s
+    start = 0.0
+    for i, (p, o) in enumerate(zip(prompts, outputs, strict=True)):
+        alone = _pass_s(1, p, p, False) + host + sum(
+            _pass_s(1, 1, c, True) + host for c in range(p + 1, p + o))
+        assert r.send_s[i] == pytest.approx(start, abs=1e-12)  # sent when the last one ended
+        assert r.finish_s[i] - r.send_s[i] == pytest.approx(alone, rel=1e-9)
+        start = r.finish_s[i]
+
+
+def test_no_request_finishes_before_it_arrives_and_ttft_is_within_e2e():
+    work = synthetic(800, 512, 128, qps=12.0, concurrency=None, seed=3,
+                     prompt_spread="uniform:0.9", output_spread="exponential")
+    r = _run(work)
+    assert np.all(np.isfinite(r.finish_s))
+    assert np.all(r.send_s <= r.first_token_s)
+    assert np.all(r.first_token_s <= r.finish_s)
+    assert np.all(r.ttft > 0) and np.all(r.ttft <= r.e2e)
+    assert np.allclose(r.send_s, work.arrival_s)  # no client cap: sent when scheduled
+
+
+def test_kv_blocks_in_use_never_exceed_the_pool_even_under_preemption():
+    cfg = _small_pool_cfg(20_000)
+    r = _run(synthetic(300, 1500, 400, qps=50.0, concurrency=None, seed=1), cfg=cfg)
+    assert r.pool.tokens < 22_000
+    assert r.preemptions > 0  # the pool did bind
+    assert r.kv_utilization_max <= 1.0
+    assert np.all(np.isfinite(r.finish_s))
+
+
+def test_requests_between_first_token_and_finish_fit_the_pool():
+    # TRT-LLM's reservation holds ceil((prompt + output)/block) blocks from admission (before
+    # the first token) to the end, so requests in that span at any moment must fit the pool.
+    trt = engine_profile("trtllm", ACC)
+    cfg = _small_pool_cfg(12_000, trt)
+    prompt, output = 1000, 200
+    r = _run(synthetic(200, prompt, output, qps=40.0, concurrency=None, seed=2), engine=trt,
+             cfg=cfg)
+    per_request = math.ceil((prompt + output) / trt.block_size)
+    times = np.linspace(0, r.duration_s, 2000)
+    inside = ((r.first_token_s[None, :] <= times[:, None])
+              & (times[:, None] < r.finish_s[None, :])).sum(axis=1)
+    assert inside.max() * per_request <= r.pool.num_blocks
+    assert inside.max() == r.pool.num_blocks // per_request  # and the pool is what limits them
+
+
+def test_littles_law_holds_in_steady_state():
+    r = _run(synthetic(3000, 512, 128, qps=8.0, concurrency=None, seed=7,
+                       output_spread="uniform:0.5"))
+    lo, hi = 0.25 * r.duration_s, 0.75 * r.duration_s
+    t = np.linspace(lo, hi, 4000)
+    in_system = ((r.send_s[None, :] <= t[:, None]) & (t[:, None] < r.finish_s[None, :])).sum(1)
+    arrived = (r.send_s >= lo) & (r.send_s < hi)
+    rate = arrived.sum() / (hi - lo)
+    latency = r.e2e[arrived].mean()
+    assert in_system.mean() == pytest.approx(rate * latency, rel=0.05)
+
+
+def test_a_higher_rate_never_lowers_latency_percentiles_on_average():
+    seeds = range(4)
+    rows = []
+    for qps in (2.0, 6.0, 12.0, 24.0):
+        runs = [_run(synthetic(250, 768, 160, qps=qps, concurrency=None, seed=s))
+                for s in seeds]
+        rows.append([np.mean([getattr(x.dist(m), p) for x in runs])
+                     for m in ("ttft", "tpot", "e2e") for p in ("p50", "p90", "p99")])
+    rows_arr = np.array(rows)
+    assert np.all(np.diff(rows_arr, axis=0) >= -1e-12)
+
+
+def test_the_same_seed_reproduces_a_run_exactly():
+    def once(seed: int):  # type: ignore[no-untyped-def]
+        return _run(synthetic(400, 600, 100, qps=9.0, concurrency=None, seed=seed, burstiness=0.5,
+                              prompt_spread="normal:0.3", output_spread="uniform:0.5"))
+
+    a, b, c = once(11), once(11), once(12)
+    assert np.array_equal(a.finish_s, b.finish_s) and np.array_equal(a.itl, b.itl)
+    assert np.array_equal(a.first_token_s, b.first_token_s)
+    assert not np.array_equal(a.finish_s, c.finish_s)
+
+
+def test_arrivals_follow_vllm_bench_serve_gamma_process():
+    rng = np.random.default_rng(0)
+    n, rate = 20000, 4.0
+    for burstiness in (0.25, 1.0, 4.0):
+        t = np.array(gamma_arrivals(n, rate, burstiness, rng))
+        gaps = np.diff(np.concatenate(([0.0], t)))
+        assert t[-1] == pytest.approx(n / rate)  # rescaled so the last lands at N / rate
+        # A gamma with shape k has coefficient of variation 1/sqrt(k).
+        assert gaps.std() / gaps.mean() == pytest.approx(1 / math.sqrt(burstiness), rel=0.05)
+    assert gamma_arrivals(3, math.inf, 1.0, rng) == [0.0, 0.0, 0.0]
+
+
+def test_a_trace_gives_lengths_and_arrival_times(tmp_path):
+    rows = [{"arrival_s": 0.0, "prompt_tokens": 100, "output_tokens": 5},
+            {"arrival_s": 0.5, "prompt_tokens": 300, "output_tokens": 2}]
+    j = tmp_path / "t.json"
+    j.write_text(json.dumps(rows))
+    c = tmp_path / "t.csv"
+    c.write_text("arrival_s,prompt_tokens,output_tokens\n0,100,5\n0.5,300,2\n")
+    for path in (j, c):
+        w = from_trace(str(path), qps=None, concurrency=None)
+        assert w.prompt_tokens == (100, 300) and w.output_tokens == (5, 2)
+        r = _run(w)
+        assert list(r.send_s) == [0.0, 0.5]
+
+
+def test_every_engine_completes_every_request():
+    work = synthetic(300, 900, 120, qps=20.0, concurrency=None, seed=5,
+                     prompt_spread="uniform:0.5")
+    for name in ("vllm", "sglang", "trtllm", "lmdeploy"):
+        r = _run(work, engine=engine_profile(name, ACC))
+        assert np.all(np.isfinite(r.finish_s)), name
+        assert int(r.outputs.sum()) == 300 * np.mean(work.output_tokens)
+
+
+def _cli(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_cli_json_has_the_documented_keys():
+    code, out, _ = _cli(["simulate", "llama-2-7b", "--gpu", "a100-80gb", "--qps", "4",
+                         "--requests", "50", "--prompt", "256", "--output", "32",
+                         "--slo-ttft", "1s", "--slo-tpot", "50ms", "--json"])
+    assert code == 0
+    data = json.loads(out)
+    for key in ("ttft_s", "tpot_s", "itl_s", "e2e_latency_s"):
+        assert set(data[key]) == {"mean", "p50", "p90", "p99"}
+    for key in ("throughput_tokens_per_s", "requests_per_s", "goodput_requests_per_s", "model",
+                "gpu", "config"):
+        assert key in data
+    assert {"mean", "max", "series"} <= set(data["kv_cache_utilization"])
+    assert "series" in data["queue_length"]
+    assert data["config"]["engine"] == "vllm" and data["config"]["workload"]["requests"] == 50
+    assert data["goodput_requests_per_s"] <= data["requests_per_s"]
+
+
+def test_cli_text_fits_80_columns():
+    code, out, _ = _cli(["simulate", "llama-2-7b", "--gpu", "a100-80gb", "--concurrency", "4",
+                         "--requests", "40", "--prompt", "128", "--output", "16"])
+    assert code == 0
+    assert max(len(line) for line in out.splitlines()) <= 80
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["--qps", "-1"], "--qps"),
+    (["--qps", "abc"], "--qps"),
+    ([], "--qps"),
+    (["--qps", "1", "--engine", "tgi"], "--engine"),
+    (["--qps", "1", "--slo-ttft", "soon"], "--slo-ttft"),
+    (["--qps", "1", "--prompt-spread", "weird:1"], "--prompt-spread"),
+    (["--qps", "1", "--trace", "/nonexistent.json"], "--trace"),
+    (["--qps", "1", "--max-num-batched-tokens", "0"], "--max-num-batched-tokens"),
+    (["--qps", "1", "--requests", "0"], "--requests"),
+    (["--qps", "1", "--prompt", "900000", "--output", "10"], "--prompt"),
+])
+def test_bad_flags_exit_2_with_one_line_naming_the_flag(argv, flag):
+    code, out, err = _cli(["simulate", "llama-2-7b", "--gpu", "a100-80gb", *argv])
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and flag in err
