@@ -225,3 +225,25 @@ def test_bad_flags_exit_2_with_one_line_naming_the_flag(argv, flag):
     code, out, err = _cli(["simulate", "llama-2-7b", "--gpu", "a100-80gb", *argv])
     assert code == 2 and out == ""
     assert len(err.strip().splitlines()) == 1 and flag in err
+
+
+def test_a_cached_prefix_leaves_only_the_rest_of_the_prompt_to_prefill():
+    prompt, output, fraction = 1000, 8, 0.5
+    work = replace(synthetic(1, prompt, output, qps=1.0, concurrency=None),
+                   prefix_fraction=fraction)
+    r = _run(work)
+    cached = 500 // 16 * 16  # whole 16-token blocks of the shared half: 496 tokens
+    host = VLLM.step_overhead_s + VLLM.seq_overhead_s
+    # The 504 new tokens attend over the whole 1000-token context.
+    assert r.dist("ttft").mean == pytest.approx(
+        _pass_s(1, prompt - cached, prompt, decode=False) + host, rel=1e-9)
+    no_cache = _run(work, engine=replace(VLLM, prefix_caching=False))
+    assert no_cache.dist("ttft").mean == pytest.approx(_pass_s(1, prompt, prompt, False) + host,
+                                                       rel=1e-9)
+
+
+def test_a_shared_prefix_raises_throughput_under_load():
+    base = synthetic(400, 2000, 64, qps=20.0, concurrency=None, seed=4)
+    plain, shared = _run(base), _run(replace(base, prefix_fraction=0.8))
+    assert shared.dist("ttft").p50 < plain.dist("ttft").p50
+    assert shared.kv_utilization_mean < plain.kv_utilization_mean

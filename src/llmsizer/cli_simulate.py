@@ -6,6 +6,7 @@ import argparse
 import math
 import re
 import sys
+from dataclasses import replace
 from typing import Any
 
 from llmsizer.errors import SpecError
@@ -41,7 +42,7 @@ def _rate(flag: str):  # type: ignore[no-untyped-def]
 
 
 def add_parser(sub: Any, positive_int: Any) -> None:
-    from llmsizer.cli import MAX_PARALLEL, arg_int, arg_length
+    from llmsizer.cli import MAX_PARALLEL, arg_float, arg_int, arg_length
     from llmsizer.serving.engines import ENGINES
 
     p = sub.add_parser(
@@ -66,6 +67,9 @@ def add_parser(sub: Any, positive_int: Any) -> None:
     p.add_argument("--prompt-spread", default="fixed",
                    help="fixed, uniform:F ([1-F, 1+F]·prompt), normal:F, exponential")
     p.add_argument("--output-spread", default="fixed", help="as --prompt-spread")
+    p.add_argument("--prefix-fraction", type=arg_float(0, 1, what="a fraction"), default=0.0,
+                   help="leading share of every prompt common to all requests (system prompt), "
+                   "served from the engine's prefix cache")
     p.add_argument("--trace", help="JSON/CSV of prompt_tokens, output_tokens[, arrival_s]")
     p.add_argument("--burstiness", type=_rate("burstiness"), default=1.0,
                    help="gamma shape of inter-arrival gaps: 1 Poisson, <1 burstier, inf even")
@@ -122,6 +126,8 @@ def build(args: argparse.Namespace) -> tuple[Any, ...]:
                             qps=args.qps, concurrency=args.concurrency,
                             burstiness=args.burstiness, seed=args.seed,
                             prompt_spread=args.prompt_spread, output_spread=args.output_spread)
+    if args.prefix_fraction:
+        work = replace(work, prefix_fraction=args.prefix_fraction)
     slo_ttft = parse_seconds(args.slo_ttft, "slo-ttft") if args.slo_ttft else None
     slo_tpot = parse_seconds(args.slo_tpot, "slo-tpot") if args.slo_tpot else None
     return spec, acc, cfg, engine, work, slo_ttft, slo_tpot
@@ -175,6 +181,7 @@ def simulation_json(r: Any, args: argparse.Namespace) -> dict[str, Any]:
                 "trace": args.trace, "prompt": None if args.trace else args.prompt or 1024,
                 "output": None if args.trace else args.output or 256,
                 "prompt_spread": args.prompt_spread, "output_spread": args.output_spread,
+                "prefix_fraction": args.prefix_fraction, "prefix_caching": e.prefix_caching,
                 "mean_prompt_tokens": float(r.prompts.mean()),
                 "mean_output_tokens": float(r.outputs.mean())},
             "slo_ttft_s": r.slo_ttft_s, "slo_tpot_s": r.slo_tpot_s,

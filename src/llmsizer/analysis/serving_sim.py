@@ -164,6 +164,8 @@ def simulate(spec: ModelSpec, acc: Accelerator, cfg: ServingConfig, engine: Engi
     cost = step_cost(spec, acc, cfg, eff, max(engine.max_num_batched_tokens, max_seqs),
                      gpus_per_node, engine.step_overhead_s, engine.seq_overhead_s)
     k = workload.requests
+    cached = (workload.cached_tokens(engine.block_size) if engine.prefix_caching
+              else [0] * k)
     scheduled = workload.arrival_s or (0.0,) * k
     n_rep = replicas if workload.concurrency is None else min(replicas, workload.concurrency)
     done_before = [0] * n_rep
@@ -182,7 +184,7 @@ def simulate(spec: ModelSpec, acc: Accelerator, cfg: ServingConfig, engine: Engi
         tr = run_replica(cost, engine, pool.num_blocks, max_seqs,
                          [workload.prompt_tokens[i] for i in idx],
                          [workload.output_tokens[i] for i in idx],
-                         [scheduled[i] for i in idx], cap, tick)
+                         [scheduled[i] for i in idx], cap, tick, [cached[i] for i in idx])
         traces.append((idx, tr))
     return _collect(spec, acc, cfg, engine, n_rep, pool, max_seqs, workload, slo_ttft_s,
                     slo_tpot_s, traces)

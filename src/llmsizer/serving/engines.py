@@ -53,6 +53,7 @@ class EngineProfile:
     step_overhead_s: float  # host (scheduler, input preparation) time per step not hidden
     seq_overhead_s: float  # host time per scheduled sequence per step
     max_seqs_from_pool: bool = False  # SGLang: max_running_requests = min(pool tokens // 2, 4096)
+    prefix_caching: bool = True  # whole cached blocks of a shared prefix skip their prefill
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
     def with_limits(self, max_num_seqs: int | None, max_num_batched_tokens: int | None
@@ -88,6 +89,8 @@ def engine_profile(name: str, acc: Accelerator) -> EngineProfile:
                 "0.9 in released versions (0.92 at vllm@002f10e)",
                 "scheduling": "vllm@00024d3 vllm/v1/core/sched/scheduler.py: running first, "
                 "then waiting, chunked prefill, preempt newest by recompute",
+                "prefix caching": "vllm vllm/config/cache.py: enable_prefix_caching True; "
+                "full blocks only (docs.vllm.ai design/prefix_caching)",
                 "host overheads": "inference-sim/inference-sim@f90a1e3 docs/guide/"
                 "latency-models.md: fitted on H100 vLLM traces, 126 us/step, 4 us/request",
             })
@@ -108,6 +111,7 @@ def engine_profile(name: str, acc: Accelerator) -> EngineProfile:
                 "max_total_num_tokens // 2, capped by the request pool (<= 4096)",
                 "scheduling": "sgl: prefill batches first, decode otherwise "
                 "(enable_mixed_chunk off); page_size 1; decode retraction when KV runs out",
+                "prefix caching": "sgl: radix cache on by default (page size 1)",
                 "host overheads": "overlap scheduler hides host work (lmsys.org/blog/"
                 "2024-12-04-sglang-v0-4: zero-overhead batch scheduler)",
             })
@@ -124,6 +128,7 @@ def engine_profile(name: str, acc: Accelerator) -> EngineProfile:
                 "free_gpu_memory_fraction": "trtllm llm_args.py: 0.9 of memory free after load",
                 "scheduling": "in-flight batching, GUARANTEED_NO_EVICT capacity scheduler "
                 "(TRT-LLM docs, Useful Runtime Options)",
+                "prefix caching": "trtllm llm_args.py KvCacheConfig.enable_block_reuse True",
                 "host overheads": "assumed 0 (C++ executor); not measured",
             })
     if key == "lmdeploy":
@@ -134,7 +139,9 @@ def engine_profile(name: str, acc: Accelerator) -> EngineProfile:
             "lmdeploy", max_num_seqs=batch, max_num_batched_tokens=8192, block_size=64,
             kv_pool="free", memory_fraction=0.8, mixed_batches=True, chunked_prefill=False,
             admission="on-demand", step_overhead_s=0.0, seq_overhead_s=0.0,
+            prefix_caching=False,
             sources={
+                "prefix caching": "lmdeploy messages.py: enable_prefix_caching False",
                 "max_batch_size": "lmdeploy lmdeploy/utils.py get_max_batch_size: A100/A800 "
                 "384, H100/H800/H200 1024, other CUDA devices 128",
                 "max_prefill_token_num, cache_block_seq_len, cache_max_entry_count":

@@ -65,9 +65,12 @@ class ReplicaTrace:
 def run_replica(cost: StepCost, engine: EngineProfile, num_blocks: int, max_num_seqs: int,
                 prompts: Sequence[int], outputs: Sequence[int],
                 scheduled_s: Sequence[float], concurrency: int | None,
-                progress: Callable[[int], None] | None = None) -> ReplicaTrace:
+                progress: Callable[[int], None] | None = None,
+                cached: Sequence[int] | None = None) -> ReplicaTrace:
     """Simulate one engine instance serving `prompts`/`outputs`, sent at `scheduled_s` (at most
-    `concurrency` in flight when given: a client-side semaphore, as in vllm bench serve)."""
+    `concurrency` in flight when given: a client-side semaphore, as in vllm bench serve).
+    `cached`: prompt tokens per request found in the prefix cache (whole blocks of one shared
+    prefix, kept resident: their blocks are taken from the pool once and never freed)."""
     n_req = len(prompts)
     bs = engine.block_size
     max_tokens = engine.max_num_batched_tokens
@@ -88,7 +91,9 @@ def run_replica(cost: StepCost, engine: EngineProfile, num_blocks: int, max_num_
         return max(scheduled_s[nxt], free_slots[0]) if concurrency else scheduled_s[nxt]
 
     # Engine state.
-    free = num_blocks
+    hit = list(cached) if cached else [0] * n_req
+    hitb = [h // bs for h in hit]
+    free = num_blocks - max(hitb, default=0)
     now = 0.0
     D = 0  # decode steps so far: the clock of every decoding sequence
     t_dec_end = 0.0  # end of the last step that decoded
@@ -125,7 +130,7 @@ def run_replica(cost: StepCost, engine: EngineProfile, num_blocks: int, max_num_
     def preempt(rid: int) -> None:
         nonlocal free
         if d_join[rid] >= 0:
-            blocks = math.ceil(leave_decode(rid) / bs)
+            blocks = math.ceil(leave_decode(rid) / bs) - hitb[rid]
             t_last[rid] = joined.pop(rid, t_dec_end)
         else:
             blocks = held[rid]
@@ -182,8 +187,8 @@ def run_replica(cost: StepCost, engine: EngineProfile, num_blocks: int, max_num_
         if len(running) >= max_num_seqs:
             return True
         rid = waiting[0]
-        n = min(plen[rid] + gen[rid], max_tokens)
-        need = math.ceil((plen[rid] + olen[rid] if reserve else n) / bs)
+        n = min(plen[rid] + gen[rid] - hit[rid], max_tokens)
+        need = math.ceil((plen[rid] + olen[rid] if reserve else hit[rid] + n) / bs) - hitb[rid]
         return need > after_decode_free
 
     while True:
@@ -248,7 +253,7 @@ def run_replica(cost: StepCost, engine: EngineProfile, num_blocks: int, max_num_
             while heap and heap[0][0] <= D:
                 _, rid = heapq.heappop(heap)
                 if d_join[rid] >= 0 and d_join[rid] + olen[rid] - g_join[rid] - 1 == D:
-                    blocks = math.ceil((leave_decode(rid) + 1) / bs)
+                    blocks = math.ceil((leave_decode(rid) + 1) / bs) - hitb[rid]
                     finished(rid, blocks)
             D += 1
             t_dec_end = now
@@ -274,7 +279,7 @@ def run_replica(cost: StepCost, engine: EngineProfile, num_blocks: int, max_num_
                 if rid not in running:
                     continue
                 n = min(plen[rid] + gen[rid] - computed[rid], budget)
-                need = max(0, math.ceil((computed[rid] + n) / bs) - held[rid])
+                need = max(0, math.ceil((computed[rid] + n) / bs) - hitb[rid] - held[rid])
                 while need > free and rid in running:
                     victim = next(reversed(running))
                     if d_join[victim] >= 0:
@@ -291,21 +296,22 @@ def run_replica(cost: StepCost, engine: EngineProfile, num_blocks: int, max_num_
             while (not preempted and waiting and budget > 0
                    and len(running) < max_num_seqs):
                 rid = waiting[0]
-                target = plen[rid] + gen[rid]
+                target = plen[rid] + gen[rid] - hit[rid]
                 n = min(target, budget)
                 if not chunked and n < target and (target <= max_tokens or chunks):
                     break  # a whole prompt per step; one longer than any step goes in chunks
-                need = math.ceil((plen[rid] + olen[rid] if reserve else n) / bs)
+                need = math.ceil((plen[rid] + olen[rid] if reserve else hit[rid] + n) / bs
+                                 ) - hitb[rid]
                 if need > free:
                     break
                 waiting.popleft()
                 running[rid] = None
-                computed[rid] = 0
+                computed[rid] = hit[rid]
                 held[rid] = need
                 free -= need
                 budget -= n
                 prefilling.append(rid)
-                chunks.append((rid, n, n))
+                chunks.append((rid, n, hit[rid] + n))
         if not chunks and not decode and B:  # nothing to prefill after all: decode instead
             decode = True
             preempted = claim_decode_blocks() or preempted
@@ -335,7 +341,7 @@ def run_replica(cost: StepCost, engine: EngineProfile, num_blocks: int, max_num_
             while heap and heap[0][0] <= D:
                 _, rid = heapq.heappop(heap)
                 if d_join[rid] >= 0 and d_join[rid] + olen[rid] - g_join[rid] - 1 == D:
-                    finished(rid, math.ceil((leave_decode(rid) + 1) / bs))
+                    finished(rid, math.ceil((leave_decode(rid) + 1) / bs) - hitb[rid])
             D += 1
             t_dec_end = now
         for rid, _, c in chunks:
@@ -351,7 +357,7 @@ def run_replica(cost: StepCost, engine: EngineProfile, num_blocks: int, max_num_
                 itl_w.append(np.array([1.0]))
             t_last[rid] = now
             if gen[rid] >= olen[rid]:
-                finished(rid, math.ceil(c / bs))
+                finished(rid, math.ceil(c / bs) - hitb[rid])
                 continue
             d_join[rid], c_join[rid], g_join[rid] = D, c, gen[rid]
             B += 1

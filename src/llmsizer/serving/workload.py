@@ -11,7 +11,8 @@ Lengths: fixed, or spread around a mean: `uniform:F` draws uniformly from [(1 âˆ
 (vllm bench serve's random dataset `--random-range-ratio F`), `normal:F` a normal with standard
 deviation FÂ·L, `exponential` an exponential with mean L; all rounded and at least 1 token. A trace
 (JSON list of objects or CSV with a header) gives prompt_tokens, output_tokens and optionally
-arrival_s per request.
+arrival_s per request. A shared prefix (`--prefix-fraction F`: the first F of every prompt is the
+same text, e.g. a system prompt) is served from a warm prefix cache in whole blocks.
 """
 
 from __future__ import annotations
@@ -38,10 +39,20 @@ class Workload:
     arrival_s: tuple[float, ...] | None
     concurrency: int | None = None  # cap on requests in flight (client-side semaphore)
     description: str = ""
+    prefix_fraction: float = 0.0  # leading share of every prompt common to all requests
+
+    def cached_tokens(self, block_size: int) -> list[int]:
+        """Prompt tokens a warm prefix cache serves per request: the shared prefix in whole
+        blocks, leaving at least the last prompt token to compute (as vLLM does on a full hit)."""
+        f = self.prefix_fraction
+        return [min(math.floor(f * p), p - 1) // block_size * block_size
+                for p in self.prompt_tokens]
 
     def __post_init__(self) -> None:
         if len(self.prompt_tokens) != len(self.output_tokens) or not self.prompt_tokens:
             raise SpecError("requests", len(self.prompt_tokens), "at least one request")
+        if not 0 <= self.prefix_fraction <= 1:
+            raise SpecError("prefix-fraction", self.prefix_fraction, "a fraction in [0, 1]")
         if self.arrival_s is None and self.concurrency is None:
             raise SpecError("qps", None, "a rate (--qps) or a number of clients (--concurrency)")
 
