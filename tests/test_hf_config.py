@@ -8,7 +8,11 @@ from llmsizer.errors import LlmsizerError, SpecError
 from llmsizer.specs.hf import READERS, spec_from_hf_config
 
 SUPPORTED = ["llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "gemma", "gemma2", "gpt2",
-             "gpt_neox", "gptj", "bloom", "falcon", "opt", "phi3"]
+             "gpt_neox", "gptj", "bloom", "falcon", "opt", "phi3",
+             # issue 9: the architectures people run today
+             "qwen3", "qwen3_moe", "deepseek_v3", "deepseek_v2", "gemma3_text", "gpt_oss",
+             "llama4_text", "olmo2", "olmo3", "glm4_moe", "phimoe", "cohere", "starcoder2",
+             "dbrx", "gpt_bigcode", "qwen3_next", "falcon_mamba", "mamba2"]
 
 
 def test_every_required_model_type_has_a_reader():
@@ -22,9 +26,50 @@ def test_unsupported_model_type_lists_the_supported_ones():
     assert "llama" in str(e.value) and "phi3" in str(e.value)
 
 
-def test_near_miss_model_type_gets_a_suggestion():
-    with pytest.raises(SpecError, match="did you mean 'llama'"):
-        spec_from_hf_config({"model_type": "lama"})
+def test_at_least_thirty_model_types_are_read():
+    from llmsizer.specs.hf import supported_model_types
+
+    assert len(supported_model_types()) >= 30
+    for wrapper in ("gemma3", "llama4", "mistral3"):
+        assert wrapper in supported_model_types()
+
+
+def test_a_spelling_of_a_supported_type_gets_a_suggestion():
+    with pytest.raises(SpecError, match="did you mean 'gpt_neox'"):
+        spec_from_hf_config({"model_type": "GPT-NeoX"})
+
+
+@pytest.mark.parametrize("model_type", ["qwen4", "gemma4_text", "llama5", "lama"])
+def test_a_different_architecture_is_never_suggested_as_a_typo(model_type):
+    # qwen3 once got "did you mean qwen2": relabelling gives a silently wrong model.
+    with pytest.raises(SpecError) as e:
+        spec_from_hf_config({"model_type": model_type})
+    assert "did you mean" not in str(e.value)
+
+
+def test_a_string_boolean_is_refused_not_read_as_true():
+    cfg = {"model_type": "llama", "hidden_size": 4096, "num_attention_heads": 32,
+           "num_hidden_layers": 32, "vocab_size": 32000, "intermediate_size": 11008,
+           "tie_word_embeddings": "false"}
+    with pytest.raises(LlmsizerError, match="tie_word_embeddings='false'.*JSON boolean"):
+        spec_from_hf_config(cfg)
+
+
+def test_a_negative_expert_count_is_refused_not_read_as_dense():
+    cfg = {"model_type": "qwen2_moe", "hidden_size": 64, "num_attention_heads": 4,
+           "num_hidden_layers": 2, "vocab_size": 100, "intermediate_size": 96,
+           "num_experts": -60}
+    with pytest.raises(LlmsizerError, match="num_experts=-60"):
+        spec_from_hf_config(cfg)
+
+
+def test_multimodal_wrapper_counts_the_language_model_and_says_what_it_leaves_out():
+    text = {"hidden_size": 64, "intermediate_size": 96, "num_attention_heads": 4,
+            "num_key_value_heads": 2, "num_hidden_layers": 6, "vocab_size": 100, "head_dim": 16}
+    spec = spec_from_hf_config({"model_type": "gemma3", "text_config": text,
+                                "vision_config": {"hidden_size": 32}})
+    assert spec.num_layers == 6 and spec.qk_norm == "head"
+    assert "vision" in spec.extras["excluded"]
 
 
 def test_missing_core_field_is_named(tmp_path):

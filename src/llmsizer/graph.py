@@ -1,16 +1,29 @@
 """The transformer as a list of ops: the single source of truth.
 
-`build_graph(spec)` describes a ModelSpec once: the embedding ops, the ops of each layer and the
-output head. Each op names the weights it owns (shape, how tensor parallelism splits them) and the
-matrix dimensions it multiplies, so parameter counts, FLOPs, bytes moved and memory are all read off
-the same description. A new architecture feature (GQA, gating, MoE, ...) is added here, once.
+`build_graph(spec)` describes a ModelSpec once: the embedding ops, the ops of each layer, the
+output head and (apart) any multi-token-prediction modules. Each op states, from its shapes and in
+this module only:
+
+- its parameters, and how tensor / expert parallelism shards them (`Op.weight_shard`,
+  `Op.rank_params`);
+- the matrix product it runs on one device for a given number of tokens (`Op.rank_gemm`) and
+  therefore its forward FLOPs (`Op.forward_flops`, `Op.rank_forward_flops`) and the bytes it
+  moves (`Op.rank_bytes`);
+- for attention, the (query, key) pairs it computes (`attention_pairs`, closed forms, so a
+  10⁸-token prompt costs no more to evaluate than a short one) and what it caches per token or per
+  sequence (`Op.cache_elements_per_token`, `Op.state_elements`).
+
+Parameter counts, FLOPs, memory, the training step model, the serving roofline and the planner
+all read these; none re-derives a projection's FLOPs or a shard size (tests/test_graph_source.py
+enforces it). A new architecture feature is added here, once.
 
 Conventions: a weight's shape is (out_features, in_features) as in `torch.nn.Linear`; a linear op
-multiplies each token's `in_features` vector by that matrix.
+multiplies each token's `in_features` vector by that matrix. A multiply-add is 2 FLOPs.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cache
 from typing import Literal
@@ -21,14 +34,53 @@ from llmsizer.specs.model import ModelSpec
 #   column:     output features split across ranks (Q/K/V, MLP up/gate); its bias split too
 #   row:        input features split (attention output, MLP down); its bias kept whole on each rank
 #   vocab:      embedding rows split across ranks (vocab-parallel embedding and lm_head)
-#   replicated: every rank holds all of it (norms, router)
+#   replicated: every rank holds all of it (norms, router, MLA's latent down-projections)
 Shard = Literal["column", "row", "vocab", "replicated"]
-OpKind = Literal["embedding", "linear", "norm", "router", "attention"]
+# linear/router: a matrix product; attention: the Q·Kᵀ/softmax/·V core; scan: a recurrent
+# state update (linear attention, SSM) with `flops_per_token`; conv: a depthwise causal
+# convolution; params: loose parameter tensors (sinks, decay rates) with no product of their own.
+OpKind = Literal["embedding", "linear", "norm", "router", "attention", "scan", "conv", "params"]
+AttentionConvention = Literal["dense", "causal"]
+CacheLayout = Literal["engine", "hf"]
+
+
+def _tri(a: int, b: int) -> int:
+    """a + (a+1) + ... + b (0 when b < a)."""
+    return (a + b) * (b - a + 1) // 2 if b >= a else 0
+
+
+def _chunked_prefix(n: int, chunk: int) -> int:
+    """Σ_{p=1..n} keys seen by the query at position p when attention is restricted to its own
+    chunk of `chunk` positions: ((p - 1) mod C) + 1."""
+    full, rest = divmod(max(n, 0), chunk)
+    return full * chunk * (chunk + 1) // 2 + rest * (rest + 1) // 2
+
+
+def attention_pairs(seq: int, context: int, window: int | None = None,
+                    convention: AttentionConvention = "causal", chunk: int | None = None) -> int:
+    """(query, key) pairs one head of one sequence computes for `seq` new queries whose last one
+    sits at position `context` (the first at context - seq + 1; 1-based).
+
+    `dense`: every query meets every key of the context (what an unmasked kernel computes and
+    FlopCounterMode counts). `causal`: only the pairs the mask keeps: the query at position p sees
+    p keys, min(p, W) in a sliding window of W, and ((p - 1) mod C) + 1 in chunked attention.
+    """
+    if convention == "dense":
+        return seq * context
+    first = context - seq + 1
+    if chunk is not None:
+        return _chunked_prefix(context, chunk) - _chunked_prefix(first - 1, chunk)
+    if window is None:
+        return _tri(first, context)
+    below_end = min(context, window)  # queries at p <= W see p keys
+    pairs = _tri(first, below_end)
+    return pairs + (context - max(first, below_end + 1) + 1) * window \
+        if context > window else pairs
 
 
 @dataclass(frozen=True)
 class Weight:
-    name: str  # "weight" or "bias"
+    name: str  # "weight" or "bias" (or a parameter's own name: "sinks", "A_log")
     shape: tuple[int, ...]
     shard: Shard
 
@@ -41,13 +93,37 @@ class Weight:
 
 
 @dataclass(frozen=True)
+class Gemm:
+    """A matrix product on one device: `instances` products of (rows × k) · (k × n)."""
+
+    rows: float  # per instance
+    k: int
+    n: int
+    instances: float  # experts that receive tokens on this device (1 for dense ops)
+
+    @property
+    def flops(self) -> float:
+        return 2 * self.rows * self.k * self.n * self.instances
+
+    @property
+    def weight_elements(self) -> float:
+        return self.k * self.n * self.instances
+
+    @property
+    def activation_elements(self) -> float:
+        """Inputs read and outputs written."""
+        return self.rows * (self.k + self.n) * self.instances
+
+
+@dataclass(frozen=True)
 class Op:
     """One op of the forward pass.
 
     `instances` copies of it exist (MoE experts) of which `active` run for each token (top-k);
-    dense ops have instances = active = 1. `heads` is the number of attention heads an op's output
-    is made of, used to decide how tensor parallelism splits it (K/V heads may be fewer than TP ranks
-    and are then replicated, as vLLM and Megatron do).
+    dense ops have instances = active = 1. `heads` is the number of heads an op's output is made
+    of, used to decide how tensor parallelism splits it (K/V heads may be fewer than TP ranks and
+    are then replicated, as vLLM and Megatron do). Attention ops also carry `kv_heads`, the width
+    of a query/key head (`qk_dim`) and of a value head (`v_dim`), and the cache they keep.
     """
 
     name: str  # "q_proj"
@@ -62,6 +138,16 @@ class Op:
     expert_parallel: bool = False  # instances are split across the expert-parallel group
     in_sym: str = ""  # symbols of in_features/out_features for printed formulas ("h", "f")
     out_sym: str = ""
+    # attention
+    kv_heads: int = 0
+    qk_dim: int = 0
+    v_dim: int = 0
+    latent_dim: int = 0  # MLA: values cached per token by serving engines (replicated over TP)
+    # scan / conv: work per token; state kept per sequence (elements, all heads)
+    flops_per_token: int = 0
+    state: int = 0
+
+    # --- parameters and their shards ----------------------------------------------------------
 
     @property
     def params(self) -> int:
@@ -71,16 +157,148 @@ class Op:
     def active_params(self) -> int:
         return self.active * sum(w.numel for w in self.weights)
 
+    def rank_instances(self, ep: int) -> int:
+        return self.instances // ep if self.expert_parallel else self.instances
+
+    def weight_shard(self, w: Weight, tp: int) -> tuple[int, bool]:
+        """(elements of `w` one TP rank holds, whether they are replicated across TP ranks)."""
+        if w.shard == "replicated" or tp == 1:
+            return w.numel, w.shard == "replicated"
+        rest = w.numel // w.shape[0] if w.shape else 1
+        if w.shard == "vocab":
+            # Megatron pads the vocabulary to a multiple of tp: the largest shard holds
+            # ceil(V / tp) rows.
+            return math.ceil(w.shape[0] / tp) * rest, False
+        if w.shard == "column" and self.heads is not None and self.heads < tp:
+            # Fewer K/V heads than ranks: each rank keeps one whole head (replicated tp/heads×).
+            return w.numel // self.heads, True
+        return w.numel // tp, False
+
+    def rank_params(self, tp: int, ep: int) -> tuple[int, int]:
+        """(parameters one device holds of this op, of which replicated across TP ranks)."""
+        held = repl = 0
+        for w in self.weights:
+            n, replicated = self.weight_shard(w, tp)
+            held += n
+            repl += n if replicated else 0
+        k = self.rank_instances(ep)
+        return k * held, k * repl
+
+    # --- the matrix product on one device -------------------------------------------------------
+
+    def rank_dims(self, tp: int) -> tuple[int, int]:
+        """(k, n) of this op's product on one TP rank."""
+        k, n = self.in_features, self.out_features
+        shard = self.weights[0].shard if self.weights else "vocab"
+        if shard in ("column", "vocab"):
+            if self.heads is not None and self.heads < tp:
+                n = n // self.heads  # one whole (replicated) head per rank
+            else:
+                n = math.ceil(n / tp)
+        elif shard == "row":
+            k = max(1, k // tp)
+        return k, n
+
+    def rank_gemm(self, tokens: float, tp: int = 1, ep: int = 1) -> Gemm:
+        """The product this op runs on one device for `tokens` tokens of that device.
+
+        MoE experts (balanced routing): the expert-parallel group's tokens·ep·top_k rows spread
+        over all experts, so each device's experts see tokens·top_k rows together; an expert
+        receives a token with probability top_k/E per token, so the expected number of local
+        experts that receive any is (E/ep)·(1 - (1 - top_k/E)^(tokens·ep)): a decode step with
+        one token reads only top_k experts' weights, a large batch all of them.
+        """
+        k, n = self.rank_dims(tp)
+        if self.instances == 1:
+            return Gemm(tokens, k, n, 1)
+        local = self.rank_instances(ep)
+        group_tokens = tokens * (ep if self.expert_parallel else 1)
+        p_miss = 1 - self.active / self.instances
+        touched = local * (1 - p_miss ** group_tokens) if p_miss > 0 else local
+        touched = max(min(local, touched), min(local, 1))
+        rows_total = tokens * self.active * local * (ep if self.expert_parallel else 1) \
+            / self.instances
+        return Gemm(rows_total / touched if touched else 0.0, k, n, touched)
+
+    def forward_flops(self, tokens: float, pairs: float = 0) -> float:
+        """Forward FLOPs of the whole op (all ranks) for `tokens` tokens; attention ops take the
+        (query, key) pairs summed over sequences (`attention_pairs` × batch)."""
+        if self.kind in ("linear", "router"):
+            return 2 * tokens * self.active * self.in_features * self.out_features
+        if self.kind == "attention":
+            assert self.heads is not None
+            # scores Q·Kᵀ (qk_dim wide) and the weighted sum P·V (v_dim wide), per head
+            return 2 * pairs * self.heads * (self.qk_dim + self.v_dim)
+        if self.kind in ("scan", "conv"):
+            return tokens * self.flops_per_token
+        return 0
+
+    def rank_heads(self, tp: int) -> tuple[int, int]:
+        """(query heads, K/V heads) of an attention op on one TP rank (K/V replicated when fewer
+        than ranks)."""
+        assert self.heads is not None
+        return max(1, self.heads // tp), max(1, self.kv_heads // tp)
+
+    def rank_forward_flops(self, tokens: float, tp: int = 1, ep: int = 1,
+                           pairs: float = 0) -> float:
+        if self.kind in ("linear", "router"):
+            return self.rank_gemm(tokens, tp, ep).flops
+        if self.kind == "attention":
+            return 2 * pairs * self.rank_heads(tp)[0] * (self.qk_dim + self.v_dim)
+        return self.forward_flops(tokens, pairs) / tp
+
+    def rank_stream_bytes(self, tokens: float, tp: int, act_bytes: float) -> float:
+        """Bytes a scan or convolution streams on one device: its per-token inputs and outputs
+        (`in_features`, `out_features`, split over TP ranks like its heads)."""
+        return act_bytes * tokens * (self.in_features + self.out_features) / tp
+
+    def rank_bytes(self, tokens: float, tp: int, ep: int, weight_bytes: float,
+                   act_bytes: float) -> float:
+        """Bytes a linear op moves on one device: its weights once, its inputs and outputs."""
+        g = self.rank_gemm(tokens, tp, ep)
+        return g.weight_elements * weight_bytes + g.activation_elements * act_bytes
+
+    # --- caches -----------------------------------------------------------------------------------
+
+    def cache_elements_per_token(self, tp: int = 1, layout: CacheLayout = "engine") -> int:
+        """Values an attention op caches per token on one TP rank.
+
+        Standard attention: a key (qk_dim) and a value (v_dim) per K/V head (a whole head per rank
+        when there are fewer heads than ranks). MLA, `engine` layout (vLLM, SGLang): the latent
+        plus the rotary key, one "head" that every TP rank keeps whole; `hf` layout: transformers'
+        DynamicCache keeps the up-projected keys and values of every head.
+        """
+        if self.kind != "attention":
+            return 0
+        if self.latent_dim and layout == "engine":
+            return self.latent_dim
+        kv = self.kv_heads if self.latent_dim == 0 else (self.heads or 0)
+        per_rank = max(1, kv // tp)
+        return per_rank * (self.qk_dim + self.v_dim)
+
+    def state_elements(self, tp: int = 1) -> int:
+        """Recurrent state one sequence keeps in this op on one TP rank (constant in length)."""
+        return math.ceil(self.state / tp) if self.state else 0
+
 
 @dataclass(frozen=True)
 class LayerGraph:
     index: int
     ops: tuple[Op, ...]
     sliding_window: int | None = None
+    layer_type: str = "full_attention"
+    chunk: int | None = None  # chunked attention (Llama 4)
 
     @property
     def params(self) -> int:
         return sum(op.params for op in self.ops)
+
+    @property
+    def attention(self) -> Op | None:
+        for op in self.ops:
+            if op.kind == "attention":
+                return op
+        return None
 
 
 @dataclass(frozen=True)
@@ -89,6 +307,7 @@ class ModelGraph:
     embedding: tuple[Op, ...]
     layers: tuple[LayerGraph, ...]
     head: tuple[Op, ...]  # final norm, projection out, lm_head (absent when tied)
+    mtp: tuple[Op, ...] = ()  # multi-token-prediction modules: counted apart, never in totals
 
     def all_ops(self) -> list[tuple[str, Op]]:
         """(where, op) for every op: where is "embedding", "layers" or "head"."""
@@ -98,6 +317,10 @@ class ModelGraph:
         out += [("head", op) for op in self.head]
         return out
 
+
+# ---------------------------------------------------------------------------------------------
+# Building blocks
+# ---------------------------------------------------------------------------------------------
 
 def _linear(name: str, component: str, in_f: int, out_f: int, bias: bool, shard: Shard,
             syms: str, heads: int | None = None, instances: int = 1, active: int = 1,
@@ -111,13 +334,21 @@ def _linear(name: str, component: str, in_f: int, out_f: int, bias: bool, shard:
               expert_parallel, in_sym, out_sym)
 
 
-def _norm(name: str, component: str, spec: ModelSpec, instances: int = 1) -> Op:
-    h = spec.hidden_size
-    weights = [Weight("weight", (h,), "replicated")]
-    if spec.norm == "layernorm" and spec.norm_bias:
+def _norm(name: str, component: str, spec: ModelSpec, instances: int = 1,
+          width: int | None = None, sym: str = "h", bias: bool | None = None,
+          shape: tuple[int, ...] | None = None) -> Op:
+    h = width or spec.hidden_size
+    weights = [Weight("weight", shape or (h,), "replicated")]
+    if bias if bias is not None else (spec.norm == "layernorm" and spec.norm_bias):
         weights.append(Weight("bias", (h,), "replicated"))
     return Op(name, "norm", component, tuple(weights), h, h, instances, instances,
-              in_sym="h", out_sym="h")
+              in_sym=sym, out_sym=sym)
+
+
+def _params(name: str, component: str, shape: tuple[int, ...], shard: Shard = "replicated",
+            heads: int | None = None, sym: str = "") -> Op:
+    return Op(name, "params", component, (Weight(name, shape, shard),), heads=heads,
+              in_sym=sym, out_sym=sym)
 
 
 def _ffn(spec: ModelSpec, prefix: str, width: int, f: str, bias: bool, instances: int = 1,
@@ -133,49 +364,200 @@ def _ffn(spec: ModelSpec, prefix: str, width: int, f: str, bias: bool, instances
     return ops
 
 
-def _layer_ops(spec: ModelSpec, index: int) -> tuple[Op, ...]:
-    h = spec.hidden_size
+def _qk_norms(spec: ModelSpec, q_width: int, kv_width: int) -> list[Op]:
+    d = spec.head_size
+    if spec.qk_norm == "head":  # one weight of head_dim shared by every head
+        return [_norm("q_norm", "norms.q_norm", spec, width=d, sym="d", bias=False),
+                _norm("k_norm", "norms.k_norm", spec, width=d, sym="d", bias=False)]
+    if spec.qk_norm == "head_each":  # a weight per head (Cohere)
+        return [_norm("q_norm", "norms.q_norm", spec, width=d, sym="d", bias=False,
+                      shape=(spec.num_heads, d)),
+                _norm("k_norm", "norms.k_norm", spec, width=d, sym="d", bias=False,
+                      shape=(spec.kv_heads, d))]
+    if spec.qk_norm == "full":  # over all heads together (OLMo 2)
+        return [_norm("q_norm", "norms.q_norm", spec, width=q_width, sym="a·d", bias=False),
+                _norm("k_norm", "norms.k_norm", spec, width=kv_width, sym="g·d", bias=False)]
+    return []  # none, or l2 (no weights)
+
+
+def _attention_ops(spec: ModelSpec) -> list[Op]:
+    h, a = spec.hidden_size, spec.num_heads
     ops: list[Op] = []
-    if spec.norms_per_layer:
-        ops.append(_norm("norms", "norms.layers", spec, spec.norms_per_layer))
+    if spec.mla is not None:
+        m = spec.mla
+        q_out = a * m.qk_head_dim
+        if m.q_lora_rank is None:
+            ops.append(_linear("q_proj", "attention.q_proj", h, q_out, False, "column",
+                               "h>a·d_qk", heads=a))
+        else:
+            # The low-rank down-projections are small and replicated on every TP rank.
+            ops += [
+                _linear("q_a_proj", "attention.q_a_proj", h, m.q_lora_rank, spec.qkv_bias,
+                        "replicated", "h>r_q"),
+                _norm("q_a_layernorm", "norms.q_a", spec, width=m.q_lora_rank, sym="r_q",
+                      bias=False),
+                _linear("q_b_proj", "attention.q_b_proj", m.q_lora_rank, q_out, False,
+                        "column", "r_q>a·d_qk", heads=a),
+            ]
+        ops += [
+            _linear("kv_a_proj", "attention.kv_a_proj", h, m.kv_lora_rank + m.qk_rope_head_dim,
+                    spec.qkv_bias, "replicated", "h>r_kv+d_r"),
+            _norm("kv_a_layernorm", "norms.kv_a", spec, width=m.kv_lora_rank, sym="r_kv",
+                  bias=False),
+            _linear("kv_b_proj", "attention.kv_b_proj", m.kv_lora_rank,
+                    a * (m.qk_nope_head_dim + m.v_head_dim), False, "column",
+                    "r_kv>a·(d_n+d_v)", heads=a),
+            Op("attention", "attention", "attention.core", heads=a, kv_heads=a,
+               qk_dim=m.qk_head_dim, v_dim=m.v_head_dim, latent_dim=m.latent_dim,
+               in_features=m.qk_head_dim, out_features=m.v_head_dim),
+            _linear("o_proj", "attention.o_proj", a * m.v_head_dim, h, spec.out_bias, "row",
+                    "a·d_v>h"),
+        ]
+        return ops
+    d = spec.head_size
+    q_out = spec.q_dim * (2 if spec.attention_output_gate else 1)
     ops += [
-        _linear("q_proj", "attention.q_proj", h, spec.q_dim, spec.qkv_bias, "column",
-                "h>a·d", heads=spec.num_heads),
+        _linear("q_proj", "attention.q_proj", h, q_out, spec.qkv_bias, "column",
+                "h>2·a·d" if spec.attention_output_gate else "h>a·d", heads=a),
         _linear("k_proj", "attention.k_proj", h, spec.kv_dim, spec.qkv_bias, "column",
                 "h>g·d", heads=spec.kv_heads),
         _linear("v_proj", "attention.v_proj", h, spec.kv_dim, spec.qkv_bias, "column",
                 "h>g·d", heads=spec.kv_heads),
-        # The attention core (Q·Kᵀ, softmax, ·V): no weights; in/out_features = head_dim.
-        Op("attention", "attention", "attention.core", in_features=spec.head_size,
-           out_features=spec.head_size, heads=spec.num_heads),
-        _linear("o_proj", "attention.o_proj", spec.q_dim, h, spec.out_bias, "row", "a·d>h"),
     ]
+    ops += _qk_norms(spec, spec.q_dim, spec.kv_dim)
+    if spec.attention_sinks:
+        ops.append(_params("sinks", "attention.sinks", (a,), "column", heads=a, sym="a"))
+    # The attention core (Q·Kᵀ, softmax, ·V): no weights.
+    ops.append(Op("attention", "attention", "attention.core", heads=a, kv_heads=spec.kv_heads,
+                  qk_dim=d, v_dim=d, in_features=d, out_features=d))
+    ops.append(_linear("o_proj", "attention.o_proj", spec.q_dim, h, spec.out_bias, "row",
+                       "a·d>h"))
+    return ops
+
+
+def _linear_attention_ops(spec: ModelSpec) -> list[Op]:
+    """Gated DeltaNet as transformers' Qwen3-Next builds it: in_proj_qkvz (q, k: key heads;
+    v, z: value heads), in_proj_ba (one beta and one alpha per value head), a depthwise causal
+    conv over q/k/v, dt_bias and A_log per value head, a gated RMSNorm of value_head_dim, out_proj.
+    """
+    la = spec.linear_attention
+    assert la is not None
+    h, hv = spec.hidden_size, la.num_value_heads
+    qkvz = 2 * la.key_dim + 2 * la.value_dim
+    # The delta rule per token and value head: decay + rank-1 update of the dk×dv state (4·dk·dv)
+    # and the read-out (2·dk·dv) (Yang et al. 2024, sec. 3).
+    scan = 6 * hv * la.key_head_dim * la.value_head_dim
+    return [
+        _linear("in_proj_qkvz", "mixer.in_proj_qkvz", h, qkvz, False, "column", "h>2·k+2·v"),
+        _linear("in_proj_ba", "mixer.in_proj_ba", h, 2 * hv, False, "column", "h>2·H_v"),
+        Op("conv1d", "conv", "mixer.conv1d",
+           (Weight("weight", (la.conv_channels, 1, la.conv_kernel), "column"),),
+           in_features=la.conv_channels, out_features=la.conv_channels,
+           flops_per_token=2 * la.conv_channels * la.conv_kernel,
+           state=la.conv_channels * (la.conv_kernel - 1), in_sym="c", out_sym="K"),
+        _params("dt_bias", "mixer.dt_bias", (hv,), "column", sym="H_v"),
+        _params("A_log", "mixer.A_log", (hv,), "column", sym="H_v"),
+        # reads q, k, v and the two gates per token, writes v-wide outputs
+        Op("delta_rule", "scan", "mixer.scan", in_features=la.conv_channels + 2 * hv,
+           out_features=la.value_dim, flops_per_token=scan,
+           state=hv * la.key_head_dim * la.value_head_dim),
+        _norm("norm", "norms.mixer", spec, width=la.value_head_dim, sym="d_v", bias=False),
+        _linear("out_proj", "mixer.out_proj", la.value_dim, h, False, "row", "v>h"),
+    ]
+
+
+def _mamba_ops(spec: ModelSpec) -> list[Op]:
+    """Mamba-1 (Falcon-Mamba) and Mamba-2 mixers as transformers builds them."""
+    m = spec.mamba
+    assert m is not None
+    h, di, n = spec.hidden_size, m.d_inner, m.state_size
+    conv = Op("conv1d", "conv", "mixer.conv1d",
+              (Weight("weight", (m.conv_channels, 1, m.conv_kernel), "column"),)
+              + ((Weight("bias", (m.conv_channels,), "column"),) if m.conv_bias else ()),
+              in_features=m.conv_channels, out_features=m.conv_channels,
+              flops_per_token=2 * m.conv_channels * m.conv_kernel,
+              state=m.conv_channels * (m.conv_kernel - 1), in_sym="c", out_sym="K")
+    # Selective scan per token and state element: discretise (dt·A, dt·B·x), update, read out.
+    # It reads x, dt (d_i or H wide), B and C, and the gate z; writes d_i outputs.
+    scan_in = (3 * di + 2 * n) if m.version == 1 else (2 * di + 2 * m.n_groups * n + m.num_heads)
+    scan = Op("selective_scan", "scan", "mixer.scan", in_features=scan_in, out_features=di,
+              flops_per_token=6 * di * n, state=m.state_elements)
+    if m.version == 1:
+        return [
+            _linear("in_proj", "mixer.in_proj", h, 2 * di, m.proj_bias, "column", "h>2·d_i"),
+            conv,
+            _linear("x_proj", "mixer.x_proj", di, m.dt_rank + 2 * n, False, "row",
+                    "d_i>r+2·N"),
+            _linear("dt_proj", "mixer.dt_proj", m.dt_rank, di, True, "column", "r>d_i"),
+            _params("A_log", "mixer.A_log", (di, n), "column", sym="d_i·N"),
+            _params("D", "mixer.D", (di,), "column", sym="d_i"),
+            scan,
+            _linear("out_proj", "mixer.out_proj", di, h, m.proj_bias, "row", "d_i>h"),
+        ]
+    heads = m.num_heads
+    return [
+        _linear("in_proj", "mixer.in_proj", h, 2 * di + 2 * m.n_groups * n + heads, m.proj_bias,
+                "column", "h>2·d_i+2·G·N+H"),
+        conv,
+        _params("dt_bias", "mixer.dt_bias", (heads,), "column", sym="H"),
+        _params("A_log", "mixer.A_log", (heads,), "column", sym="H"),
+        _params("D", "mixer.D", (heads,), "column", sym="H"),
+        scan,
+        _norm("norm", "norms.mixer", spec, width=di, sym="d_i", bias=False),
+        _linear("out_proj", "mixer.out_proj", di, h, m.proj_bias, "row", "d_i>h"),
+    ]
+
+
+def _ffn_ops(spec: ModelSpec, index: int) -> list[Op]:
+    h = spec.hidden_size
     moe = spec.moe
+    ops: list[Op] = []
     if moe is not None and index in moe.moe_layers:
         ops.append(Op("router", "router", "moe.router",
                       (Weight("weight", (moe.num_experts, h), "replicated"),)
                       + ((Weight("bias", (moe.num_experts,), "replicated"),)
                          if moe.router_bias else ()),
                       h, moe.num_experts, in_sym="h", out_sym="E"))
-        ops += _ffn(spec, "moe.experts", moe.expert_ffn_size, "f_e", False, moe.num_experts,
-                    moe.top_k, expert_parallel=True)
+        ops += _ffn(spec, "moe.experts", moe.expert_ffn_size, "f_e", moe.expert_bias,
+                    moe.num_experts, moe.top_k, expert_parallel=True)
         if moe.shared_experts:
             ops += _ffn(spec, "moe.shared_experts", moe.shared_expert_ffn_size, "f_s", False,
                         moe.shared_experts, moe.shared_experts)
             if moe.shared_expert_gate:
                 ops.append(_linear("shared_expert_gate", "moe.shared_expert_gate", h, 1, False,
                                    "replicated", "h>1"))
-    else:
+    elif spec.ffn_size:
         ops += _ffn(spec, "mlp", spec.ffn_size, "f", spec.mlp_bias)
+    return ops
+
+
+def _layer_ops(spec: ModelSpec, index: int) -> tuple[Op, ...]:
+    ops: list[Op] = []
+    if spec.norms_per_layer:
+        ops.append(_norm("norms", "norms.layers", spec, spec.norms_per_layer))
+    kind = spec.layer_type(index)
+    if kind == "linear_attention":
+        ops += _linear_attention_ops(spec)
+    elif kind == "mamba":
+        ops += _mamba_ops(spec)
+    else:
+        ops += _attention_ops(spec)
+    ops += _ffn_ops(spec, index)
     return tuple(ops)
 
 
-def _layer_window(spec: ModelSpec, index: int) -> int | None:
-    if spec.sliding_window is None:
-        return None
-    if spec.sliding_window_layers is None or index in spec.sliding_window_layers:
-        return spec.sliding_window
-    return None
+def _mtp_ops(spec: ModelSpec) -> tuple[Op, ...]:
+    """One multi-token-prediction module (DeepSeek-V3, arXiv 2412.19437 sec. 2.2): RMSNorms of the
+    hidden state and of the next token's embedding, a (2h -> h) projection, one transformer layer
+    like the model's last, and a norm before the shared output head. The embedding and output head
+    are shared with the main model (the released checkpoint stores copies of both)."""
+    h = spec.hidden_size
+    last = spec.num_layers - 1
+    return (
+        _norm("enorm", "mtp.norms", spec, 3),  # enorm, hnorm, shared_head.norm
+        _linear("eh_proj", "mtp.eh_proj", 2 * h, h, False, "replicated", "2·h>h"),
+        *_layer_ops(spec, last),
+    )
 
 
 @cache
@@ -194,14 +576,17 @@ def build_graph(spec: ModelSpec) -> ModelGraph:
     if spec.embedding_norm:
         embedding.append(_norm("embed_norm", "embedding.norm", spec))
 
-    # A layer's ops depend only on whether it is an MoE layer: build each kind once.
-    ops_of: dict[bool, tuple[Op, ...]] = {}
+    # A layer's ops depend only on its mixer and whether it is an MoE layer: build each kind once.
+    ops_of: dict[tuple[str, bool], tuple[Op, ...]] = {}
     layers = []
     for i in range(spec.num_layers):
-        moe = spec.is_moe_layer(i)
-        if moe not in ops_of:
-            ops_of[moe] = _layer_ops(spec, i)
-        layers.append(LayerGraph(i, ops_of[moe], _layer_window(spec, i)))
+        kind = spec.layer_type(i)
+        key = (kind, spec.is_moe_layer(i))
+        if key not in ops_of:
+            ops_of[key] = _layer_ops(spec, i)
+        layers.append(LayerGraph(i, ops_of[key], spec.layer_window(i), kind,
+                                 spec.attention_chunk_size if kind == "chunked_attention"
+                                 else None))
 
     head: list[Op] = []
     if spec.final_norm:
@@ -216,4 +601,5 @@ def build_graph(spec: ModelSpec) -> ModelGraph:
         lm_weights += (Weight("bias", (v,), "vocab"),)
     head.append(Op("lm_head", "linear", "lm_head", lm_weights, e, v,
                    in_sym="e" if spec.embed_proj_dim else "h", out_sym="V"))
-    return ModelGraph(spec, tuple(embedding), tuple(layers), tuple(head))
+    mtp = tuple(op for _ in range(spec.mtp_layers) for op in _mtp_ops(spec))
+    return ModelGraph(spec, tuple(embedding), tuple(layers), tuple(head), mtp)

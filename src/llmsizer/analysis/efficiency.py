@@ -15,6 +15,7 @@ from functools import cache
 from typing import Any
 
 from llmsizer.errors import SpecError
+from llmsizer.graph import Gemm
 from llmsizer.specs.hardware import Accelerator
 
 
@@ -124,12 +125,25 @@ def matmul_efficiency(m: int, n: int, eff: Efficiency, acc: Accelerator, batch: 
     return eff.matmul_ceiling * padding * wave
 
 
+def roofline(flops: float, bytes_moved: float, peak_flops: float, bandwidth: float,
+             matmul_eff: float, eff: Efficiency) -> tuple[float, str]:
+    """Roofline time of one op (Williams et al. 2009): the slower of its compute and its memory
+    traffic, and which of the two bounds it ("compute" or "memory")."""
+    compute = flops / (peak_flops * matmul_eff) if flops else 0.0
+    memory = bytes_moved / (bandwidth * eff.memory_ceiling) if bytes_moved else 0.0
+    return (compute, "compute") if compute >= memory else (memory, "memory")
+
+
 def op_time(flops: float, bytes_moved: float, peak_flops: float, bandwidth: float,
             matmul_eff: float, eff: Efficiency) -> float:
     """Roofline time of one op: the slower of its compute and its memory traffic."""
-    compute = flops / (peak_flops * matmul_eff) if flops else 0.0
-    memory = bytes_moved / (bandwidth * eff.memory_ceiling) if bytes_moved else 0.0
-    return max(compute, memory)
+    return roofline(flops, bytes_moved, peak_flops, bandwidth, matmul_eff, eff)[0]
+
+
+def gemm_efficiency(g: Gemm, eff: Efficiency, acc: Accelerator) -> float:
+    """`matmul_efficiency` of one op's product on one device (see `graph.Op.rank_gemm`)."""
+    return matmul_efficiency(max(1, math.ceil(g.rows)), g.n, eff, acc,
+                             batch=max(1, math.ceil(g.instances)), k=g.k)
 
 
 @cache

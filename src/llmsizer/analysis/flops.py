@@ -22,31 +22,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 from llmsizer.errors import SpecError
-from llmsizer.graph import Op, build_graph
+from llmsizer.graph import AttentionConvention, LayerGraph, attention_pairs, build_graph
 from llmsizer.specs.model import ModelSpec
 
-AttentionConvention = Literal["dense", "causal"]
 AttentionBackward = Literal["eager", "flash"]
 Recompute = Literal["none", "selective", "full"]
 RECOMPUTE = ("none", "selective", "full")
 ATTENTION_BACKWARD_FACTOR = {"eager": 2.0, "flash": 2.5}
-
-
-def attention_pairs(seq: int, context: int, window: int | None,
-                    convention: AttentionConvention) -> int:
-    """(query, key) pairs one head of one sequence computes for `seq` new queries whose last one
-    sits at position `context` (so the first sits at context - seq + 1; 1-based)."""
-    if convention == "dense":
-        return seq * context
-    first = context - seq + 1
-    if window is None:
-        return sum(range(first, context + 1))  # query at position p sees p keys
-    # Query at position p sees min(p, W) keys.
-    w = window
-    below = max(0, min(context, w) - first + 1)  # queries with p <= W
-    lo = first
-    pairs = sum(range(lo, lo + below)) if below else 0
-    return pairs + (seq - below) * w
 
 
 @dataclass(frozen=True)
@@ -60,17 +42,10 @@ class OpFlops:
     recompute: int
 
 
-def _op_forward(op: Op, tokens: int, batch: int, seq: int, context: int, window: int | None,
+def layer_pairs(layer: LayerGraph, seq: int, context: int,
                 convention: AttentionConvention) -> int:
-    if op.kind in ("linear", "router"):
-        return 2 * tokens * op.active * op.in_features * op.out_features
-    if op.kind == "attention":
-        # scores Q·Kᵀ and the weighted sum P·V, each 2·pairs·head_dim per head
-        assert op.heads is not None
-        head_dim = op.out_features
-        return 2 * 2 * batch * op.heads * head_dim * attention_pairs(seq, context, window,
-                                                                     convention)
-    return 0  # embedding lookups and norms: no matrix product
+    """(query, key) pairs per head and sequence in one layer's attention (its window or chunk)."""
+    return attention_pairs(seq, context, layer.sliding_window, convention, layer.chunk)
 
 
 def forward_ops(spec: ModelSpec, batch: int, seq: int, context: int | None = None,
@@ -87,13 +62,15 @@ def forward_ops(spec: ModelSpec, batch: int, seq: int, context: int | None = Non
     tokens = batch * seq
     out = []
     for layer in graph.layers:
+        pairs = batch * layer_pairs(layer, seq, context, convention) \
+            if layer.attention is not None else 0
         for op in layer.ops:
-            f = _op_forward(op, tokens, batch, seq, context, layer.sliding_window, convention)
+            f = round(op.forward_flops(tokens, pairs))
             out.append(OpFlops("layers", layer.index, op.name, op.component, f, 0, 0))
     head_tokens = batch * (seq if logits_tokens is None else logits_tokens)
     for op in graph.head:
-        f = _op_forward(op, head_tokens, batch, seq, context, None, convention)
-        out.append(OpFlops("head", None, op.name, op.component, f, 0, 0))
+        out.append(OpFlops("head", None, op.name, op.component,
+                           round(op.forward_flops(head_tokens)), 0, 0))
     return out
 
 

@@ -12,12 +12,12 @@ import math
 from dataclasses import dataclass, field
 
 from llmsizer.analysis import comm
-from llmsizer.analysis.efficiency import Efficiency, matmul_efficiency
-from llmsizer.analysis.flops import attention_pairs
-from llmsizer.analysis.kvcache import KVCache, kv_heads_per_rank
+from llmsizer.analysis.efficiency import Efficiency, gemm_efficiency, roofline
+from llmsizer.analysis.flops import layer_pairs
+from llmsizer.analysis.kvcache import KVCache
 from llmsizer.analysis.params import shard_params
 from llmsizer.errors import SpecError
-from llmsizer.graph import Op, build_graph
+from llmsizer.graph import LayerGraph, Op, build_graph
 from llmsizer.specs.hardware import Accelerator
 from llmsizer.specs.model import ModelSpec
 from llmsizer.specs.precision import WeightFormat
@@ -38,6 +38,7 @@ class ServingConfig:
     runtime_overhead: float = DEFAULT_RUNTIME_OVERHEAD
     prefill_chunk: int = 8192  # tokens in one prefill pass (workspace sizing)
     flash: bool = True
+    kv_layout: str = "engine"  # MLA cache: "engine" (latent, vLLM/SGLang) or "hf" (per head)
 
     def __post_init__(self) -> None:
         if not 0 < self.mem_util <= 1:
@@ -48,6 +49,13 @@ class ServingConfig:
                 raise SpecError(name, v, "a positive integer")
         if self.runtime_overhead < 0:
             raise SpecError("overhead", self.runtime_overhead, "0 or more bytes")
+        if self.kv_layout not in ("engine", "hf"):
+            raise SpecError("kv-layout", self.kv_layout, "engine or hf")
+
+    def kv_cache(self, spec: ModelSpec, layers: tuple[int, ...] | None = None,
+                 paged: bool = True) -> KVCache:
+        return KVCache(spec, self.kv_dtype_bytes, self.tp, layers,
+                       self.block_size if paged else None, self.kv_layout)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -121,24 +129,27 @@ def weight_bytes_per_device(spec: ModelSpec, cfg: ServingConfig) -> float:
 
 
 def _op_params_on_rank(op: Op, tp: int) -> float:
-    from llmsizer.analysis.params import _weight_shard
-
-    return op.instances * sum(_weight_shard(op, w, tp)[0] for w in op.weights)
+    return op.rank_params(tp, 1)[0]
 
 
 def workspace_bytes(spec: ModelSpec, cfg: ServingConfig) -> float:
-    """Transient activations of one prefill chunk: the widest live set of one layer (Q/K/V, the
-    FFN's gate and up outputs, the residual stream) plus the last tokens' logits (fp32)."""
+    """Transient activations of one prefill chunk: the widest live set of one layer (the outputs
+    of its column-parallel projections — Q/K/V, the FFN's gate and up — and the residual stream)
+    plus the last tokens' logits (fp32)."""
     t = cfg.prefill_chunk
-    f = spec.ffn_size if spec.moe is None else max(spec.ffn_size, spec.moe.expert_ffn_size *
-                                                   spec.moe.top_k)
-    widest = (2 * spec.hidden_size + (spec.q_dim + 2 * spec.kv_dim + 2 * f) / cfg.tp)
+    widest = 0.0
+    for layer in build_graph(spec).layers:
+        width = 2.0 * spec.hidden_size
+        for op in layer.ops:
+            if op.kind == "linear" and op.weights and op.weights[0].shard == "column":
+                width += op.rank_dims(cfg.tp)[1] * op.active
+        widest = max(widest, width)
     return 2 * t * widest + 4 * 256 * spec.vocab_size / cfg.tp
 
 
 def serving_memory(spec: ModelSpec, acc: Accelerator, cfg: ServingConfig, batch: int,
                    max_seq: int) -> ServingMemory:
-    kv = KVCache(spec, cfg.kv_dtype_bytes, cfg.tp, _stage_layers(spec, cfg)[0], cfg.block_size)
+    kv = cfg.kv_cache(spec, _stage_layers(spec, cfg)[0])
     return ServingMemory(weight_bytes_per_device(spec, cfg), kv.bytes_for(max_seq, batch),
                          workspace_bytes(spec, cfg), cfg.runtime_overhead,
                          cfg.mem_util * acc.memory_bytes)
@@ -152,7 +163,7 @@ def max_concurrency(spec: ModelSpec, acc: Accelerator, cfg: ServingConfig, max_s
     """Requests of `max_seq` tokens whose KV cache fits beside weights, workspace and overhead."""
     mem = serving_memory(spec, acc, cfg, 0, max_seq)
     free = mem.capacity - mem.weights - mem.workspace - mem.overhead
-    kv = KVCache(spec, cfg.kv_dtype_bytes, cfg.tp, _stage_layers(spec, cfg)[0], cfg.block_size)
+    kv = cfg.kv_cache(spec, _stage_layers(spec, cfg)[0])
     per_request = kv.bytes_for(max_seq, 1)
     return max(0, math.floor(free / per_request)) if free > 0 else 0
 
@@ -182,8 +193,11 @@ def forward_pass(spec: ModelSpec, acc: Accelerator, cfg: ServingConfig, eff: Eff
                                         eff))
                 kernels += 1
             elif op.kind == "attention":
-                ops.append(_attention_cost(spec, layer.index, layer.sliding_window, batch,
-                                           new_tokens, context, cfg, peak, bw, e, eff))
+                ops.append(_attention_cost(op, layer, batch, new_tokens, context, cfg, peak, bw,
+                                           e, eff))
+                kernels += 1
+            elif op.kind in ("scan", "conv"):
+                ops.append(_stream_cost(op, layer.index, tokens, cfg, acc, bw, e, eff))
                 kernels += 1
         kernels += KERNELS_PER_LAYER_EXTRA
     head = graph.head[-1]
@@ -200,55 +214,44 @@ def forward_pass(spec: ModelSpec, acc: Accelerator, cfg: ServingConfig, eff: Eff
     return PassCost(tuple(ops), comm_s, overhead)
 
 
-def _roofline(flops: float, nbytes: float, peak: float, bw: float, matmul_eff: float,
-              eff: Efficiency) -> tuple[float, str]:
-    compute = flops / (peak * matmul_eff) if flops else 0.0
-    memory = nbytes / (bw * eff.memory_ceiling) if nbytes else 0.0
-    return (compute, "compute") if compute >= memory else (memory, "memory")
-
-
 def _linear_cost(op: Op, layer: int | None, tokens: int, cfg: ServingConfig, acc: Accelerator,
                  peak: float, bw: float, w_bytes: float, e: float, eff: Efficiency) -> OpCost:
-    k, n = op.in_features, op.out_features
-    shard = op.weights[0].shard if op.weights else "vocab"
-    if shard in ("column", "vocab"):
-        n = math.ceil(n / cfg.tp)
-    elif shard == "row":
-        k = k // cfg.tp
-    if op.instances > 1:
-        # MoE: rows spread over experts; every expert that receives a token is read in full.
-        rows_total = tokens * op.active
-        touched = min(op.instances, rows_total)
-        rows = max(1, math.ceil(rows_total / touched))
-        flops = 2 * rows_total * k * n
-        weights = touched * k * n * w_bytes
-        acts = e * rows_total * (k + n)
-        m_eff = matmul_efficiency(rows, n, eff, acc, batch=touched, k=k)
-    else:
-        flops = 2 * tokens * k * n
-        weights = k * n * w_bytes
-        acts = e * tokens * (k + n)
-        m_eff = matmul_efficiency(tokens, n, eff, acc, k=k)
-    t, bound = _roofline(flops, weights + acts, peak, bw, m_eff, eff)
-    return OpCost(layer, op.component, flops, weights + acts, t, bound)
+    """One linear op on one device: its product from the graph (MoE: only the experts that
+    receive a token are read), weights once, activations in and out."""
+    g = op.rank_gemm(tokens, cfg.tp)
+    nbytes = g.weight_elements * w_bytes + g.activation_elements * e
+    t, bound = roofline(g.flops, nbytes, peak, bw, gemm_efficiency(g, eff, acc), eff)
+    return OpCost(layer, op.component, g.flops, nbytes, t, bound)
 
 
-def _attention_cost(spec: ModelSpec, layer: int, window: int | None, batch: int, new: int,
-                    context: int, cfg: ServingConfig, peak: float, bw: float, e: float,
+def _attention_cost(op: Op, layer: LayerGraph, batch: int, new: int, context: int,
+                    cfg: ServingConfig, peak: float, bw: float, e: float,
                     eff: Efficiency) -> OpCost:
-    heads = max(1, spec.num_heads // cfg.tp)
-    kvh = kv_heads_per_rank(spec, cfg.tp)
-    d = spec.head_size
-    pairs = attention_pairs(new, context, window, "causal")
-    flops = 4 * batch * heads * d * pairs
-    kept = context if window is None else min(context, window)  # keys the new query reads
-    kv_read = batch * kept * 2 * kvh * d * cfg.kv_dtype_bytes
-    qo = 2 * e * batch * new * heads * d
+    heads, _ = op.rank_heads(cfg.tp)
+    pairs = batch * layer_pairs(layer, new, context, "causal")
+    flops = op.rank_forward_flops(0, cfg.tp, pairs=pairs)
+    if layer.chunk is not None:
+        kept = min(context, layer.chunk)
+    else:
+        kept = context if layer.sliding_window is None else min(context, layer.sliding_window)
+    kv_read = batch * kept * op.cache_elements_per_token(cfg.tp) * cfg.kv_dtype_bytes
+    qo = e * batch * new * heads * (op.qk_dim + op.v_dim)
     nbytes = kv_read + qo
     if not cfg.flash:
         nbytes += 2 * e * batch * heads * new * kept  # scores written and read back
-    t, bound = _roofline(flops, nbytes, peak, bw, eff.attention_efficiency, eff)
-    return OpCost(layer, "attention.core", flops, nbytes, t, bound)
+    t, bound = roofline(flops, nbytes, peak, bw, eff.attention_efficiency, eff)
+    return OpCost(layer.index, "attention.core", flops, nbytes, t, bound)
+
+
+def _stream_cost(op: Op, layer: int, tokens: int, cfg: ServingConfig, acc: Accelerator,
+                 bw: float, e: float, eff: Efficiency) -> OpCost:
+    """A recurrent scan or convolution: its inputs/outputs streamed, its state read and written
+    once per step (decode) at the fp32 CUDA-core rate."""
+    flops = op.rank_forward_flops(tokens, cfg.tp)
+    nbytes = op.rank_stream_bytes(tokens, cfg.tp, e) + 2 * 4 * op.state_elements(cfg.tp)
+    fp32 = acc.peak_flops.get("fp32") or acc.peak("bf16") / 16
+    t, bound = roofline(flops, nbytes, fp32, bw, 1.0, eff)
+    return OpCost(layer, op.component, flops, nbytes, t, bound)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -265,12 +268,14 @@ class ServingResult:
     output: int
     max_seq: int
     memory: ServingMemory
-    kv_bytes_per_token: float
+    kv_bytes_per_token: float  # average per token of a max_seq sequence (windows, state included)
     max_concurrency: int
     prefill: PassCost
     decode: PassCost  # at the mean context prompt + output/2
     eff: Efficiency = field(default_factory=Efficiency)
     assumptions: dict[str, str] = field(default_factory=dict)
+    kv_bytes_per_token_all_layers: float = 0.0  # a token inside every layer's window
+    state_bytes_per_sequence: float = 0.0  # linear-attention / SSM layers
 
     @property
     def ttft_s(self) -> float:
@@ -319,7 +324,7 @@ def serve(spec: ModelSpec, acc: Accelerator, cfg: ServingConfig, *, batch: int, 
     prefill = forward_pass(spec, acc, cfg, eff, batch, prompt, prompt, topology=topo, decode=False)
     mid = prompt + max(1, output // 2)
     decode = forward_pass(spec, acc, cfg, eff, batch, 1, mid, topology=topo, decode=True)
-    kv = KVCache(spec, cfg.kv_dtype_bytes, cfg.tp, _stage_layers(spec, cfg)[0])
+    kv = cfg.kv_cache(spec, _stage_layers(spec, cfg)[0], paged=False)
     assumptions = eff.describe() | {
         "runtime overhead": f"{cfg.runtime_overhead / GiB:.2f} GiB per device (--overhead)",
         "memory utilization": f"{cfg.mem_util:.0%} of device memory usable (--mem-util)",
@@ -327,9 +332,10 @@ def serve(spec: ModelSpec, acc: Accelerator, cfg: ServingConfig, *, batch: int, 
                     "the mean context prompt + output/2",
         "weights": (cfg.weights.name + " (" + cfg.weights.source + ")") if cfg.weights else "bf16",
     }
-    return ServingResult(spec, acc, cfg, batch, prompt, output, max_seq, mem, kv.bytes_per_token,
-                         max_concurrency(spec, acc, cfg, max_seq), prefill, decode, eff,
-                         assumptions)
+    return ServingResult(spec, acc, cfg, batch, prompt, output, max_seq, mem,
+                         kv.bytes_per_token_at(max_seq), max_concurrency(spec, acc, cfg, max_seq),
+                         prefill, decode, eff, assumptions, kv.bytes_per_token,
+                         kv.state_bytes_per_sequence)
 
 
 def _topology(acc: Accelerator, gpus_per_node: int, eff: Efficiency) -> comm.Topology:

@@ -1,18 +1,23 @@
-"""KV cache: bytes per token and per request, under GQA/MQA, sliding windows, TP and paging.
+"""KV cache and recurrent state: bytes per token and per request, under GQA/MQA, MLA, sliding and
+chunked windows, hybrid layers, TP and paging.
 
-Per layer a token keeps one key and one value vector per KV head: 2·g·d elements (seed 003
-sec. 2.12: L·S'·h·d·2·sizeof(dtype) for MHA; GQA/MQA shrink h to the g KV heads). With tensor
-parallelism each rank keeps its share of KV heads, or one whole head when there are fewer KV heads
-than ranks (vLLM replicates them). A sliding-window layer stores the last W - 1 positions between
-steps (the current token makes W), as transformers' sliding-window caches do.
+Per layer a token keeps what its attention op caches (`graph.Op.cache_elements_per_token`): a key
+and a value vector per K/V head for standard attention (seed 003 sec. 2.12: L·S'·h·d·2·sizeof for
+MHA; GQA/MQA shrink h to the g KV heads), or, for multi-head latent attention, the latent plus the
+rotary key that vLLM and SGLang keep (replicated on every TP rank) — or, on request, the per-head
+keys and values transformers keeps. A sliding-window layer stores the last W - 1 positions between
+steps (the current token makes W), as transformers' sliding-window caches do; a chunked-attention
+layer at most its chunk. Linear-attention and state-space layers keep a state of constant size per
+sequence instead (`graph.Op.state_elements`).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
-from llmsizer.graph import build_graph
+from llmsizer.graph import CacheLayout, LayerGraph, build_graph
 from llmsizer.specs.model import ModelSpec
 
 
@@ -27,28 +32,53 @@ class KVCache:
     tp: int = 1
     layers: tuple[int, ...] | None = None  # the layers this device holds (pipeline stage)
     block_size: int | None = None  # paged attention block (vLLM default 16); None: exact
+    layout: CacheLayout = "engine"  # MLA: "engine" (latent) or "hf" (per-head K and V)
 
-    def _layer_indices(self) -> tuple[int, ...]:
-        return self.layers if self.layers is not None else tuple(range(self.spec.num_layers))
+    def _layers(self) -> list[LayerGraph]:
+        graph = build_graph(self.spec)
+        if self.layers is None:
+            return list(graph.layers)
+        return [graph.layers[i] for i in self.layers]
 
-    @property
-    def bytes_per_token_per_layer(self) -> float:
-        return 2 * kv_heads_per_rank(self.spec, self.tp) * self.spec.head_size * self.dtype_bytes
+    @cached_property
+    def _per_layer(self) -> tuple[tuple[float, int | None, float], ...]:
+        """(bytes per cached token, positions kept at most, state bytes per sequence) per layer."""
+        out = []
+        for layer in self._layers():
+            per_token = state = 0.0
+            for op in layer.ops:
+                per_token += op.cache_elements_per_token(self.tp, self.layout) * self.dtype_bytes
+                state += op.state_elements(self.tp) * self.dtype_bytes
+            if layer.sliding_window is not None:
+                limit: int | None = layer.sliding_window - 1
+            else:
+                limit = layer.chunk
+            out.append((per_token, limit, state))
+        return tuple(out)
 
     @property
     def bytes_per_token(self) -> float:
-        """For a token within every layer's window (the usual figure quoted per token)."""
-        return len(self._layer_indices()) * self.bytes_per_token_per_layer
+        """For a token within every layer's window (the figure usually quoted per token)."""
+        return sum(p for p, _, _ in self._per_layer)
 
-    def positions_kept(self, layer: int, tokens: int) -> int:
-        window = build_graph(self.spec).layers[layer].sliding_window
-        kept = tokens if window is None else min(tokens, window - 1)
+    @property
+    def state_bytes_per_sequence(self) -> float:
+        """Recurrent state (linear attention, SSM) of one sequence, whatever its length."""
+        return sum(s for _, _, s in self._per_layer)
+
+    def positions_kept(self, limit: int | None, tokens: int) -> int:
+        kept = tokens if limit is None else min(tokens, limit)
         if self.block_size:
             kept = math.ceil(kept / self.block_size) * self.block_size
         return kept
 
     def bytes_for(self, tokens: int, batch: int = 1) -> float:
         """Bytes for `batch` sequences of `tokens` positions each."""
-        per_layer = self.bytes_per_token_per_layer
-        return batch * sum(self.positions_kept(i, tokens) * per_layer
-                           for i in self._layer_indices())
+        per_seq = sum(per * self.positions_kept(limit, tokens) + state
+                      for per, limit, state in self._per_layer)
+        return batch * per_seq
+
+    def bytes_per_token_at(self, tokens: int) -> float:
+        """Average bytes per token of one sequence of `tokens` positions (windows, chunks and
+        recurrent state included)."""
+        return self.bytes_for(tokens) / tokens

@@ -14,8 +14,8 @@ from functools import cache, cached_property, lru_cache
 from llmsizer.analysis import comm
 from llmsizer.analysis.activations import layer_activations, output_activations
 from llmsizer.analysis.cluster import Cluster
-from llmsizer.analysis.efficiency import Efficiency, matmul_efficiency, op_time
-from llmsizer.analysis.flops import ATTENTION_BACKWARD_FACTOR, attention_pairs
+from llmsizer.analysis.efficiency import Efficiency, gemm_efficiency, op_time
+from llmsizer.analysis.flops import ATTENTION_BACKWARD_FACTOR, layer_pairs
 from llmsizer.analysis.params import (
     layer_representative,
     stage_held,
@@ -23,7 +23,7 @@ from llmsizer.analysis.params import (
     validate_parallel,
 )
 from llmsizer.errors import SpecError
-from llmsizer.graph import Op, build_graph
+from llmsizer.graph import LayerGraph, Op, build_graph
 from llmsizer.specs.hardware import Accelerator
 from llmsizer.specs.model import ModelSpec
 from llmsizer.specs.precision import Optimizer, TrainingPrecision
@@ -79,23 +79,38 @@ class Group:
 
 def _linear_time(op: Op, tokens: int, tp: int, ep: int, acc: Accelerator, peak: float,
                  e: float, eff: Efficiency) -> float:
-    """Forward time of one linear op's share on one device."""
-    k, n = op.in_features, op.out_features
-    shard = op.weights[0].shard if op.weights else "column"
-    if shard in ("column", "vocab"):
-        n = max(1, n // tp)
-    elif shard == "row":
-        k = max(1, k // tp)
-    instances = op.instances // ep if op.expert_parallel else op.instances
-    if op.instances > 1 or op.active > 1:
-        # Balanced routing: this device's experts together see tokens·top_k rows.
-        rows = max(1, round(tokens * op.active * (ep if op.expert_parallel else 1) / op.instances))
+    """Forward time of one linear op's share on one device (its product from the graph)."""
+    g = op.rank_gemm(tokens, tp, ep)
+    return op_time(g.flops, e * (g.weight_elements + g.activation_elements), peak,
+                   acc.memory_bandwidth_bytes_s, gemm_efficiency(g, eff, acc), eff)
+
+
+def _attention_time(op: Op, layer: LayerGraph, mb: int, seq_local: int, cp: int, tp: int,
+                    flash: bool, acc: Accelerator, peak: float, e: float,
+                    eff: Efficiency) -> float:
+    """Forward time of the attention core on one device. Flash kernels skip masked tiles
+    (causal pairs); eager computes and stores the full square of scores."""
+    context = seq_local * cp
+    if cp == 1:
+        pairs = layer_pairs(layer, seq_local, context, "causal" if flash else "dense")
     else:
-        rows = tokens
-    flops = 2 * rows * k * n * instances
-    nbytes = e * (rows * k + k * n + rows * n) * instances
-    return op_time(flops, nbytes, peak, acc.memory_bandwidth_bytes_s,
-                   matmul_efficiency(rows, n, eff, acc, batch=instances, k=k), eff)
+        pairs = seq_local * context // 2  # ring attention: each rank's share of the causal pairs
+    heads, kv_heads = op.rank_heads(tp)
+    flops = op.rank_forward_flops(0, tp, pairs=mb * pairs)
+    qkvo = e * mb * seq_local * (heads * (op.qk_dim + op.v_dim) + kv_heads * (op.qk_dim + op.v_dim)
+                                 + heads * op.v_dim)
+    scores = 0 if flash else 4 * e * mb * heads * seq_local * context
+    return op_time(flops, qkvo + scores, peak, acc.memory_bandwidth_bytes_s,
+                   eff.attention_efficiency, eff)
+
+
+def _stream_time(op: Op, tokens: int, tp: int, acc: Accelerator, e: float,
+                 eff: Efficiency) -> float:
+    """Recurrent scans and convolutions (linear attention, SSM): their inputs and outputs
+    streamed through memory, or their FLOPs at the CUDA-core fp32 rate, whichever is slower."""
+    fp32 = acc.peak_flops.get("fp32") or acc.peak("bf16") / 16
+    return op_time(op.rank_forward_flops(tokens, tp), op.rank_stream_bytes(tokens, tp, e), fp32,
+                   acc.memory_bandwidth_bytes_s, 1.0, eff)
 
 
 @dataclass(frozen=True)
@@ -125,20 +140,9 @@ def _layer_cost(st: Setting, layer_index: int, tp: int, cp: int, ep: int, mb: in
         if op.kind in ("linear", "router"):
             fwd_mm += _linear_time(op, tokens, tp, ep, acc, peak, e, eff)
         elif op.kind == "attention":
-            # Flash kernels skip masked tiles (causal pairs); eager computes the full square.
-            heads = max(1, spec.num_heads // tp)
-            context = seq_local * cp
-            pairs: float
-            if cp == 1:
-                pairs = attention_pairs(seq_local, context, layer.sliding_window,
-                                        "causal" if flash else "dense")
-            else:
-                pairs = seq_local * context / 2
-            flops = 4 * mb * heads * spec.head_size * pairs
-            qkvo = e * tokens * (2 * spec.q_dim + 2 * spec.kv_dim) / tp
-            scores = 0 if flash else 4 * e * mb * heads * seq_local * context
-            attn = op_time(flops, qkvo + scores, peak, acc.memory_bandwidth_bytes_s,
-                           eff.attention_efficiency, eff)
+            attn = _attention_time(op, layer, mb, seq_local, cp, tp, flash, acc, peak, e, eff)
+        elif op.kind in ("scan", "conv"):
+            fwd_mm += _stream_time(op, tokens, tp, acc, e, eff)
     # Element-wise work (norms, residual adds, activation, rotary): memory-bound streams.
     rep = tp if sp else 1
     h, f = spec.hidden_size, spec.ffn_size

@@ -10,7 +10,6 @@ stage and the output head on the last (which keeps its own copy of a tied embedd
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from functools import cache, cached_property
 
@@ -214,24 +213,6 @@ def validate_parallel(spec: ModelSpec, tp: int = 1, pp: int = 1, ep: int = 1) ->
             raise SpecError("ep", ep, f"a divisor of num_experts ({spec.moe.num_experts})")
 
 
-def _weight_shard(op: Op, w: Weight, tp: int) -> tuple[int, bool]:
-    """(elements one TP rank holds, whether they are replicated across TP ranks)."""
-    if w.shard == "replicated" or tp == 1:
-        return w.numel, w.shard == "replicated"
-    rest = w.numel // w.shape[0] if w.shape else 1
-    if w.shard == "vocab":
-        # Megatron pads the vocabulary to a multiple of tp (and of 128): the largest shard holds
-        # ceil(V / tp) rows.
-        return math.ceil(w.shape[0] / tp) * rest, False
-    if w.shard == "column":
-        if op.heads is not None and op.heads < tp:
-            # Fewer K/V heads than ranks: each rank keeps one whole head (replicated tp/heads times).
-            return w.numel // op.heads, True
-        return w.numel // tp, False
-    # row-parallel weight: the input features are split
-    return w.numel // tp, False
-
-
 @dataclass(frozen=True)
 class HeldParams:
     """Parameters one device holds of a set of ops: all, the TP-replicated part, the experts."""
@@ -248,12 +229,10 @@ class HeldParams:
 def _ops_held(ops: tuple[Op, ...], tp: int, ep: int) -> HeldParams:
     held = repl = expert = 0
     for op in ops:
-        instances = op.instances // ep if op.expert_parallel else op.instances
-        for w in op.weights:
-            n, replicated = _weight_shard(op, w, tp)
-            held += instances * n
-            repl += instances * n if replicated else 0
-            expert += instances * n if op.expert_parallel else 0
+        n, replicated = op.rank_params(tp, ep)
+        held += n
+        repl += replicated
+        expert += n if op.expert_parallel else 0
     return HeldParams(held, repl, expert)
 
 
@@ -272,7 +251,7 @@ def layer_representative(spec: ModelSpec) -> tuple[int, ...]:
     seen: dict[tuple[object, ...], int] = {}
     out = []
     for layer in build_graph(spec).layers:
-        key = (layer.ops, layer.sliding_window)
+        key = (layer.ops, layer.sliding_window, layer.chunk)
         out.append(seen.setdefault(key, layer.index))
     return tuple(out)
 
