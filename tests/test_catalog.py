@@ -37,6 +37,8 @@ def test_exact_count_matches_the_published_figure(entry):
     if not published:
         pytest.skip(f"{entry.name}: no published count in the catalog")
     assert published["source"]
+    if published.get("includes"):
+        pytest.skip(f"{entry.name}: the published figure includes {published['includes']}")
     total = count_params(entry.spec()).total
     rounding = published.get("rounded_to")
     if rounding:

@@ -138,7 +138,7 @@ def test_infer_json_contract(capsys):
 
 def test_infer_that_does_not_fit_names_what_would(capsys):
     code, out, _ = run(capsys, "infer", "llama-2-70b", "--gpu", "a100", "--prompt", "2000")
-    assert code == 0
+    assert code == 3  # computed, does not fit
     assert "DOES NOT FIT" in out
     assert "would fit: --tp 2" in out and "--weights int4" in out
 

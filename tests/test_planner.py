@@ -133,7 +133,7 @@ def test_plan_impossible_cli_says_so(capsys):
     code = main(["plan", "llama-3.1-405b", "--gpu", "a100", "--gpus", "8", "--seq", "4096",
                  "--global-batch", "8", "--no-offload"])
     out = capsys.readouterr().out
-    assert code == 0 and "NOTHING FITS" in out and "over" in out
+    assert code == 3 and "NOTHING FITS" in out and "over" in out
 
 
 def test_plan_serve_meets_the_objectives(capsys):

@@ -110,7 +110,35 @@ def describe_model(spec: ModelSpec) -> str:
         parts.append(moe)
     if spec.parallel_block:
         parts.append("parallel attention+FFN")
+    parts += model_features(spec)
     return ", ".join(parts)
+
+
+def model_features(spec: ModelSpec) -> list[str]:
+    """The architecture features beyond the basic decoder, in words."""
+    out = []
+    if spec.mla:
+        m = spec.mla
+        out.append(f"MLA (q rank {m.q_lora_rank or 'full'}, kv rank {m.kv_lora_rank}, "
+                   f"rope {m.qk_rope_head_dim}, v {m.v_head_dim})")
+    if spec.qk_norm != "none":
+        out.append(f"q/k norm ({spec.qk_norm})")
+    if spec.attention_sinks:
+        out.append("attention sinks")
+    if spec.attention_output_gate:
+        out.append("gated attention output")
+    if spec.norm_placement != "pre":
+        out.append(f"{spec.norm_placement}-norm")
+    if spec.layer_types is not None:
+        counts: dict[str, int] = {}
+        for t in spec.layer_types:
+            counts[t] = counts.get(t, 0) + 1
+        out.append("layers: " + ", ".join(f"{n} {t.replace('_', ' ')}" for t, n in counts.items()))
+    if spec.sliding_window and spec.layer_types is None:
+        out.append(f"sliding window {spec.sliding_window}")
+    if spec.mtp_layers:
+        out.append(f"{spec.mtp_layers} MTP module(s), counted apart")
+    return out
 
 
 def params_json(spec: ModelSpec, counts: ParamCounts, shards: ShardedParams | None,
@@ -124,6 +152,8 @@ def params_json(spec: ModelSpec, counts: ParamCounts, shards: ShardedParams | No
         "tied_embeddings": counts.tied_embeddings,
         "breakdown": counts.breakdown,
         "groups": counts.groups,
+        "mtp": counts.mtp,
+        "excluded": counts.excluded,
         "approximations": [
             {"name": ref.name, "formula": ref.formula, "substituted": ref.substituted,
              "value": ref.value, "compared_to": target,
@@ -164,6 +194,14 @@ def params_text(spec: ModelSpec, counts: ParamCounts, shards: ShardedParams | No
     lines.append(table(rows, ["component (all layers)", "parameters", "share"]))
     if counts.tied_embeddings:
         lines.append("lm_head shares embedding.tokens.weight (tied): counted once")
+    if counts.mtp:
+        lines.append(f"multi-token-prediction modules: {counts.mtp:,} ({format_count(counts.mtp)}) "
+                     "more, not in the total (transformers does not build them); the released "
+                     f"checkpoint also stores copies of the embedding and output head: "
+                     f"{counts.mtp + counts.mtp_checkpoint_copies:,} "
+                     f"({format_count(counts.mtp + counts.mtp_checkpoint_copies)}) in all")
+    if counts.excluded:
+        lines.append(f"excluded: {counts.excluded}")
     lines.append("")
     refs = []
     for ref, target in param_references(spec):

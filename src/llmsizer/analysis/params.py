@@ -32,6 +32,9 @@ class ParamCounts:
     per_layer: dict[int, int]  # layer index -> count
     tied_embeddings: bool
     graph: ModelGraph = field(compare=False, repr=False)
+    mtp: int = 0  # multi-token-prediction modules (not in total, as transformers builds it)
+    mtp_checkpoint_copies: int = 0  # their copies of the embedding and head in the checkpoint
+    excluded: str = ""  # what a multimodal checkpoint holds beyond the language model
 
     @cached_property
     def explanation(self) -> Quantity:
@@ -70,6 +73,9 @@ def count_params(spec: ModelSpec) -> ParamCounts:
         per_layer={layer.index: layer.params for layer in graph.layers},
         tied_embeddings=spec.tie_embeddings,
         graph=graph,
+        mtp=sum(op.params for op in graph.mtp),
+        mtp_checkpoint_copies=2 * spec.mtp_layers * spec.vocab_size * spec.hidden_size,
+        excluded=str(spec.extras.get("excluded", "")),
     )
 
 
