@@ -184,6 +184,15 @@ class Op:
         k = self.rank_instances(ep)
         return k * held, k * repl
 
+    def lora_params(self, rank: int, dora: bool = False) -> int:
+        """Trainable parameters of a LoRA adapter on this linear op (Hu et al. 2021, arXiv
+        2106.09685): A (rank × in) and B (out × rank) per instance; DoRA (Liu et al. 2024, arXiv
+        2402.09353) adds a magnitude vector of `out` per instance."""
+        if self.kind not in ("linear", "router") or not self.weights:
+            return 0
+        per = rank * (self.in_features + self.out_features) + (self.out_features if dora else 0)
+        return self.instances * per
+
     # --- the matrix product on one device -------------------------------------------------------
 
     def rank_dims(self, tp: int) -> tuple[int, int]:
