@@ -78,8 +78,10 @@ def add_parser(sub: Any, positive_int: Any) -> None:
     t.add_argument("--optimizer", default="adam", help="adam, adamw, adam-8bit, sgd, sgd-momentum")
     t.add_argument("--activations", default="megatron", help="activation-memory convention")
     t.add_argument("--attention", default="flash", help="flash or eager kernels")
-    t.add_argument("--mfu-attention", default="dense",
-                   help="attention convention of the MFU numerator: dense (PaLM, Megatron) or causal")
+    t.add_argument("--mfu-attention", default="auto",
+                   help="attention pairs counted in the MFU numerator: auto (what the timed "
+                   "kernels compute: causal for --attention flash, dense for eager), dense (PaLM, "
+                   "Megatron-LM's papers) or causal")
     t.add_argument("--overhead", help="framework overhead per device, e.g. 1GiB (default: 1GiB)")
     t.add_argument("--price", type=arg_float(0, 1e6, what="a price per GPU-hour"),
                    help="price per GPU-hour, for the cost (in --currency)")
@@ -221,8 +223,8 @@ def build(args: argparse.Namespace) -> tuple[Any, ...]:
                       inter_node_bytes_s=args.inter_node_gbps * 1e9 / 8)
     if args.attention not in ("flash", "eager"):
         raise SpecError("attention", args.attention, "flash or eager")
-    if args.mfu_attention not in ("dense", "causal"):
-        raise SpecError("mfu-attention", args.mfu_attention, "dense or causal")
+    if args.mfu_attention not in ("auto", "dense", "causal"):
+        raise SpecError("--mfu-attention", args.mfu_attention, "auto, dense or causal")
     overhead = parse_bytes(args.overhead, "overhead") if args.overhead else None
     if overhead is not None and not 0 <= overhead <= 2**50:
         raise SpecError("overhead", args.overhead, "a size from 0 to 1PiB")
