@@ -143,6 +143,7 @@ class Op:
     qk_dim: int = 0
     v_dim: int = 0
     latent_dim: int = 0  # MLA: values cached per token by serving engines (replicated over TP)
+    kv_rank: int = 0  # MLA: the compressed KV latent (kv_lora_rank); latent_dim - kv_rank = rope
     # scan / conv: work per token; state kept per sequence (elements, all heads)
     flops_per_token: int = 0
     state: int = 0
@@ -261,6 +262,20 @@ class Op:
         (`in_features`, `out_features`, split over TP ranks like its heads)."""
         return act_bytes * tokens * (self.in_features + self.out_features) / tp
 
+    def rank_absorbed_flops(self, tokens: float, tp: int, pairs: float) -> float:
+        """MLA with weight absorption (DeepSeek-V2 sec. 2.1.2; vLLM's decode path): W_UK is
+        folded into each query (2·d_nope·r per head and token) and W_UV applied after attention
+        (2·r·d_v), so attention itself runs over the cached latent: scores over r + d_rope
+        values and the weighted sum over r values per (query, key) pair and head. kv_b_proj is
+        then never applied to the cached tokens."""
+        assert self.kv_rank, "weight absorption applies to multi-head latent attention only"
+        heads = self.rank_heads(tp)[0]
+        rope = self.latent_dim - self.kv_rank
+        nope = self.qk_dim - rope
+        per_token = 2 * heads * (nope * self.kv_rank + self.kv_rank * self.v_dim)
+        per_pair = 2 * heads * (self.latent_dim + self.kv_rank)
+        return tokens * per_token + pairs * per_pair
+
     def rank_bytes(self, tokens: float, tp: int, ep: int, weight_bytes: float,
                    act_bytes: float) -> float:
         """Bytes a linear op moves on one device: its weights once, its inputs and outputs."""
@@ -308,6 +323,25 @@ class LayerGraph:
             if op.kind == "attention":
                 return op
         return None
+
+    def elementwise_elements_per_token(self, hidden: int, tp: int, sequence_parallel: bool,
+                                       gated: bool) -> float:
+        """Elements read and written per token by the layer's element-wise kernels on one
+        device: each norm reads and writes the residual stream (2·h), the two residual adds read
+        two streams and write one (6·h) — split over TP ranks only with sequence parallelism —,
+        the FFN activation reads gate and up and writes their product (3 per element; 2 for a
+        plain activation), and rotary embedding reads and writes queries and keys."""
+        rep = tp if sequence_parallel else 1
+        stream = 6 * hidden
+        split = 0.0
+        for op in self.ops:
+            if op.kind == "norm" and op.component == "norms.layers":
+                stream += 2 * hidden * op.instances
+            elif op.kind == "linear" and op.name == "up_proj":
+                split += (3 if gated else 2) * op.rank_dims(tp)[1] * op.active
+            elif op.kind == "linear" and op.name in ("q_proj", "q_b_proj", "k_proj"):
+                split += 2 * op.rank_dims(tp)[1]
+        return stream / rep + split
 
 
 @dataclass(frozen=True)
@@ -418,7 +452,7 @@ def _attention_ops(spec: ModelSpec) -> list[Op]:
                     "r_kv>a·(d_n+d_v)", heads=a),
             Op("attention", "attention", "attention.core", heads=a, kv_heads=a,
                qk_dim=m.qk_head_dim, v_dim=m.v_head_dim, latent_dim=m.latent_dim,
-               in_features=m.qk_head_dim, out_features=m.v_head_dim),
+               kv_rank=m.kv_lora_rank, in_features=m.qk_head_dim, out_features=m.v_head_dim),
             _linear("o_proj", "attention.o_proj", a * m.v_head_dim, h, spec.out_bias, "row",
                     "a·d_v>h"),
         ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from llmsizer.analysis.inference import ServingResult
+from llmsizer.analysis.kvcache import kv_heads_per_rank
 from llmsizer.analysis.params import count_params
 from llmsizer.report import table
 from llmsizer.units import format_bytes, format_flops, format_seconds
@@ -192,7 +193,7 @@ def inference_text(r: ServingResult, data: dict[str, Any], sweep: list[ServingRe
 
 def explain_lines(r: ServingResult) -> list[str]:
     s, c = r.spec, r.cfg
-    kvh = max(1, s.kv_heads // c.tp)
+    kvh = kv_heads_per_rank(s, c.tp)
     return [
         f"KV bytes per token = 2·L·g_rank·d·bytes = 2·{s.num_layers}·{kvh}·{s.head_size}·"
         f"{c.kv_dtype_bytes:g} = {r.kv_bytes_per_token:,.0f}   [seed 003 sec. 2.12; GQA: g KV "

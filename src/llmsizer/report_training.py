@@ -170,7 +170,7 @@ def _references(r: TrainingResult) -> list[tuple[Any, float, str]]:
 
 def _memory_references(r: TrainingResult) -> list[tuple[Any, float, str]]:
     from llmsizer.analysis.activations import korthikanti_per_layer
-    from llmsizer.analysis.step import layer_params
+    from llmsizer.analysis.params import layer_held
     from llmsizer.formulas import (
         bytes_20P,
         deepspeed_estimate,
@@ -184,7 +184,7 @@ def _memory_references(r: TrainingResult) -> list[tuple[Any, float, str]]:
         (zero_model_states(peak.params, p.data_shard_group, p.zero), states,
          "weights + gradients + optimizer"),
     ]
-    largest = max(layer_params(r.spec, i) for i in range(r.spec.num_layers)) / p.tp
+    largest = max(layer_held(r.spec, i, p.tp, p.ep).held for i in range(r.spec.num_layers))
     ds = deepspeed_estimate(peak.params, largest, p.data_shard_group, p.zero,
                             "optimizer" in p.offload, "params" in p.offload)
     if ds is not None:

@@ -39,6 +39,9 @@ class ServingConfig:
     prefill_chunk: int = 8192  # tokens in one prefill pass (workspace sizing)
     flash: bool = True
     kv_layout: str = "engine"  # MLA cache: "engine" (latent, vLLM/SGLang) or "hf" (per head)
+    # MLA decode: fold W_UK/W_UV into the query/output (vLLM, SGLang) instead of up-projecting
+    # the cached latent of every context token at every step
+    mla_absorb: bool = True
 
     def __post_init__(self) -> None:
         if not 0 < self.mem_util <= 1:
@@ -144,7 +147,8 @@ def workspace_bytes(spec: ModelSpec, cfg: ServingConfig) -> float:
             if op.kind == "linear" and op.weights and op.weights[0].shard == "column":
                 width += op.rank_dims(cfg.tp)[1] * op.active
         widest = max(widest, width)
-    return 2 * t * widest + 4 * 256 * spec.vocab_size / cfg.tp
+    vocab_rank = build_graph(spec).head[-1].rank_dims(cfg.tp)[1]
+    return 2 * t * widest + 4 * 256 * vocab_rank
 
 
 def serving_memory(spec: ModelSpec, acc: Accelerator, cfg: ServingConfig, batch: int,
@@ -186,15 +190,31 @@ def forward_pass(spec: ModelSpec, acc: Accelerator, cfg: ServingConfig, eff: Eff
     bw = acc.memory_bandwidth_bytes_s
     ops: list[OpCost] = []
     kernels = 0
+    # MLA decode over the latent cache: absorbed (kv_b_proj folded into the attention op) or
+    # up-projecting every cached latent with kv_b_proj at every step.
+    latent = decode and cfg.kv_layout == "engine" and spec.mla is not None
+    absorbed = latent and cfg.mla_absorb
     for layer in graph.layers:
         for op in layer.ops:
             if op.kind in ("linear", "router"):
-                ops.append(_linear_cost(op, layer.index, tokens, cfg, acc, peak, bw, w_bytes, e,
-                                        eff))
+                if latent and op.name == "kv_b_proj":
+                    if absorbed:
+                        continue  # its weights are read by the absorbed attention below
+                    rows = batch * _kept(layer, context)
+                    ops.append(_linear_cost(op, layer.index, rows, cfg, acc, peak, bw, w_bytes,
+                                            e, eff))
+                else:
+                    ops.append(_linear_cost(op, layer.index, tokens, cfg, acc, peak, bw, w_bytes,
+                                            e, eff))
                 kernels += 1
             elif op.kind == "attention":
-                ops.append(_attention_cost(op, layer, batch, new_tokens, context, cfg, peak, bw,
-                                           e, eff))
+                if absorbed:
+                    kv_b = next(o for o in layer.ops if o.name == "kv_b_proj")
+                    ops.append(_absorbed_attention_cost(op, kv_b, layer, batch, new_tokens,
+                                                        context, cfg, peak, bw, w_bytes, e, eff))
+                else:
+                    ops.append(_attention_cost(op, layer, batch, new_tokens, context, cfg, peak,
+                                               bw, e, eff))
                 kernels += 1
             elif op.kind in ("scan", "conv"):
                 ops.append(_stream_cost(op, layer.index, tokens, cfg, acc, bw, e, eff))
@@ -224,16 +244,37 @@ def _linear_cost(op: Op, layer: int | None, tokens: int, cfg: ServingConfig, acc
     return OpCost(layer, op.component, g.flops, nbytes, t, bound)
 
 
+def _kept(layer: LayerGraph, context: int) -> int:
+    """Cached positions one query of `layer` reads (its window or chunk)."""
+    if layer.chunk is not None:
+        return min(context, layer.chunk)
+    return context if layer.sliding_window is None else min(context, layer.sliding_window)
+
+
+def _absorbed_attention_cost(op: Op, kv_b: Op, layer: LayerGraph, batch: int, new: int,
+                             context: int, cfg: ServingConfig, peak: float, bw: float,
+                             w_bytes: float, e: float, eff: Efficiency) -> OpCost:
+    """MLA decode with weight absorption: the latent cache read once, W_UK/W_UV (kv_b_proj's
+    weights) read once, the products of `graph.Op.rank_absorbed_flops`."""
+    heads, _ = op.rank_heads(cfg.tp)
+    pairs = batch * layer_pairs(layer, new, context, "causal")
+    flops = op.rank_absorbed_flops(batch * new, cfg.tp, pairs)
+    kv_read = batch * _kept(layer, context) * op.cache_elements_per_token(cfg.tp) * \
+        cfg.kv_dtype_bytes
+    weights = kv_b.rank_gemm(batch * new, cfg.tp).weight_elements * w_bytes
+    qo = e * batch * new * heads * (op.latent_dim + op.kv_rank)
+    t, bound = roofline(flops, kv_read + weights + qo, peak, bw, eff.attention_efficiency, eff)
+    return OpCost(layer.index, "attention.core (absorbed)", flops, kv_read + weights + qo, t,
+                  bound)
+
+
 def _attention_cost(op: Op, layer: LayerGraph, batch: int, new: int, context: int,
                     cfg: ServingConfig, peak: float, bw: float, e: float,
                     eff: Efficiency) -> OpCost:
     heads, _ = op.rank_heads(cfg.tp)
     pairs = batch * layer_pairs(layer, new, context, "causal")
     flops = op.rank_forward_flops(0, cfg.tp, pairs=pairs)
-    if layer.chunk is not None:
-        kept = min(context, layer.chunk)
-    else:
-        kept = context if layer.sliding_window is None else min(context, layer.sliding_window)
+    kept = _kept(layer, context)
     kv_read = batch * kept * op.cache_elements_per_token(cfg.tp) * cfg.kv_dtype_bytes
     qo = e * batch * new * heads * (op.qk_dim + op.v_dim)
     nbytes = kv_read + qo

@@ -22,7 +22,11 @@ from llmsizer.specs.model import ModelSpec
 
 
 def kv_heads_per_rank(spec: ModelSpec, tp: int) -> int:
-    return max(1, spec.kv_heads // tp)
+    """K/V heads one TP rank keeps (a whole replicated head when fewer heads than ranks)."""
+    for layer in build_graph(spec).layers:
+        if layer.attention is not None:
+            return layer.attention.rank_heads(tp)[1]
+    return 0
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from llmsizer.analysis.cluster import Cluster
 from llmsizer.analysis.efficiency import Efficiency, gemm_efficiency, op_time
 from llmsizer.analysis.flops import ATTENTION_BACKWARD_FACTOR, layer_pairs
 from llmsizer.analysis.params import (
+    layer_held,
     layer_representative,
     stage_held,
     stage_layers,
@@ -144,11 +145,9 @@ def _layer_cost(st: Setting, layer_index: int, tp: int, cp: int, ep: int, mb: in
         elif op.kind in ("scan", "conv"):
             fwd_mm += _stream_time(op, tokens, tp, acc, e, eff)
     # Element-wise work (norms, residual adds, activation, rotary): memory-bound streams.
-    rep = tp if sp else 1
-    h, f = spec.hidden_size, spec.ffn_size
-    if moe and spec.moe:
-        f = spec.moe.top_k * spec.moe.expert_ffn_size
-    elementwise = e * tokens * (10 * h / rep + 3 * f / tp + 2 * (spec.q_dim + spec.kv_dim) / tp)
+    h = spec.hidden_size
+    elementwise = e * tokens * layer.elementwise_elements_per_token(h, tp, sp,
+                                                                    spec.ffn_kind == "gated")
     ew = elementwise / (acc.memory_bandwidth_bytes_s * eff.memory_ceiling)
     forward = fwd_mm + attn + ew
     backward = 2 * fwd_mm + ATTENTION_BACKWARD_FACTOR[st.attention] * attn + 2 * ew
@@ -165,7 +164,8 @@ def _layer_cost(st: Setting, layer_index: int, tp: int, cp: int, ep: int, mb: in
         a2a = e * tokens * spec.moe.top_k * h
         ep_s = 4 * comm.all_to_all_s(a2a, ep, topo.link_for(ep, tp), eff)
     if cp > 1:
-        kv = e * tokens * 2 * spec.kv_dim / tp
+        attn_op = layer.attention
+        kv = e * tokens * (attn_op.cache_elements_per_token(tp, "hf") if attn_op else 0)
         ring = (cp - 1) * comm.p2p_s(kv, topo.link_for(cp, tp), eff) * 3  # fwd + 2× bwd
         cp_s = max(0.0, ring - forward)  # overlapped with the attention compute
     return LayerCost(act, act_full, forward, backward, recompute_s, ep_s, cp_s)
@@ -236,8 +236,10 @@ def _micro_batch_costs(st: Setting, tp: int, cp: int, ep: int, micro_batch: int,
                                  eff) * (4 + (2 if recompute == "full" else 0))
     peak = acc.peak(st.precision.compute_dtype)
     head_op = build_graph(spec).head[-1]
+    # the output head's products, and its fp32 logits written, read by the softmax and by the
+    # cross-entropy backward (3 passes of 4 bytes over the rank's vocabulary share)
     head_s = 3 * _linear_time(head_op, tokens, tp, 1, acc, peak, e, eff) + 3 * 4 * tokens * \
-        spec.vocab_size / tp / (acc.memory_bandwidth_bytes_s * eff.memory_ceiling)
+        head_op.rank_dims(tp)[1] / (acc.memory_bandwidth_bytes_s * eff.memory_ceiling)
     out_act = output_activations(spec, micro_batch, seq_local, convention=st.activations,
                                  act_bytes=e, tp=tp, sequence_parallel=sp,
                                  recompute=recompute).bytes
@@ -262,7 +264,7 @@ def stage_costs(st: Setting, g: Group) -> StageCosts:
     for r, counts in _stage_rep_counts(spec, n).items():
         c = costs[r]
         per_layer_compute = c.forward_s + c.backward_s + c.recompute_s
-        size = layer_params(spec, r) / g.tp
+        size = layer_held(spec, r, g.tp, g.ep).held  # what ZeRO-3 gathers for one layer
         for s_, k in enumerate(counts):  # layers like r in stage s_
             if not k:
                 continue
