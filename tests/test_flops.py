@@ -86,3 +86,23 @@ def test_megatron_formula_is_exact_for_gpt_with_full_recompute():
 def test_bad_recompute_is_named():
     with pytest.raises(SpecError, match="recompute='partial'"):
         training_step_flops(TINY, 1, 8, recompute="partial")
+
+
+def test_chunked_attention_pairs():
+    # chunks of 3: positions 1..7 see 1, 2, 3, 1, 2, 3, 1 keys
+    assert attention_pairs(7, 7, None, "causal", chunk=3) == 1 + 2 + 3 + 1 + 2 + 3 + 1
+    # the last 2 queries (positions 6 and 7)
+    assert attention_pairs(2, 7, None, "causal", chunk=3) == 3 + 1
+
+
+def test_window_pairs_match_the_sum_they_replace():
+    for seq, ctx, w in [(5, 9, 3), (9, 9, 4), (1, 100, 128), (300, 300, 128), (7, 7, 7)]:
+        first = ctx - seq + 1
+        assert attention_pairs(seq, ctx, w, "causal") == sum(min(p, w) for p in range(first,
+                                                                                      ctx + 1))
+
+
+def test_a_hundred_million_token_prompt_is_closed_form():
+    # sum of 1..10^8 (a loop over positions once made this hang)
+    assert attention_pairs(10**8, 10**8, None, "causal") == 10**8 * (10**8 + 1) // 2
+    assert attention_pairs(10**8, 10**8, 4096, "causal") == 4096 * 4097 // 2 + (10**8 - 4096) * 4096

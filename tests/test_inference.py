@@ -159,3 +159,45 @@ def test_infer_bad_input_is_one_line(capsys, argv, expect):
     assert code == 2
     assert len(err.strip().splitlines()) == 1
     assert expect in err
+
+
+# ---- windows, latent caches, recurrent state, weight absorption (issue 9) ---------------------
+
+def test_gemma2_kv_cache_at_32k_honours_the_windows():
+    # Gemma-2-9B: 42 layers, alternating sliding (4,096) and full; 8 KV heads of 256, bf16:
+    # 2·8·256·2 = 8,192 bytes per token and layer.
+    spec = get_model("gemma-2-9b")
+    per_layer = 2 * 8 * 256 * 2
+    expected = 21 * 32768 * per_layer + 21 * 4095 * per_layer
+    kv = KVCache(spec, 2)
+    assert kv.bytes_for(32768) == expected
+    # the naive figure (every layer keeps every token) is 1.78× too high
+    assert 42 * 32768 * per_layer / kv.bytes_for(32768) == pytest.approx(1.78, abs=0.01)
+
+
+def test_mla_engine_cache_is_the_latent_replicated_on_every_rank():
+    # DeepSeek-V3: 61 layers × (512 latent + 64 rotary key) × 2 bytes = 70,272 bytes per token
+    spec = get_model("deepseek-v3")
+    assert KVCache(spec, 2).bytes_per_token == 61 * 576 * 2 == 70272
+    assert KVCache(spec, 2, tp=8).bytes_per_token == 70272  # one latent "head": not split
+    # up-projected per head: 128 heads × (192 key + 128 value), split over 8 ranks
+    assert KVCache(spec, 2, tp=8, layout="expanded").bytes_per_token == 61 * 16 * 320 * 2
+
+
+def test_recurrent_state_is_constant_in_sequence_length():
+    spec = get_model("falcon3-mamba-7b-base")
+    kv = KVCache(spec, 2)
+    assert kv.bytes_per_token == 0
+    assert kv.bytes_for(1000) == kv.bytes_for(100000) == kv.state_bytes_per_sequence > 0
+
+
+def test_mla_weight_absorption_makes_long_context_decode_cheaper():
+    spec = get_model("deepseek-v3")
+    h200 = get_accelerator("h200")
+    absorbed = serve(spec, h200, ServingConfig(tp=8), batch=8, prompt=16000, output=64)
+    naive = serve(spec, h200, ServingConfig(tp=8, mla_absorb=False), batch=8, prompt=16000,
+                  output=64)
+    # without absorption kv_b_proj re-expands all 16k cached latents of every layer each step
+    assert naive.decode.flops > 20 * absorbed.decode.flops
+    assert naive.tpot_s > absorbed.tpot_s
+    assert absorbed.ttft_s == naive.ttft_s  # prefill is the same either way

@@ -104,3 +104,72 @@ def test_prefill_and_decode_flops_match_flop_counter():
                                                      convention="dense", logits_tokens=1))
     assert ours_prefill == prefill
     assert ours_decode == decode
+
+
+# ---- caches of the newer architectures (issue 9) ----------------------------------------------
+
+def all_cache_bytes(cache) -> int:
+    """Keys/values of attention layers plus convolution and recurrent states of linear-attention
+    and state-space layers, as transformers 5.x's DynamicCache holds them."""
+    total = 0
+    for layer in cache.layers:
+        for name in ("keys", "values"):
+            t = getattr(layer, name, None)
+            if t is not None and hasattr(t, "numel"):
+                total += t.numel() * t.element_size()
+        for name in ("conv_states", "recurrent_states"):
+            states = getattr(layer, name, None) or {}
+            for t in (states.values() if isinstance(states, dict) else states):
+                if t is not None:
+                    total += t.numel() * t.element_size()
+    return total
+
+
+_S = dict(hidden_size=64, intermediate_size=96, num_attention_heads=4, num_key_value_heads=2,
+          vocab_size=100)
+NEW_CACHES = {
+    "mla-latent": dict(model_type="deepseek_v3", hidden_size=64, intermediate_size=96,
+                       moe_intermediate_size=32, num_attention_heads=4, num_key_value_heads=4,
+                       num_hidden_layers=3, first_k_dense_replace=1, n_routed_experts=8,
+                       num_experts_per_tok=2, n_shared_experts=1, n_group=2, topk_group=1,
+                       vocab_size=100, q_lora_rank=24, kv_lora_rank=16, qk_nope_head_dim=8,
+                       qk_rope_head_dim=4, v_head_dim=8),
+    "gemma3-windows": dict(_S, model_type="gemma3_text", num_hidden_layers=7, head_dim=16,
+                           sliding_window=8),
+    "gpt-oss-windows": dict(_S, model_type="gpt_oss", num_hidden_layers=2, num_local_experts=4,
+                            num_experts_per_tok=2, head_dim=16, sliding_window=8),
+    "llama4-chunks": dict(_S, model_type="llama4_text", num_hidden_layers=4,
+                          intermediate_size_mlp=128, num_local_experts=4, num_experts_per_tok=1,
+                          interleave_moe_layer_step=2, head_dim=16, attention_chunk_size=8),
+    "qwen3-next-hybrid": dict(_S, model_type="qwen3_next", num_hidden_layers=4, num_experts=4,
+                              num_experts_per_tok=2, moe_intermediate_size=32,
+                              shared_expert_intermediate_size=48, head_dim=16,
+                              linear_num_key_heads=2, linear_num_value_heads=4,
+                              linear_key_head_dim=8, linear_value_head_dim=8),
+    "mamba2-state": dict(model_type="mamba2", hidden_size=64, num_hidden_layers=2, vocab_size=100,
+                         state_size=8, expand=2, conv_kernel=4, num_heads=8, head_dim=16,
+                         n_groups=2),
+    "mamba1-state": dict(model_type="falcon_mamba", hidden_size=64, num_hidden_layers=2,
+                         vocab_size=100, state_size=8, expand=2, conv_kernel=4),
+}
+
+
+@pytest.mark.parametrize("name", list(NEW_CACHES))
+def test_cache_of_newer_architectures_matches_transformers(name):
+    config = NEW_CACHES[name]
+    model = model_for(config, torch.float32)
+    ids = torch.randint(0, 100, (2, 20))
+    with torch.no_grad():
+        out = model.generate(ids, max_new_tokens=3, do_sample=False, pad_token_id=0,
+                             attention_mask=torch.ones_like(ids), return_dict_in_generate=True)
+    ours = KVCache(spec_from_hf_config(config), 4, layout="hf").bytes_for(22, 2)
+    assert all_cache_bytes(cache_of(out)) == ours
+
+
+def test_mla_latent_written_out():
+    # per token and layer: kv_lora_rank + qk_rope_head_dim = 16 + 4 values (transformers 5.x
+    # caches the compressed latent as keys and the rotary key as values)
+    spec = spec_from_hf_config(NEW_CACHES["mla-latent"])
+    assert KVCache(spec, 4).bytes_for(22, 2) == 3 * (16 + 4) * 4 * 22 * 2
+    # expanded: per head, keys of nope + rope (12) and values (8), 4 heads
+    assert KVCache(spec, 4, layout="expanded").bytes_for(22, 2) == 3 * 4 * (12 + 8) * 4 * 22 * 2

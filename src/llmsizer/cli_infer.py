@@ -44,12 +44,22 @@ def add_parser(sub: Any, positive_int: Any) -> None:
                    help="fraction of device memory usable, like vLLM's --gpu-memory-utilization")
     p.add_argument("--block-size", type=arg_int(0, 2**16), default=16,
                    help="paged KV block in tokens (0: exact)")
+    p.add_argument("--kv-layout", choices=("engine", "hf", "expanded"), default="engine",
+                   help="cache layout: engine (vLLM/SGLang: MLA latent replicated per TP rank, "
+                   "conv state of kernel-1), hf (transformers 5.x), expanded (MLA keys and values "
+                   "up-projected per head)")
+    p.add_argument("--no-mla-absorb", action="store_true",
+                   help="MLA decode up-projects the cached latent every step instead of folding "
+                   "W_UK/W_UV into the query and output (weight absorption, the engines' default)")
     p.add_argument("--overhead", help="runtime overhead per device, e.g. 1GiB (default: 1GiB)")
     p.add_argument("--unfused-attention", action="store_true",
                    help="attention scores go through memory (no flash kernel)")
     p.add_argument("--gpus-per-node", type=arg_int(1, 1024), default=8, help="GPUs per node")
     p.add_argument("--sweep", action="store_true", help="latency/throughput per batch size")
     p.add_argument("--calibration", help="efficiency calibration file (llmsizer calibrate)")
+    from llmsizer.charts import add_plot_argument
+
+    add_plot_argument(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--explain", action="store_true",
                    help="every number as its formula with values and source")
@@ -87,7 +97,8 @@ def build(args: argparse.Namespace) -> tuple[Any, ...]:
     weights = weight_format(args.weights)
     cfg = ServingConfig(tp=args.tp, pp=args.pp, weights=weights,
                         kv_dtype_bytes=kv_dtype_bytes(args.kv_dtype), mem_util=args.mem_util,
-                        block_size=args.block_size or None, flash=not args.unfused_attention, **kw)
+                        block_size=args.block_size or None, flash=not args.unfused_attention,
+                        kv_layout=args.kv_layout, mla_absorb=not args.no_mla_absorb, **kw)
     from llmsizer.analysis.params import validate_parallel
 
     validate_parallel(spec, args.tp, args.pp)
@@ -156,6 +167,9 @@ def run(args: argparse.Namespace) -> Any:
     if not result.fits:
         data["suggestions"] = fit_suggestions(spec, acc, cfg, args.batch, result.max_seq)
     status = 0 if result.fits else EXIT_DOES_NOT_FIT
+    from llmsizer.charts import maybe_plot
+
+    maybe_plot(args, data)
     if args.json:
         return Outcome(dumps(data), status, wrap=False)
     return Outcome(inference_text(result, data, sweep, args.explain), status)

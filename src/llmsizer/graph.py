@@ -41,7 +41,13 @@ Shard = Literal["column", "row", "vocab", "replicated"]
 # convolution; params: loose parameter tensors (sinks, decay rates) with no product of their own.
 OpKind = Literal["embedding", "linear", "norm", "router", "attention", "scan", "conv", "params"]
 AttentionConvention = Literal["dense", "causal"]
-CacheLayout = Literal["engine", "hf"]
+# How caches are laid out: "engine" as vLLM/SGLang keep them (MLA: the latent + rotary key, one
+# "head" replicated on every TP rank; convolution states of kernel - 1 positions), "hf" as
+# transformers 5.x keeps them (MLA: the same latent, as keys = latent and values = rotary key;
+# convolution states of the whole kernel), "expanded" with MLA's keys and values up-projected per
+# head (older transformers releases, naive implementations).
+CacheLayout = Literal["engine", "hf", "expanded"]
+CACHE_LAYOUTS = ("engine", "hf", "expanded")
 
 
 def _tri(a: int, b: int) -> int:
@@ -288,21 +294,26 @@ class Op:
         """Values an attention op caches per token on one TP rank.
 
         Standard attention: a key (qk_dim) and a value (v_dim) per K/V head (a whole head per rank
-        when there are fewer heads than ranks). MLA, `engine` layout (vLLM, SGLang): the latent
-        plus the rotary key, one "head" that every TP rank keeps whole; `hf` layout: transformers'
-        DynamicCache keeps the up-projected keys and values of every head.
+        when there are fewer heads than ranks). MLA: the latent plus the rotary key, one "head"
+        that every TP rank keeps whole (vLLM, SGLang, transformers 5.x); `expanded`: the
+        up-projected keys and values of every head.
         """
         if self.kind != "attention":
             return 0
-        if self.latent_dim and layout == "engine":
+        if self.latent_dim and layout != "expanded":
             return self.latent_dim
         kv = self.kv_heads if self.latent_dim == 0 else (self.heads or 0)
         per_rank = max(1, kv // tp)
         return per_rank * (self.qk_dim + self.v_dim)
 
-    def state_elements(self, tp: int = 1) -> int:
-        """Recurrent state one sequence keeps in this op on one TP rank (constant in length)."""
-        return math.ceil(self.state / tp) if self.state else 0
+    def state_elements(self, tp: int = 1, layout: CacheLayout = "engine") -> int:
+        """Recurrent state one sequence keeps in this op on one TP rank (constant in length).
+        A convolution keeps its last kernel - 1 inputs (vLLM); transformers keeps a whole
+        kernel's worth (one more input per channel)."""
+        if not self.state:
+            return 0
+        state = self.state + (self.in_features if self.kind == "conv" and layout == "hf" else 0)
+        return math.ceil(state / tp)
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,9 @@ def inference_json(r: ServingResult, sweep: list[ServingResult], turn: int | Non
         "output": r.output, "max_seq": r.max_seq,
         "weights_bytes_per_device": m.weights,
         "kv_cache_bytes_per_token": r.kv_bytes_per_token,
+        "kv_cache_bytes_per_token_all_layers": r.kv_bytes_per_token_all_layers,
+        "recurrent_state_bytes_per_sequence": r.state_bytes_per_sequence,
+        "kv_layout": r.cfg.kv_layout,
         "kv_cache_bytes": m.kv_cache,
         "kv_cache_bytes_per_request": m.kv_cache / r.batch,
         "workspace_bytes": m.workspace,
@@ -149,7 +152,13 @@ def inference_text(r: ServingResult, data: dict[str, Any], sweep: list[ServingRe
                (f"usable ({c.mem_util:.0%} of {format_bytes(r.acc.memory_bytes)})",
                 format_bytes(m.capacity))], ["", "bytes"]),
         f"KV cache per token per device: {r.kv_bytes_per_token:,.0f} bytes "
-        f"({r.spec.attention_kind}, {r.spec.kv_heads} KV heads)",
+        + (f"(MLA latent {r.spec.mla.latent_dim} per layer, {c.kv_layout} layout)" if r.spec.mla
+           else f"({r.spec.attention_kind}, {r.spec.kv_heads} KV heads)")
+        + (f"; {r.kv_bytes_per_token_all_layers:,.0f} for a token inside every layer's window"
+           if r.kv_bytes_per_token_all_layers != r.kv_bytes_per_token
+           and not r.state_bytes_per_sequence else "")
+        + (f"; recurrent state {format_bytes(r.state_bytes_per_sequence)} per sequence"
+           if r.state_bytes_per_sequence else ""),
         f"max concurrency at {r.max_seq} tokens per request: {r.max_concurrency} "
         f"(the MHA formula 4·L·h bytes/token would allow {data['max_concurrency_mha_formula']})",
     ]

@@ -17,7 +17,7 @@ from llmsizer.analysis.flops import layer_pairs
 from llmsizer.analysis.kvcache import KVCache
 from llmsizer.analysis.params import shard_params
 from llmsizer.errors import SpecError
-from llmsizer.graph import LayerGraph, Op, build_graph
+from llmsizer.graph import CACHE_LAYOUTS, LayerGraph, Op, build_graph
 from llmsizer.specs.hardware import Accelerator
 from llmsizer.specs.model import ModelSpec
 from llmsizer.specs.precision import WeightFormat
@@ -38,7 +38,7 @@ class ServingConfig:
     runtime_overhead: float = DEFAULT_RUNTIME_OVERHEAD
     prefill_chunk: int = 8192  # tokens in one prefill pass (workspace sizing)
     flash: bool = True
-    kv_layout: str = "engine"  # MLA cache: "engine" (latent, vLLM/SGLang) or "hf" (per head)
+    kv_layout: str = "engine"  # graph.CacheLayout: engine (vLLM/SGLang), hf, expanded
     # MLA decode: fold W_UK/W_UV into the query/output (vLLM, SGLang) instead of up-projecting
     # the cached latent of every context token at every step
     mla_absorb: bool = True
@@ -52,8 +52,8 @@ class ServingConfig:
                 raise SpecError(name, v, "a positive integer")
         if self.runtime_overhead < 0:
             raise SpecError("overhead", self.runtime_overhead, "0 or more bytes")
-        if self.kv_layout not in ("engine", "hf"):
-            raise SpecError("kv-layout", self.kv_layout, "engine or hf")
+        if self.kv_layout not in CACHE_LAYOUTS:
+            raise SpecError("--kv-layout", self.kv_layout, "one of " + ", ".join(CACHE_LAYOUTS))
 
     def kv_cache(self, spec: ModelSpec, layers: tuple[int, ...] | None = None,
                  paged: bool = True) -> KVCache:
@@ -192,7 +192,7 @@ def forward_pass(spec: ModelSpec, acc: Accelerator, cfg: ServingConfig, eff: Eff
     kernels = 0
     # MLA decode over the latent cache: absorbed (kv_b_proj folded into the attention op) or
     # up-projecting every cached latent with kv_b_proj at every step.
-    latent = decode and cfg.kv_layout == "engine" and spec.mla is not None
+    latent = decode and cfg.kv_layout != "expanded" and spec.mla is not None
     absorbed = latent and cfg.mla_absorb
     for layer in graph.layers:
         for op in layer.ops:

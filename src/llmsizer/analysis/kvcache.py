@@ -4,8 +4,8 @@ chunked windows, hybrid layers, TP and paging.
 Per layer a token keeps what its attention op caches (`graph.Op.cache_elements_per_token`): a key
 and a value vector per K/V head for standard attention (seed 003 sec. 2.12: L·S'·h·d·2·sizeof for
 MHA; GQA/MQA shrink h to the g KV heads), or, for multi-head latent attention, the latent plus the
-rotary key that vLLM and SGLang keep (replicated on every TP rank) — or, on request, the per-head
-keys and values transformers keeps. A sliding-window layer stores the last W - 1 positions between
+rotary key that vLLM, SGLang and transformers 5.x keep (replicated on every TP rank) — or, on
+request, the up-projected per-head keys and values ("expanded"). A sliding-window layer stores the last W - 1 positions between
 steps (the current token makes W), as transformers' sliding-window caches do; a chunked-attention
 layer at most its chunk. Linear-attention and state-space layers keep a state of constant size per
 sequence instead (`graph.Op.state_elements`).
@@ -36,7 +36,7 @@ class KVCache:
     tp: int = 1
     layers: tuple[int, ...] | None = None  # the layers this device holds (pipeline stage)
     block_size: int | None = None  # paged attention block (vLLM default 16); None: exact
-    layout: CacheLayout = "engine"  # MLA: "engine" (latent) or "hf" (per-head K and V)
+    layout: CacheLayout = "engine"  # see graph.CacheLayout
 
     def _layers(self) -> list[LayerGraph]:
         graph = build_graph(self.spec)
@@ -52,11 +52,15 @@ class KVCache:
             per_token = state = 0.0
             for op in layer.ops:
                 per_token += op.cache_elements_per_token(self.tp, self.layout) * self.dtype_bytes
-                state += op.state_elements(self.tp) * self.dtype_bytes
+                state += op.state_elements(self.tp, self.layout) * self.dtype_bytes
+            # A window of W keeps W - 1 positions between steps (the current token makes W); a
+            # chunk of C likewise keeps C - 1 (transformers' sliding-window cache layers).
             if layer.sliding_window is not None:
                 limit: int | None = layer.sliding_window - 1
+            elif layer.chunk is not None:
+                limit = layer.chunk - 1
             else:
-                limit = layer.chunk
+                limit = None
             out.append((per_token, limit, state))
         return tuple(out)
 
