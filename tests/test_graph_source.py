@@ -94,3 +94,18 @@ def test_the_decode_roofline_streams_the_weights_each_device_holds(name, tp):
     acts = sum(op.rank_gemm(4096, tp).activation_elements for op in layer_linears)
     streamed = sum(o.bytes for o in p.ops if o.layer is not None and o.op != "attention.core")
     assert streamed - 2 * acts == pytest.approx(2 * held, rel=1e-3)
+
+
+@pytest.mark.parametrize("entry", list_models(), ids=lambda e: e.name)
+def test_every_catalog_model_is_served_and_trained(entry):
+    """params, train and infer answer for every catalog model, old and new (MLA, hybrid, SSM,
+    MoE): positive times and bytes, and decode reads at least the weights once."""
+    spec = entry.spec()
+    acc = get_accelerator("h200")
+    seq = min(1024, spec.max_seq_len)
+    r = inference.serve(spec, acc, inference.ServingConfig(), batch=2, prompt=seq // 2,
+                        output=seq // 4)
+    assert r.ttft_s > 0 and r.tpot_s > 0 and r.memory.weights > 0
+    t = train_step(spec, Parallelism(dp=8, zero=3), training_precision("mixed"),
+                   optimizer("adam"), seq, Cluster(acc))
+    assert t.time.total_s > 0 and 0 < t.mfu <= 1 and t.memory.peak.total > 0

@@ -197,18 +197,35 @@ def validate_parallel(spec: ModelSpec, tp: int = 1, pp: int = 1, ep: int = 1) ->
     for name, v in (("tp", tp), ("pp", pp), ("ep", ep)):
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise SpecError(name, v, "a positive integer")
-    if spec.num_heads % tp:
-        raise SpecError("tp", tp, f"a divisor of num_heads ({spec.num_heads}) for {spec.name}")
-    kv = spec.kv_heads
-    if kv % tp and tp % kv:
-        raise SpecError("tp", tp, f"a divisor or multiple of num_kv_heads ({kv}) for {spec.name}")
+    has_attention = any(spec.layer_type(i) not in ("linear_attention", "mamba")
+                        for i in range(spec.num_layers))
+    if has_attention:
+        if spec.num_heads % tp:
+            raise SpecError("tp", tp, f"a divisor of num_heads ({spec.num_heads}) for {spec.name}")
+        kv = spec.kv_heads
+        if spec.mla is None and kv % tp and tp % kv:
+            raise SpecError("tp", tp, f"a divisor or multiple of num_kv_heads ({kv}) for "
+                            f"{spec.name}")
+    # Tensor parallelism splits linear-attention and state-space mixers by heads (channels).
+    mixer_heads = []
+    if spec.linear_attention is not None:
+        la = spec.linear_attention
+        mixer_heads += [("linear_num_key_heads", la.num_key_heads),
+                        ("linear_num_value_heads", la.num_value_heads)]
+    if spec.mamba is not None:
+        m = spec.mamba
+        mixer_heads += [("mamba d_inner", m.d_inner)] if m.version == 1 else \
+            [("mamba num_heads", m.num_heads), ("mamba n_groups", m.n_groups)]
+    for what, n in mixer_heads:
+        if n % tp:
+            raise SpecError("tp", tp, f"a divisor of {what} ({n}) for {spec.name}")
     widths = [("ffn_size", spec.ffn_size)]
     if spec.moe:
         widths.append(("moe.expert_ffn_size", spec.moe.expert_ffn_size))
         if spec.moe.shared_experts:
             widths.append(("moe.shared_expert_ffn_size", spec.moe.shared_expert_ffn_size))
     for name, width in widths:
-        if width % tp:
+        if width and width % tp:
             raise SpecError("tp", tp, f"a divisor of {name} ({width}) for {spec.name}")
     if pp > spec.num_layers:
         raise SpecError("pp", pp, f"at most num_layers ({spec.num_layers}) for {spec.name}")
