@@ -247,3 +247,134 @@ def test_a_shared_prefix_raises_throughput_under_load():
     plain, shared = _run(base), _run(replace(base, prefix_fraction=0.8))
     assert shared.dist("ttft").p50 < plain.dist("ttft").p50
     assert shared.kv_utilization_mean < plain.kv_utilization_mean
+
+
+# ---- speculative decoding ---------------------------------------------------------------------
+
+from llmsizer.analysis.serving_sim import speculative_cost, step_cost  # noqa: E402
+from llmsizer.serving.speculative import Speculation, expected_tokens, steps_to_reach  # noqa: E402
+
+
+def test_expected_tokens_per_step_is_leviathan_eq_1():
+    # (1 − α^(k+1)) / (1 − α), arXiv 2211.17192 §3.1 Eq. 1, by hand:
+    assert expected_tokens(4, 0.8) == pytest.approx((1 - 0.8**5) / 0.2)  # 3.3616
+    assert expected_tokens(4, 0.8) == pytest.approx(1 + 0.8 + 0.64 + 0.512 + 0.4096)
+    assert expected_tokens(3, 0.6) == pytest.approx(1 + 0.6 + 0.36 + 0.216)  # 2.176
+    assert expected_tokens(5, 0.0) == 1.0 and expected_tokens(5, 1.0) == 6.0
+
+
+def test_a_request_alone_takes_as_many_decode_steps_as_eq_1_says():
+    prompt, output = 512, 201
+    for alpha, k in ((0.8, 4), (0.6, 3), (0.0, 2)):
+        sp = Speculation("eagle", k, alpha)
+        r = _run(synthetic(1, prompt, output, qps=1.0, concurrency=None), speculation=sp)
+        # one prefill step emits the first token, then ⌊n·E⌋ tokens after n decode steps
+        assert r.steps == 1 + steps_to_reach(output - 1, sp.expected_tokens)
+        assert r.steps == 1 + math.ceil((output - 1) / sp.expected_tokens - 1e-12)
+
+
+def test_the_verify_step_is_the_per_op_pass_of_k_plus_one_tokens():
+    k, context = 3, 700
+    base = step_cost(SPEC, ACC, CFG, EFF, 8192, 8, 0.0, 0.0)
+    cost = speculative_cost(base, SPEC, ACC, CFG, EFF, 8192, 8, Speculation("eagle", k, 0.5))
+    cost.draft = None  # the target's part alone
+    q = k + 1
+    # Decode step over a sequence whose first new token sits at position `context`: the target
+    # runs q tokens ending at context + q − 1 (forward_pass computes logits for the last one only;
+    # verification needs all q, so the head's extra rows are added).
+    target = forward_pass(SPEC, ACC, CFG, EFF, 1, q, context + q - 1,
+                          topology=_topology(ACC, 8, EFF), decode=True).time_s
+    assert cost.step_s(1, context, []) == pytest.approx(
+        target + cost.head(q) - cost.head(1), rel=1e-9)
+
+
+def test_zero_acceptance_is_plain_decoding_plus_wasted_verify_work():
+    work = synthetic(1, 800, 100, qps=1.0, concurrency=None)
+    plain = _run(work)
+    for sp in (Speculation("eagle", 3, 0.0), Speculation("draft", 3, 0.0,
+                                                          get_model("llama-3.2-1b"))):
+        r = _run(work, speculation=sp)
+        assert r.steps == plain.steps  # one token per step, as without drafting
+        assert r.dist("ttft").mean > plain.dist("ttft").mean  # the drafter prefills too
+        assert r.dist("tpot").mean > plain.dist("tpot").mean  # k + 1 tokens verified per step
+        assert r.pool.num_blocks < plain.pool.num_blocks  # drafter weights and KV share the pool
+
+
+def test_speculation_helps_most_at_low_batch():
+    sp = Speculation("eagle", 3, 0.7)
+    gain = {}
+    for clients in (1, 128):
+        work = synthetic(clients * 4, 1024, 128, qps=None, concurrency=clients, seed=1)
+        gain[clients] = (_run(work, speculation=sp).throughput_tokens_per_s
+                         / _run(work).throughput_tokens_per_s)
+    assert gain[1] > 1.5  # E = 2.53 tokens per step for a little more than one step's time
+    assert gain[1] > gain[128]  # at batch 128 the verify tokens cost compute
+
+
+def test_speculative_kv_blocks_stay_within_the_pool_under_preemption():
+    cfg = _small_pool_cfg(20_000)
+    sp = Speculation("eagle", 4, 0.8)
+    for name in ("vllm", "sglang", "trtllm"):
+        eng = engine_profile(name, ACC)
+        r = _run(synthetic(200, 1500, 400, qps=50.0, concurrency=None, seed=1), engine=eng,
+                 cfg=cfg if name == "vllm" else CFG, speculation=sp)
+        assert r.kv_utilization_max <= 1.0
+        assert np.all(np.isfinite(r.finish_s)) and np.all(r.first_token_s <= r.finish_s)
+        if name == "vllm":
+            assert r.preemptions > 0
+
+
+# ---- inverse questions ------------------------------------------------------------------------
+
+def test_find_max_rate_brackets_the_answer_between_simulated_rates():
+    code, out, _ = _cli(["simulate", "llama-2-7b", "--gpu", "a100-80gb", "--requests", "150",
+                         "--prompt", "512", "--output", "64", "--find", "max-rate",
+                         "--slo-ttft", "500ms", "--slo-tpot", "40ms", "--json"])
+    assert code == 0
+    d = json.loads(out)
+    best = d["max_rate_requests_per_s"]
+    assert best > 0 and d["percentile"] == 90
+    probes = d["probes"]
+    assert any(p["qps"] == best and p["meets"] for p in probes)
+    # every probed rate at or below the answer meets, the next one above it misses
+    assert all(p["meets"] for p in probes if p["qps"] <= best)
+    above = [p["qps"] for p in probes if p["qps"] > best]
+    assert above and min(above) <= best * 1.011 + 1e-9
+    at = d["at_answer"]
+    assert at["ttft_s"]["p90"] <= 0.5 + 1e-12 and at["config"]["workload"]["qps"] == best
+
+
+def test_find_min_gpus_needs_one_replica_fewer_to_miss():
+    code, out, _ = _cli(["simulate", "llama-2-7b", "--gpu", "a100-80gb", "--requests", "100",
+                         "--prompt", "512", "--output", "64", "--qps", "30", "--find",
+                         "min-gpus", "--slo-ttft", "1s", "--slo-tpot", "50ms", "--json"])
+    assert code == 0
+    d = json.loads(out)
+    n = d["replicas"]
+    assert n >= 2 and d["gpus"] == n
+    meets = {p["replicas"]: p["meets"] for p in d["probes"]}
+    assert meets[n] and not meets[n - 1]
+
+
+def test_find_memory_questions_match_the_pool():
+    code, out, _ = _cli(["simulate", "llama-2-7b", "--gpu", "a100-80gb", "--prompt", "3000",
+                         "--output", "1000", "--find", "max-seqs", "--json"])
+    d = json.loads(out)
+    pool = kv_pool(SPEC, ACC, CFG, VLLM)
+    assert code == 0 and d["kv_pool_tokens"] == pool.tokens
+    assert d["max_concurrent_sequences"] == pool.num_blocks // math.ceil(4000 / 16)
+    assert d["max_context_tokens"] == min(pool.tokens, SPEC.max_seq_len)
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["--qps", "1", "--speculative", "medusa"], "--speculative"),
+    (["--qps", "1", "--speculative", "eagle", "--acceptance", "1.5"], "--acceptance"),
+    (["--qps", "1", "--spec-tokens", "3"], "--spec-tokens"),
+    (["--find", "max-rate"], "--find"),
+    (["--find", "min-gpus", "--slo-ttft", "1s"], "--find"),
+    (["--find", "fastest"], "--find"),
+])
+def test_bad_speculative_and_find_flags_exit_2(argv, flag):
+    code, out, err = _cli(["simulate", "llama-2-7b", "--gpu", "a100-80gb", *argv])
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and flag in err

@@ -12,6 +12,8 @@ from typing import Any
 from llmsizer.errors import SpecError
 
 DURATION_UNITS = {"": 1.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "min": 60.0}
+FINDS = ("max-rate", "min-gpus", "max-context", "max-seqs")
+MIN_REQUESTS_PER_REPLICA = 200  # --find min-gpus: each replica sees at least this many
 
 
 def parse_seconds(text: str, flag: str) -> float:
@@ -87,6 +89,18 @@ def add_parser(sub: Any, positive_int: Any) -> None:
     p.add_argument("--overhead", help="runtime overhead per device, e.g. 1GiB (default)")
     p.add_argument("--gpus-per-node", type=arg_int(1, 1024), default=8)
     p.add_argument("--calibration", help="efficiency calibration file (llmsizer calibrate)")
+    p.add_argument("--speculative", metavar="draft:MODEL|mtp|eagle",
+                   help="speculative decoding: a draft model, or MTP / EAGLE heads")
+    p.add_argument("--spec-tokens", type=arg_int(1, 64), default=None,
+                   help="tokens drafted per step, k (default 3 with --speculative)")
+    p.add_argument("--acceptance", type=arg_float(0, 1, what="a rate"), default=None,
+                   help="per-token acceptance rate alpha (default 0.7 with --speculative)")
+    p.add_argument("--find", choices=FINDS, metavar="QUESTION",
+                   help="inverse question: max-rate (highest --qps meeting the SLOs), "
+                   "min-gpus (fewest replicas for --qps), max-context, max-seqs (what the KV "
+                   "pool holds)")
+    p.add_argument("--percentile", type=arg_float(1, 100, what="a percentile"), default=90.0,
+                   help="with --find: the percentile at which the SLOs must hold (default 90)")
     p.add_argument("--json", action="store_true")
 
 
@@ -99,7 +113,15 @@ def build(args: argparse.Namespace) -> tuple[Any, ...]:
     from llmsizer.specs.precision import kv_dtype_bytes, weight_format
     from llmsizer.units import parse_bytes
 
-    if args.qps is None and args.concurrency is None:
+    find = getattr(args, "find", None)
+    if find in ("max-rate", "min-gpus"):
+        if args.concurrency is not None:
+            raise SpecError("find", find, "an open loop of arrivals (no --concurrency)")
+        if find == "min-gpus" and (args.qps is None or math.isinf(args.qps)):
+            raise SpecError("find", find, "a finite target rate (--qps R)")
+        if not (args.slo_ttft or args.slo_tpot):
+            raise SpecError("find", find, "an SLO to meet (--slo-ttft and/or --slo-tpot)")
+    elif args.qps is None and args.concurrency is None and find is None:
         raise SpecError("qps", "(none)", "a request rate (--qps R) or a closed loop "
                         "(--concurrency N)")
     if args.trace and (args.prompt or args.output):
@@ -118,19 +140,54 @@ def build(args: argparse.Namespace) -> tuple[Any, ...]:
     check_compute_dtype(acc, weights.compute_dtype, args.weights)
     engine = engine_profile(args.engine, acc).with_limits(args.max_num_seqs,
                                                           args.max_num_batched_tokens)
-    if args.trace:
-        work = wl.from_trace(args.trace, qps=args.qps, concurrency=args.concurrency,
-                             burstiness=args.burstiness, seed=args.seed, requests=args.requests)
-    else:
-        work = wl.synthetic(args.requests, args.prompt or 1024, args.output or 256,
-                            qps=args.qps, concurrency=args.concurrency,
-                            burstiness=args.burstiness, seed=args.seed,
-                            prompt_spread=args.prompt_spread, output_spread=args.output_spread)
-    if args.prefix_fraction:
-        work = replace(work, prefix_fraction=args.prefix_fraction)
+    def workload(qps: float | None, requests: int) -> Any:
+        if args.trace:
+            w = wl.from_trace(args.trace, qps=qps, concurrency=args.concurrency,
+                              burstiness=args.burstiness, seed=args.seed, requests=requests)
+        else:
+            w = wl.synthetic(requests, args.prompt or 1024, args.output or 256,
+                             qps=qps, concurrency=args.concurrency,
+                             burstiness=args.burstiness, seed=args.seed,
+                             prompt_spread=args.prompt_spread, output_spread=args.output_spread)
+        if args.prefix_fraction:
+            w = replace(w, prefix_fraction=args.prefix_fraction)
+        return w
+
+    qps = args.qps
+    if qps is None and args.concurrency is None:  # --find without a rate: all at once
+        qps = math.inf
+    work = workload(qps, args.requests)
+    if find == "max-rate" and work.description.endswith("with its arrival times"):
+        raise SpecError("find", find, "arrivals from --qps (the trace has arrival_s)")
     slo_ttft = parse_seconds(args.slo_ttft, "slo-ttft") if args.slo_ttft else None
     slo_tpot = parse_seconds(args.slo_tpot, "slo-tpot") if args.slo_tpot else None
+    args._workload = workload
+    args._speculation = speculation(args)
     return spec, acc, cfg, engine, work, slo_ttft, slo_tpot
+
+
+def speculation(args: argparse.Namespace) -> Any:
+    """--speculative draft:MODEL | mtp | eagle, with --spec-tokens k and --acceptance alpha."""
+    from llmsizer.serving.speculative import Speculation
+
+    text = getattr(args, "speculative", None)
+    if not text:
+        for flag in ("spec_tokens", "acceptance"):
+            if getattr(args, flag, None) is not None:
+                raise SpecError(flag.replace("_", "-"), getattr(args, flag),
+                                "given with --speculative")
+        return None
+    k = args.spec_tokens if args.spec_tokens is not None else 3
+    alpha = args.acceptance if args.acceptance is not None else 0.7
+    kind, _, name = text.partition(":")
+    kind = kind.strip().lower()
+    if kind == "draft" and name:
+        from llmsizer.catalog import get_model
+
+        return Speculation("draft", k, alpha, get_model(name))
+    if kind in ("mtp", "eagle") and not name:
+        return Speculation(kind, k, alpha)
+    raise SpecError("speculative", text, "draft:MODEL, mtp or eagle")
 
 
 def run(args: argparse.Namespace) -> str:
@@ -140,6 +197,8 @@ def run(args: argparse.Namespace) -> str:
 
     spec, acc, cfg, engine, work, slo_ttft, slo_tpot = build(args)
     eff = Efficiency.for_accelerator(acc, args.calibration, workload="serving")
+    if args.find:
+        return run_find(args, spec, acc, cfg, engine, work, slo_ttft, slo_tpot, eff)
     show = sys.stderr.isatty() and work.requests >= 2000
 
     def progress(done: int) -> None:
@@ -149,7 +208,7 @@ def run(args: argparse.Namespace) -> str:
     try:
         r = simulate(spec, acc, cfg, engine, work, replicas=args.replicas, eff=eff,
                      slo_ttft_s=slo_ttft, slo_tpot_s=slo_tpot, gpus_per_node=args.gpus_per_node,
-                     progress=progress if show else None)
+                     progress=progress if show else None, speculation=args._speculation)
     finally:
         if show:
             print("\r\033[K", end="", file=sys.stderr, flush=True)
@@ -157,8 +216,10 @@ def run(args: argparse.Namespace) -> str:
     return dumps(data) if args.json else simulation_text(r)
 
 
-def simulation_json(r: Any, args: argparse.Namespace) -> dict[str, Any]:
+def simulation_json(r: Any, args: argparse.Namespace, qps: float | None = None
+                    ) -> dict[str, Any]:
     e, w, pool = r.engine, r.workload, r.pool
+    qps = args.qps if qps is None else qps
     return {
         "model": r.spec.name, "gpu": r.acc.name,
         "config": {
@@ -175,7 +236,7 @@ def simulation_json(r: Any, args: argparse.Namespace) -> dict[str, Any]:
             "seq_overhead_s": e.seq_overhead_s, "sources": e.sources,
             "workload": {
                 "requests": w.requests, "description": w.description,
-                "qps": None if args.qps is None or math.isinf(args.qps) else args.qps,
+                "qps": None if qps is None or math.isinf(qps) else qps,
                 "concurrency": args.concurrency, "burstiness":
                 None if math.isinf(args.burstiness) else args.burstiness, "seed": args.seed,
                 "trace": args.trace, "prompt": None if args.trace else args.prompt or 1024,
@@ -185,7 +246,9 @@ def simulation_json(r: Any, args: argparse.Namespace) -> dict[str, Any]:
                 "mean_prompt_tokens": float(r.prompts.mean()),
                 "mean_output_tokens": float(r.outputs.mean())},
             "slo_ttft_s": r.slo_ttft_s, "slo_tpot_s": r.slo_tpot_s,
+            "speculative": speculation_json(r.speculation),
         },
+        "capacity": capacity_json(r),
         "ttft_s": r.dist("ttft").as_dict(), "tpot_s": r.dist("tpot").as_dict(),
         "itl_s": r.dist("itl").as_dict(), "e2e_latency_s": r.dist("e2e").as_dict(),
         "throughput_tokens_per_s": r.throughput_tokens_per_s,
@@ -217,6 +280,7 @@ def simulation_text(r: Any) -> str:
         f"  KV pool {format_bytes(pool.pool_bytes)}: {pool.num_blocks:,} blocks of "
         f"{pool.block_size} = {pool.tokens:,} tokens",
         f"  ({pool.rule})",
+        *([f"  speculative decoding: {r.speculation.describe()}"] if r.speculation else []),
         f"workload: {r.workload.requests:,} requests, {r.workload.description}",
         f"  mean prompt {r.prompts.mean():,.0f} tokens, mean output {r.outputs.mean():,.0f}",
         "",
@@ -240,3 +304,120 @@ def simulation_text(r: Any) -> str:
         f"{r.mean_in_flight:,.1f} requests in flight on average",
     ]
     return "\n".join(lines)
+
+
+def capacity_json(r: Any) -> dict[str, Any]:
+    """What one instance's KV pool holds (serving/search.py memory_capacity)."""
+    from llmsizer.serving.search import memory_capacity
+
+    sp = r.speculation
+    longest = int((r.prompts + r.outputs).max())
+    return memory_capacity(r.pool, r.spec.max_seq_len, longest,
+                           sp.reserved_slots if sp else 0, r.max_num_seqs)
+
+
+def speculation_json(sp: Any) -> dict[str, Any] | None:
+    if sp is None:
+        return None
+    return {"method": sp.method, "draft_model": sp.draft.name if sp.draft else None,
+            "spec_tokens": sp.k, "acceptance": sp.acceptance,
+            "expected_tokens_per_step": sp.expected_tokens,
+            "verify_tokens_per_step": sp.verify_tokens,
+            "reserved_kv_slots_per_sequence": sp.reserved_slots,
+            "source": "Leviathan et al. 2023 (arXiv 2211.17192) Eq. 1: "
+                      "(1 - alpha^(k+1)) / (1 - alpha)"}
+
+
+def run_find(args: argparse.Namespace, spec: Any, acc: Any, cfg: Any, engine: Any, work: Any,
+             slo_ttft: float | None, slo_tpot: float | None, eff: Any) -> Any:
+    """--find max-rate | min-gpus | max-context | max-seqs."""
+    from llmsizer.analysis.serving_sim import instance_limits, simulate
+    from llmsizer.cli import EXIT_DOES_NOT_FIT, Outcome
+    from llmsizer.report import dumps, table
+    from llmsizer.serving import search
+    from llmsizer.units import format_bytes, format_seconds
+
+    sp = args._speculation
+    pct = args.percentile
+    tty = sys.stderr.isatty()
+
+    def sim(w: Any, replicas: int) -> Any:
+        return simulate(spec, acc, cfg, engine, w, replicas=replicas, eff=eff,
+                        slo_ttft_s=slo_ttft, slo_tpot_s=slo_tpot,
+                        gpus_per_node=args.gpus_per_node, speculation=sp)
+
+    def log(p: Any) -> None:
+        if tty:
+            print(f"  probe {p.value:,.4g}: p{pct:g} TTFT {format_seconds(p.ttft_s)}, TPOT "
+                  f"{format_seconds(p.tpot_s)} -> {'meets' if p.meets else 'misses'}",
+                  file=sys.stderr, flush=True)
+
+    gpus = cfg.tp * cfg.pp
+    if args.find in ("max-context", "max-seqs"):
+        pool, max_seqs = instance_limits(spec, acc, cfg, engine, sp)
+        longest = max(a + b for a, b in zip(work.prompt_tokens, work.output_tokens, strict=True))
+        cap = search.memory_capacity(pool, spec.max_seq_len, longest,
+                                     sp.reserved_slots if sp else 0, max_seqs)
+        data = {"model": spec.name, "gpu": acc.name, "find": args.find, "engine": engine.name,
+                "tp": cfg.tp, "pp": cfg.pp, "kv_pool_tokens": pool.tokens,
+                "kv_pool_bytes": int(pool.pool_bytes), "block_size": pool.block_size,
+                "kv_pool_rule": pool.rule, "model_max_positions": spec.max_seq_len, **cap}
+        if args.json:
+            return dumps(data)
+        return "\n".join([
+            f"{spec.name} on {acc.display_name}, tp {cfg.tp} x pp {cfg.pp}, engine "
+            f"{engine.name}: KV pool {format_bytes(pool.pool_bytes)} = {pool.tokens:,} tokens "
+            f"({pool.num_blocks:,} blocks of {pool.block_size}; {pool.rule})",
+            f"longest context of one sequence: {cap['max_context_tokens']:,} tokens"
+            + (" (the model's positions)" if cap["max_context_tokens"] == spec.max_seq_len
+               else ""),
+            f"sequences of {longest:,} tokens held at once: {cap['max_concurrent_sequences']:,}"
+            f" ({cap['blocks_per_sequence']} blocks each); the engine runs at most "
+            f"{max_seqs:,}"])
+
+    if args.find == "max-rate":
+        sat = sim(args._workload(math.inf, args.requests), args.replicas)
+        found = search.max_rate(lambda rate: sim(args._workload(rate, args.requests),
+                                                 args.replicas),
+                                pct, slo_ttft, slo_tpot, sat.requests_per_s, log=log)
+        data = {"model": spec.name, "gpu": acc.name, "find": "max-rate", "percentile": pct,
+                "slo_ttft_s": slo_ttft, "slo_tpot_s": slo_tpot, "replicas": args.replicas,
+                "gpus": gpus * args.replicas,
+                "max_rate_requests_per_s": found.value,
+                "saturation_requests_per_s": sat.requests_per_s,
+                "probes": [p.as_dict("qps") for p in found.probes]}
+        answer = f"highest rate meeting the SLOs: {found.value:,.3g} req/s"
+    else:
+        def run_n(n: int) -> Any:
+            return sim(args._workload(args.qps, max(args.requests,
+                                                    MIN_REQUESTS_PER_REPLICA * n)), n)
+
+        one = sim(args._workload(math.inf, max(args.requests, MIN_REQUESTS_PER_REPLICA)), 1)
+        start = max(1, math.ceil(args.qps / one.requests_per_s * 0.8))
+        found = search.min_replicas(run_n, pct, slo_ttft, slo_tpot, start=start,
+                                    limit=max(1, 4096 // gpus), log=log)
+        n = int(found.value)
+        data = {"model": spec.name, "gpu": acc.name, "find": "min-gpus", "percentile": pct,
+                "slo_ttft_s": slo_ttft, "slo_tpot_s": slo_tpot, "qps": args.qps,
+                "replicas": n, "gpus_per_replica": gpus, "gpus": n * gpus,
+                "replica_saturation_requests_per_s": one.requests_per_s,
+                "probes": [p.as_dict("replicas") for p in found.probes]}
+        answer = (f"fewest replicas for {args.qps:g} req/s: {n} x {gpus} GPUs = {n * gpus} GPUs"
+                  if n else f"no replica count up to {4096 // gpus} meets the SLOs")
+    status = 0 if found.result is not None else EXIT_DOES_NOT_FIT
+    if found.result is not None:
+        data["at_answer"] = simulation_json(found.result, args, qps=(
+            found.value if args.find == "max-rate" else args.qps))
+    if args.json:
+        return Outcome(dumps(data), status, wrap=False)
+    slo = ", ".join(x for x in (f"TTFT <= {format_seconds(slo_ttft)}" if slo_ttft else "",
+                                f"TPOT <= {format_seconds(slo_tpot)}" if slo_tpot else "") if x)
+    key = "qps" if args.find == "max-rate" else "replicas"
+    rows = [(f"{p.value:,.4g}", format_seconds(p.ttft_s), format_seconds(p.tpot_s),
+             "yes" if p.meets else "no") for p in found.probes]
+    lines = [f"{spec.name} on {acc.display_name}, {args.find} at p{pct:g} {slo}:",
+             table(rows, [key, f"p{pct:g} TTFT", f"p{pct:g} TPOT", "meets"], "rrrl"), "",
+             answer]
+    if found.result is not None:
+        lines += ["", simulation_text(found.result)]
+    return Outcome("\n".join(lines), status)

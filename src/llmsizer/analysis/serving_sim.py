@@ -9,6 +9,7 @@ likewise) and reports latency distributions and throughput as vllm bench serve d
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -21,7 +22,8 @@ from llmsizer.errors import SpecError
 from llmsizer.serving.engines import EngineProfile
 from llmsizer.serving.metrics import Distribution, binned, pooled, tpot_per_request
 from llmsizer.serving.scheduler import ReplicaTrace, run_replica
-from llmsizer.serving.step_cost import StepCost
+from llmsizer.serving.speculative import Speculation
+from llmsizer.serving.step_cost import DraftCost, StepCost
 from llmsizer.serving.workload import Workload
 from llmsizer.specs.hardware import Accelerator
 from llmsizer.specs.model import ModelSpec
@@ -42,17 +44,35 @@ class KvPool:
     block_size: int
     num_blocks: int
     rule: str
+    draft_weights: float = 0.0  # speculative decoding: the draft's weights in the pool's budget
+    draft_block_bytes: float = 0.0  # … and its KV bytes per block (included in block_bytes)
 
     @property
     def tokens(self) -> int:
         return self.num_blocks * self.block_size
 
 
-def kv_pool(spec: ModelSpec, acc: Accelerator, cfg: ServingConfig, engine: EngineProfile
-            ) -> KvPool:
+def draft_memory(spec: ModelSpec, acc: Accelerator, cfg: ServingConfig, block_size: int,
+                 speculation: Speculation | None) -> tuple[float, float]:
+    """(weights, KV bytes per block) per device of a speculative drafter: a draft model's own
+    (at the target's tensor parallelism), or one decoder layer of the target (MTP/EAGLE)."""
+    if speculation is None:
+        return 0.0, 0.0
+    if speculation.draft is not None:
+        d = serving_memory(speculation.draft, acc, replace(cfg, pp=1), 1, block_size)
+        return d.weights, d.kv_cache
+    mem = serving_memory(spec, acc, cfg, 1, block_size)
+    layers = math.ceil(spec.num_layers / cfg.pp)  # one of the last stage's layers
+    return mem.weights / layers, mem.kv_cache / layers
+
+
+def kv_pool(spec: ModelSpec, acc: Accelerator, cfg: ServingConfig, engine: EngineProfile,
+            speculation: Speculation | None = None) -> KvPool:
     """Blocks of KV cache an instance holds, sized as the engine sizes it (see EngineProfile)."""
     c = replace(cfg, block_size=None, prefill_chunk=engine.max_num_batched_tokens)
     mem = serving_memory(spec, acc, c, 1, engine.block_size)  # kv_cache: one block's bytes
+    dw, db = draft_memory(spec, acc, c, engine.block_size, speculation)
+    mem = replace(mem, weights=mem.weights + dw, kv_cache=mem.kv_cache + db)
     cap, f = float(acc.memory_bytes), engine.memory_fraction
     rest = mem.weights + mem.workspace + mem.overhead
     if engine.kv_pool == "utilization":
@@ -66,7 +86,7 @@ def kv_pool(spec: ModelSpec, acc: Accelerator, cfg: ServingConfig, engine: Engin
         rule = f"{f:g} x (memory - weights - workspace - overhead)"
     blocks = max(0, math.floor(pool / mem.kv_cache)) if mem.kv_cache > 0 else 0
     return KvPool(cap, mem.weights, mem.workspace, mem.overhead, max(0.0, pool), mem.kv_cache,
-                  engine.block_size, blocks, rule)
+                  engine.block_size, blocks, rule, dw, db)
 
 
 @dataclass(frozen=True)
@@ -96,6 +116,7 @@ class SimulationResult:
     queue_series: tuple[list[float], list[float]]
     steps: int
     preemptions: int
+    speculation: Speculation | None = None
 
     @property
     def ttft(self) -> np.ndarray:
@@ -146,23 +167,20 @@ class SimulationResult:
 def simulate(spec: ModelSpec, acc: Accelerator, cfg: ServingConfig, engine: EngineProfile,
              workload: Workload, *, replicas: int = 1, eff: Efficiency | None = None,
              slo_ttft_s: float | None = None, slo_tpot_s: float | None = None,
-             gpus_per_node: int = 8, progress: Callable[[int], None] | None = None
-             ) -> SimulationResult:
+             gpus_per_node: int = 8, progress: Callable[[int], None] | None = None,
+             speculation: Speculation | None = None) -> SimulationResult:
     if not isinstance(replicas, int) or replicas < 1:
         raise SpecError("replicas", replicas, "a positive integer")
     eff = eff or Efficiency.for_accelerator(acc, workload="serving")
-    pool = kv_pool(spec, acc, cfg, engine)
-    if pool.num_blocks < 1:
-        raise SpecError("gpu", acc.name, f"a device with room for a KV cache ({pool.rule} is "
-                        f"{pool.pool_bytes / 2**30:.2f} GiB)", "try a larger --tp or --weights "
-                        "int8")
-    max_seqs = engine.max_num_seqs
-    if engine.max_seqs_from_pool:
-        max_seqs = min(max_seqs, max(1, pool.tokens // 2))
-    max_seqs = min(max_seqs, engine.max_num_batched_tokens) if engine.mixed_batches else max_seqs
-    _check_requests(spec, engine, pool, workload)
-    cost = step_cost(spec, acc, cfg, eff, max(engine.max_num_batched_tokens, max_seqs),
+    pool, max_seqs = instance_limits(spec, acc, cfg, engine, speculation)
+    q = speculation.verify_tokens if speculation else 1
+    _check_requests(spec, engine, pool, workload, speculation)
+    cost = step_cost(spec, acc, cfg, eff, max(engine.max_num_batched_tokens, max_seqs * q),
                      gpus_per_node, engine.step_overhead_s, engine.seq_overhead_s)
+    if speculation is not None:
+        cost = speculative_cost(cost, spec, acc, cfg, eff, max(engine.max_num_batched_tokens,
+                                                               max_seqs), gpus_per_node,
+                                speculation)
     k = workload.requests
     cached = (workload.cached_tokens(engine.block_size) if engine.prefix_caching
               else [0] * k)
@@ -184,10 +202,48 @@ def simulate(spec: ModelSpec, acc: Accelerator, cfg: ServingConfig, engine: Engi
         tr = run_replica(cost, engine, pool.num_blocks, max_seqs,
                          [workload.prompt_tokens[i] for i in idx],
                          [workload.output_tokens[i] for i in idx],
-                         [scheduled[i] for i in idx], cap, tick, [cached[i] for i in idx])
+                         [scheduled[i] for i in idx], cap, tick, [cached[i] for i in idx],
+                         speculation.expected_tokens if speculation else 1.0,
+                         speculation.reserved_slots if speculation else 0)
         traces.append((idx, tr))
-    return _collect(spec, acc, cfg, engine, n_rep, pool, max_seqs, workload, slo_ttft_s,
-                    slo_tpot_s, traces)
+    return replace(_collect(spec, acc, cfg, engine, n_rep, pool, max_seqs, workload, slo_ttft_s,
+                            slo_tpot_s, traces), speculation=speculation)
+
+
+def speculative_cost(target: StepCost, spec: ModelSpec, acc: Accelerator, cfg: ServingConfig,
+                     eff: Efficiency, max_tokens: int, gpus_per_node: int,
+                     speculation: Speculation) -> StepCost:
+    """The target's step model verifying k + 1 tokens per sequence, with the drafter's cost."""
+    out = copy.copy(target)  # the cached target model stays as it is
+    out.verify = speculation.verify_tokens
+    own = None
+    if speculation.draft is not None:
+        from llmsizer.analysis.params import validate_parallel
+
+        dcfg = replace(cfg, pp=1)
+        validate_parallel(speculation.draft, dcfg.tp, 1)
+        own = step_cost(speculation.draft, acc, dcfg, eff, max_tokens, gpus_per_node, 0.0, 0.0)
+    out.draft = DraftCost(target, speculation.k, own)
+    return out
+
+
+def instance_limits(spec: ModelSpec, acc: Accelerator, cfg: ServingConfig,
+                    engine: EngineProfile, speculation: Speculation | None = None
+                    ) -> tuple[KvPool, int]:
+    """One instance's KV pool and the sequences it runs at once (the engine's limit; SGLang's
+    from the pool; a mixed step's token budget bounds it, q tokens per decoding sequence)."""
+    pool = kv_pool(spec, acc, cfg, engine, speculation)
+    if pool.num_blocks < 1:
+        raise SpecError("gpu", acc.name, f"a device with room for a KV cache ({pool.rule} is "
+                        f"{pool.pool_bytes / 2**30:.2f} GiB)", "try a larger --tp or --weights "
+                        "int8")
+    max_seqs = engine.max_num_seqs
+    if engine.max_seqs_from_pool:
+        max_seqs = min(max_seqs, max(1, pool.tokens // 2))
+    q = speculation.verify_tokens if speculation else 1
+    if engine.mixed_batches:  # every decoding sequence takes q tokens of the step's budget
+        max_seqs = max(1, min(max_seqs, engine.max_num_batched_tokens // q))
+    return pool, max_seqs
 
 
 _COSTS: dict[tuple[object, ...], StepCost] = {}
@@ -208,10 +264,12 @@ def step_cost(spec: ModelSpec, acc: Accelerator, cfg: ServingConfig, eff: Effici
     return _COSTS[key]
 
 
-def _check_requests(spec: ModelSpec, engine: EngineProfile, pool: KvPool, w: Workload) -> None:
+def _check_requests(spec: ModelSpec, engine: EngineProfile, pool: KvPool, w: Workload,
+                    speculation: Speculation | None = None) -> None:
     i = max(range(w.requests), key=lambda j: w.prompt_tokens[j] + w.output_tokens[j])
     p, o = w.prompt_tokens[i], w.output_tokens[i]
-    if p + o > pool.tokens:
+    extra = speculation.reserved_slots + speculation.k if speculation else 0
+    if p + o + extra > pool.tokens:
         raise SpecError("prompt", f"{p}+{o}", f"prompt + output within the KV pool of "
                         f"{pool.tokens:,} tokens per instance", "try a larger --tp or --kv-dtype "
                         "fp8")

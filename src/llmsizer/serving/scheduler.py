@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from llmsizer.serving.engines import EngineProfile
+from llmsizer.serving.speculative import cumulative_tokens, steps_to_reach
 from llmsizer.serving.step_cost import StepCost
 
 MAX_RUN = 4096  # steps advanced at once, at most
@@ -66,16 +67,28 @@ def run_replica(cost: StepCost, engine: EngineProfile, num_blocks: int, max_num_
                 prompts: Sequence[int], outputs: Sequence[int],
                 scheduled_s: Sequence[float], concurrency: int | None,
                 progress: Callable[[int], None] | None = None,
-                cached: Sequence[int] | None = None) -> ReplicaTrace:
+                cached: Sequence[int] | None = None, expected_tokens: float = 1.0,
+                lookahead: int = 0) -> ReplicaTrace:
     """Simulate one engine instance serving `prompts`/`outputs`, sent at `scheduled_s` (at most
     `concurrency` in flight when given: a client-side semaphore, as in vllm bench serve).
     `cached`: prompt tokens per request found in the prefix cache (whole blocks of one shared
-    prefix, kept resident: their blocks are taken from the pool once and never freed)."""
+    prefix, kept resident: their blocks are taken from the pool once and never freed).
+    Speculative decoding: every decoding sequence gains ⌊n·E⌋ tokens over the first n decode
+    steps (`expected_tokens` E) and holds `lookahead` KV slots beyond its context."""
     n_req = len(prompts)
     bs = engine.block_size
     max_tokens = engine.max_num_batched_tokens
     mixed, chunked = engine.mixed_batches, engine.chunked_prefill
     reserve = engine.admission == "reserve"
+    E, L = expected_tokens, lookahead
+    spec = E != 1.0 or L != 0
+    q = cost.verify  # budget tokens per decoding sequence
+
+    def A(step: int) -> int:  # tokens a decoding sequence gains over decode steps 0 … step−1
+        return step if E == 1.0 else cumulative_tokens(step, E)
+
+    def ceil_div(a: int) -> int:
+        return -((-a) // bs)
     nan = math.nan
     tr = ReplicaTrace([nan] * n_req, [nan] * n_req, [nan] * n_req, total_blocks=num_blocks)
     send, first, finish = tr.send_s, tr.first_token_s, tr.finish_s
@@ -106,8 +119,11 @@ def run_replica(cost: StepCost, engine: EngineProfile, num_blocks: int, max_num_
     t_last = [0.0] * n_req  # last emission (for the gap after a recompute)
     # Decoding sequences as aggregates.
     B = 0
-    S0 = 0  # Σ (c_join − D_join + 1): Σ context at decode step D is S0 + B·D
-    res = [0] * bs  # count by (c_join − D_join) mod bs: needs a block when (that + D) % bs == 0
+    S0 = 0  # Σ (c_join − A(D_join) + 1): Σ context at decode step D is S0 + B·A(D)
+    # Count by r = (c_join + 1 + L − A(D_join)) mod bs: before decode step D a sequence holds
+    # ⌈(r + A(D−1))/bs⌉ blocks beyond whole ones and needs ⌈(r + A(D))/bs⌉ for it (without
+    # speculation: a block when (c_join − D_join + D) % bs == 0).
+    res = [0] * bs
     heap: list[tuple[int, int]] = []  # (decode step of the last token, request)
     d_join = [-1] * n_req
     c_join = [0] * n_req
@@ -121,16 +137,35 @@ def run_replica(cost: StepCost, engine: EngineProfile, num_blocks: int, max_num_
         nonlocal B, S0
         dj, cj = d_join[rid], c_join[rid]
         B -= 1
-        S0 -= cj - dj + 1
-        res[(cj - dj) % bs] -= 1
+        adj = A(dj)
+        S0 -= cj - adj + 1
+        res[(cj + 1 + L - adj) % bs] -= 1
         d_join[rid] = -1
-        gen[rid] = g_join[rid] + D - dj
-        return cj + D - dj
+        gen[rid] = g_join[rid] + A(D) - adj
+        return cj + A(D) - adj
+
+    def held_before(x: int) -> int:
+        """Blocks a decoding sequence with context x holds before decode step D."""
+        return ceil_div(x + 1 + L - (A(D) - A(D - 1)))
+
+    def step_need(step: int) -> int:
+        """Blocks the decoding sequences need for decode step `step`."""
+        if not spec:
+            return res[(1 - step) % bs]
+        a0, a1 = A(step - 1), A(step)
+        return sum(n * (ceil_div(r + a1) - ceil_div(r + a0)) for r, n in enumerate(res) if n)
+
+    def finish_step(rid: int) -> int:
+        """The decode step after which a decoding sequence has all its tokens."""
+        if not spec:
+            return d_join[rid] + olen[rid] - g_join[rid] - 1
+        target = olen[rid] - g_join[rid] + A(d_join[rid])
+        return max(d_join[rid], steps_to_reach(target, E) - 1)
 
     def preempt(rid: int) -> None:
         nonlocal free
         if d_join[rid] >= 0:
-            blocks = math.ceil(leave_decode(rid) / bs) - hitb[rid]
+            blocks = held_before(leave_decode(rid)) - hitb[rid]
             t_last[rid] = joined.pop(rid, t_dec_end)
         else:
             blocks = held[rid]
@@ -169,13 +204,14 @@ def run_replica(cost: StepCost, engine: EngineProfile, num_blocks: int, max_num_
         """Blocks for this step's decode tokens, preempting the newest requests if short;
         whether any was preempted."""
         nonlocal free
-        need = 0 if reserve else res[(-D) % bs]
+        need = 0 if reserve else step_need(D)
         preempted = False
         while need > free:
             victim = next(reversed(running))
             del running[victim]
-            if d_join[victim] >= 0 and (c_join[victim] - d_join[victim] + D) % bs == 0:
-                need -= 1
+            if d_join[victim] >= 0 and not reserve:
+                r = (c_join[victim] + 1 + L - A(d_join[victim])) % bs
+                need -= ceil_div(r + A(D)) - ceil_div(r + A(D - 1))
             preempt(victim)
             preempted = True
         free -= need
@@ -188,7 +224,7 @@ def run_replica(cost: StepCost, engine: EngineProfile, num_blocks: int, max_num_
             return True
         rid = waiting[0]
         n = min(plen[rid] + gen[rid] - hit[rid], max_tokens)
-        need = math.ceil((plen[rid] + olen[rid] if reserve else hit[rid] + n) / bs) - hitb[rid]
+        need = ceil_div((plen[rid] + olen[rid] if reserve else hit[rid] + n) + L) - hitb[rid]
         return need > after_decode_free
 
     while True:
@@ -208,25 +244,34 @@ def run_replica(cost: StepCost, engine: EngineProfile, num_blocks: int, max_num_
             now = t
             continue
 
-        need_now = 0 if reserve or not B else res[(-D) % bs]
+        need_now = 0 if reserve or not B else step_need(D)
         # ---- a run of decode-only steps ------------------------------------------------------
         if B and not prefilling and need_now <= free and not (
                 waiting and not head_blocked(free - need_now)):
-            while heap and (d_join[heap[0][1]] < 0 or heap[0][0] != d_join[heap[0][1]]
-                            + olen[heap[0][1]] - g_join[heap[0][1]] - 1):
+            while heap and (d_join[heap[0][1]] < 0 or heap[0][0] != finish_step(heap[0][1])):
                 heapq.heappop(heap)
             k = min(heap[0][0] - D + 1, MAX_RUN)
-            if not reserve:
-                cyc = [res[(-(D + j)) % bs] for j in range(bs)]
-                q, rem = divmod(free, B)
+            if not reserve and not spec:
+                cyc = [res[(1 - (D + j)) % bs] for j in range(bs)]
+                qq, rem = divmod(free, B)
                 j = 0
                 while j < bs and cyc[j] <= rem:
                     rem -= cyc[j]
                     j += 1
-                k = min(k, q * bs + j)
+                k = min(k, qq * bs + j)
+            elif not reserve:
+                k = min(k, 1024)
+                a = np.array([A(D - 1 + j) for j in range(k + 1)], dtype=np.int64)
+                rs = np.array([r for r, n in enumerate(res) if n], dtype=np.int64)
+                ns = np.array([res[r] for r in rs], dtype=np.int64)
+                cells = -((-(rs[:, None] + a[None, :])) // bs)
+                step_demand = ns @ np.diff(cells, axis=1)
+                k = min(k, int(np.searchsorted(np.cumsum(step_demand), free, side="right")))
             t_arr = next_send() if not waiting and len(running) < max_num_seqs else math.inf
             const = cost.decode_constant_s(B)
-            ctx = S0 + B * (D + np.arange(k, dtype=float))
+            steps = D + np.arange(k)
+            adv = steps if not spec else np.floor(steps * E + 1e-9)
+            ctx = S0 + B * adv.astype(float)
             d = const + cost.decode_attention_s(B, ctx)
             if t_arr < math.inf:
                 starts = now + np.concatenate(([0.0], np.cumsum(d[:-1])))
@@ -234,6 +279,10 @@ def run_replica(cost: StepCost, engine: EngineProfile, num_blocks: int, max_num_
                 d = d[:k]
             if reserve:
                 used = np.full(k, num_blocks - free, dtype=float)
+            elif spec:
+                demand = np.cumsum(step_demand[:k]).astype(float)
+                used = num_blocks - free + demand
+                free -= int(demand[-1])
             else:
                 demand = np.cumsum(np.resize(np.array(cyc, dtype=float), k))
                 used = num_blocks - free + demand
@@ -252,8 +301,8 @@ def run_replica(cost: StepCost, engine: EngineProfile, num_blocks: int, max_num_
             D += k - 1
             while heap and heap[0][0] <= D:
                 _, rid = heapq.heappop(heap)
-                if d_join[rid] >= 0 and d_join[rid] + olen[rid] - g_join[rid] - 1 == D:
-                    blocks = math.ceil((leave_decode(rid) + 1) / bs) - hitb[rid]
+                if d_join[rid] >= 0 and finish_step(rid) == D:
+                    blocks = ceil_div(leave_decode(rid) + 1 + L) - hitb[rid]
                     finished(rid, blocks)
             D += 1
             t_dec_end = now
@@ -270,7 +319,7 @@ def run_replica(cost: StepCost, engine: EngineProfile, num_blocks: int, max_num_
         decode = B > 0 and (mixed or not can_prefill)
         if decode:
             preempted = claim_decode_blocks()
-            budget -= B
+            budget -= B * q
         chunks: list[tuple[int, int, int]] = []
         if mixed or not decode:
             for rid in list(prefilling):
@@ -279,7 +328,7 @@ def run_replica(cost: StepCost, engine: EngineProfile, num_blocks: int, max_num_
                 if rid not in running:
                     continue
                 n = min(plen[rid] + gen[rid] - computed[rid], budget)
-                need = max(0, math.ceil((computed[rid] + n) / bs) - hitb[rid] - held[rid])
+                need = max(0, ceil_div(computed[rid] + n + L) - hitb[rid] - held[rid])
                 while need > free and rid in running:
                     victim = next(reversed(running))
                     if d_join[victim] >= 0:
@@ -300,8 +349,8 @@ def run_replica(cost: StepCost, engine: EngineProfile, num_blocks: int, max_num_
                 n = min(target, budget)
                 if not chunked and n < target and (target <= max_tokens or chunks):
                     break  # a whole prompt per step; one longer than any step goes in chunks
-                need = math.ceil((plen[rid] + olen[rid] if reserve else hit[rid] + n) / bs
-                                 ) - hitb[rid]
+                need = ceil_div((plen[rid] + olen[rid] if reserve else hit[rid] + n) + L
+                                ) - hitb[rid]
                 if need > free:
                     break
                 waiting.popleft()
@@ -315,7 +364,7 @@ def run_replica(cost: StepCost, engine: EngineProfile, num_blocks: int, max_num_
         if not chunks and not decode and B:  # nothing to prefill after all: decode instead
             decode = True
             preempted = claim_decode_blocks() or preempted
-            budget -= B
+            budget -= B * q
         if not decode and not chunks:
             if preempted:
                 continue
@@ -327,7 +376,7 @@ def run_replica(cost: StepCost, engine: EngineProfile, num_blocks: int, max_num_
             continue
 
         bd = B if decode else 0
-        dt = cost.step_s(bd, S0 + B * D if decode else 0, [(n, c) for _, n, c in chunks])
+        dt = cost.step_s(bd, S0 + B * A(D) if decode else 0, [(n, c) for _, n, c in chunks])
         tr.kv_block_seconds += (num_blocks - free) * dt
         tr.queue_seconds += len(waiting) * dt
         tr.max_kv_blocks = max(tr.max_kv_blocks, num_blocks - free)
@@ -340,8 +389,8 @@ def run_replica(cost: StepCost, engine: EngineProfile, num_blocks: int, max_num_
         if decode:
             while heap and heap[0][0] <= D:
                 _, rid = heapq.heappop(heap)
-                if d_join[rid] >= 0 and d_join[rid] + olen[rid] - g_join[rid] - 1 == D:
-                    finished(rid, math.ceil((leave_decode(rid) + 1) / bs) - hitb[rid])
+                if d_join[rid] >= 0 and finish_step(rid) == D:
+                    finished(rid, ceil_div(leave_decode(rid) + 1 + L) - hitb[rid])
             D += 1
             t_dec_end = now
         for rid, _, c in chunks:
@@ -357,13 +406,15 @@ def run_replica(cost: StepCost, engine: EngineProfile, num_blocks: int, max_num_
                 itl_w.append(np.array([1.0]))
             t_last[rid] = now
             if gen[rid] >= olen[rid]:
-                finished(rid, math.ceil(c / bs) - hitb[rid])
+                finished(rid, ceil_div(c + L) - hitb[rid])
                 continue
             d_join[rid], c_join[rid], g_join[rid] = D, c, gen[rid]
             B += 1
-            S0 += c - D + 1
-            res[(c - D) % bs] += 1
-            heapq.heappush(heap, (D + olen[rid] - gen[rid] - 1, rid))
+            S0 += c - A(D) + 1
+            res[(c + 1 + L - A(D)) % bs] += 1
+            if spec:  # hold what decode step D assumes is held; the rest goes back
+                free += held[rid] - (held_before(c) - hitb[rid])
+            heapq.heappush(heap, (finish_step(rid), rid))
             joined[rid] = now
         tr.sample_t.append(now)
         tr.sample_kv_blocks.append(num_blocks - free)

@@ -88,6 +88,9 @@ class StepCost:
                  *, max_tokens: int, gpus_per_node: int = 8, step_overhead_s: float = 0.0,
                  seq_overhead_s: float = 0.0):
         topo = _topology(acc, gpus_per_node, eff)
+        self.layers = spec.num_layers
+        self.verify = 1  # tokens per decoding sequence per step (k + 1 with speculation)
+        self.draft: DraftCost | None = None
 
         def run(batch: int, new: int, context: int, decode: bool) -> PassCost:
             return forward_pass(spec, acc, cfg, eff, batch, new, context, topology=topo,
@@ -138,13 +141,15 @@ class StepCost:
                chunks: list[tuple[int, int]]) -> float:
         """One step: `decode_seqs` sequences whose contexts (new token included) sum to
         `decode_context`, plus prefill `chunks` of (new tokens, context reached)."""
-        tokens = decode_seqs
-        rows = decode_seqs + len(chunks)
+        q = self.verify
+        tokens = decode_seqs * q
+        rows = decode_seqs * q + len(chunks)
         pairs, keys = [], []
         for g in self.groups:
             w = g.window
             dk = decode_context if w is None else min(decode_context, decode_seqs * w)
-            p, k = dk, dk
+            # q queries per sequence at contexts ctx … ctx + q − 1, over the same keys
+            p, k = q * dk + decode_seqs * q * (q - 1) / 2, dk + decode_seqs * (q - 1)
             for n, c in chunks:
                 p += causal_pairs(n, c, w)
                 k += c if w is None else min(c, w)
@@ -155,21 +160,79 @@ class StepCost:
         t = self.body(tokens) + self.head(rows) + self.attention(tokens, pairs, keys)
         if not chunks:
             t += self.launch_s
-        return t + self.step_overhead_s + self.seq_overhead_s * rows
+        if self.draft is not None:
+            if decode_seqs:
+                t += self.draft.decode_constant_s(decode_seqs) + float(
+                    self.draft.decode_attention_s(decode_seqs, np.array([float(decode_context)]))[0])
+            if chunks:
+                t += self.draft.prefill_s(chunks)
+        return t + self.step_overhead_s + self.seq_overhead_s * (decode_seqs + len(chunks))
 
     def decode_constant_s(self, seqs: int) -> float:
         """The part of a decode-only step that does not depend on the contexts."""
-        return (self.body(seqs) + self.head(seqs) + self.launch_s + self.step_overhead_s
-                + self.seq_overhead_s * seqs)
+        q = self.verify
+        t = (self.body(seqs * q) + self.head(seqs * q) + self.launch_s + self.step_overhead_s
+             + self.seq_overhead_s * seqs)
+        if self.draft is not None:
+            t += self.draft.decode_constant_s(seqs)
+        return t
 
     def decode_attention_s(self, seqs: int, contexts: np.ndarray) -> np.ndarray:
         """Attention time of decode-only steps, vectorized over Σ context values."""
+        q = self.verify
         t = np.zeros_like(contexts, dtype=float)
         for g in self.groups:
             k = contexts if g.window is None else np.minimum(contexts, seqs * g.window)
-            t += np.maximum(g.flops_per_pair * k / self.rate_attn,
-                            (g.bytes_per_key * k + g.bytes_per_token * seqs) / self.rate_mem)
+            pairs = q * k + seqs * q * (q - 1) / 2
+            keys = k + seqs * (q - 1)
+            t += np.maximum(g.flops_per_pair * pairs / self.rate_attn,
+                            (g.bytes_per_key * keys + g.bytes_per_token * seqs * q)
+                            / self.rate_mem)
+        if self.draft is not None:
+            t += self.draft.decode_attention_s(seqs, contexts)
         return t
+
+    def layer_attention_s(self, tokens: float, pairs: np.ndarray, keys: np.ndarray
+                          ) -> np.ndarray:
+        """Attention of one average layer of the largest group (a draft head's own layer)."""
+        g = max(self.groups, key=lambda x: x.layers)
+        return np.maximum(g.flops_per_pair / g.layers * pairs / self.rate_attn,
+                          (g.bytes_per_key * keys + g.bytes_per_token * tokens) / g.layers
+                          / self.rate_mem)
+
+
+class DraftCost:
+    """What drafting k tokens per step costs (serving/speculative.py says what is counted).
+
+    draft model: `own` is the draft's StepCost (no host overhead); k of its decode steps at the
+    mean drafting context, and its prefill of every chunk. MTP/EAGLE: `own` is None and one
+    average layer of the target plus its lm_head stand for each drafted token."""
+
+    def __init__(self, target: StepCost, k: int, own: StepCost | None):
+        self.target, self.k, self.own = target, k, own
+
+    def decode_constant_s(self, d: int) -> float:
+        if self.own is not None:
+            o = self.own
+            return self.k * (o.body(d) + o.head(d) + o.launch_s)
+        t = self.target
+        return self.k * (t.body(d) / t.layers + t.head(d) + t.launch_s / t.layers)
+
+    def decode_attention_s(self, d: int, contexts: np.ndarray) -> np.ndarray:
+        mean = contexts + d * (self.k - 1) / 2  # drafts j = 0 … k−1 see context + j
+        if self.own is not None:
+            return self.k * self.own.decode_attention_s(d, mean)
+        return self.k * self.target.layer_attention_s(d, mean, mean)
+
+    def prefill_s(self, chunks: list[tuple[int, int]]) -> float:
+        if self.own is not None:
+            return self.own.step_s(0, 0, chunks)
+        t = self.target
+        tokens = sum(n for n, _ in chunks)
+        pairs = sum(causal_pairs(n, c, None) for n, c in chunks)
+        keys = sum(c for _, c in chunks)
+        return t.body(tokens) / t.layers + float(
+            t.layer_attention_s(tokens, np.array([float(pairs)]), np.array([float(keys)]))[0])
 
 
 def _attention_groups(run) -> tuple[list[AttentionGroup], float, float]:  # type: ignore[no-untyped-def]
