@@ -171,7 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
     def add_parser(name: str, **kw: Any) -> argparse.ArgumentParser:
         kw.setdefault("formatter_class", _HelpFormatter)
         kw.setdefault("epilog", EXIT_STATUS_HELP)
-        return _add(name, **kw)  # type: ignore[no-any-return]
+        parser = _add(name, **kw)
+        parser.add_argument("--lang", choices=("en", "zh"), default="en",
+                            help="language of labels and messages (zh: Chinese)")
+        return parser  # type: ignore[no-any-return]
 
     sub.add_parser = add_parser  # type: ignore[method-assign]
 
@@ -215,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     from llmsizer import cli_simulate
 
     cli_simulate.add_parser(sub, _positive_int)
+    from llmsizer import cli_serve
+
+    cli_serve.add_parser(sub)
     return p
 
 
@@ -306,6 +312,7 @@ LAZY_COMMANDS = {
     "validate": ("llmsizer.cli_validate", "run_validate"),
     "calibrate": ("llmsizer.cli_validate", "run_calibrate"),
     "simulate": ("llmsizer.cli_simulate", "run"),
+    "serve": ("llmsizer.cli_serve", "run"),
 }
 
 
@@ -372,8 +379,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         out = COMMANDS[args.command](args)
     except LlmsizerError as e:
-        print(f"llmsizer: error: {user_message(e, _flags_of(parser, args.command))}",
-              file=sys.stderr)
+        from llmsizer.i18n import translate_text
+
+        print(translate_text(f"llmsizer: error: {user_message(e, _flags_of(parser, args.command))}",
+                             getattr(args, "lang", "en")), file=sys.stderr)
         return EXIT_USAGE
     except ImpossibleResultError as e:
         print(f"llmsizer: internal check failed: {' '.join(str(e).split())} (a bug in llmsizer; "
@@ -389,6 +398,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from llmsizer.report import fit_width, output_width
 
         text = fit_width(text, output_width())
+        if getattr(args, "lang", "en") != "en":  # labels and titles; numbers and JSON stay
+            from llmsizer.i18n import translate_text
+
+            text = translate_text(text, args.lang)
     with contextlib.suppress(BrokenPipeError):  # `llmsizer models | head`
         print(text)
     return out.status

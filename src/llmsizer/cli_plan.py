@@ -55,6 +55,9 @@ def add_parsers(sub: Any, positive_int: Any) -> None:
     p.add_argument("--calibration", help="efficiency calibration file (llmsizer calibrate)")
     p.add_argument("--export", help="deepspeed, megatron or torchrun (of the best layout)")
     p.add_argument("-o", "--output-file", help="with --export: write the export here")
+    from llmsizer.charts import add_plot_argument
+
+    add_plot_argument(p)
     p.add_argument("--json", action="store_true",
                    help="print one JSON object (with --export: the export inside it)")
 
@@ -184,6 +187,9 @@ def run_plan(args: argparse.Namespace) -> Any:
     if args.price is not None:
         data["currency"] = args.currency
     status = 0 if result.ranked else EXIT_DOES_NOT_FIT
+    from llmsizer.charts import maybe_plot
+
+    maybe_plot(args, data)
     if args.export:
         if not result.ranked:
             raise SpecError("export", args.export, "a plan that fits (none does)")

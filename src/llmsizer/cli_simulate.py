@@ -101,6 +101,9 @@ def add_parser(sub: Any, positive_int: Any) -> None:
                    "pool holds)")
     p.add_argument("--percentile", type=arg_float(1, 100, what="a percentile"), default=90.0,
                    help="with --find: the percentile at which the SLOs must hold (default 90)")
+    from llmsizer.charts import add_plot_argument
+
+    add_plot_argument(p)
     p.add_argument("--json", action="store_true")
 
 
@@ -213,6 +216,9 @@ def run(args: argparse.Namespace) -> str:
         if show:
             print("\r\033[K", end="", file=sys.stderr, flush=True)
     data = simulation_json(r, args)
+    from llmsizer.charts import maybe_plot
+
+    maybe_plot(args, data)
     return dumps(data) if args.json else simulation_text(r)
 
 

@@ -107,6 +107,9 @@ def add_parser(sub: Any, positive_int: Any) -> None:
                    help="measured seconds per step: achieved MFU")
     m.add_argument("--tokens-per-s", type=arg_count(1e15),
                    help="measured tokens/s of the whole run: achieved MFU")
+    from llmsizer.charts import add_plot_argument
+
+    add_plot_argument(t)
     t.add_argument("--json", action="store_true", help="print one JSON object")
     t.add_argument("--explain", action="store_true",
                    help="every number as its formula with values and source")
@@ -311,6 +314,9 @@ def run(args: argparse.Namespace) -> Any:
                                           result.capacity_bytes, args.activations,
                                           args.attention == "flash", overhead)
     status = 0 if result.fits else EXIT_DOES_NOT_FIT
+    from llmsizer.charts import maybe_plot
+
+    maybe_plot(args, data)
     if args.json:
         return Outcome(dumps(data), status, wrap=False)
     text = training_text(result, data)
