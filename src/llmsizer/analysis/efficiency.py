@@ -40,6 +40,10 @@ class Efficiency:
                 raise SpecError(name, v, "a fraction in (0, 1]")
 
     def describe(self) -> dict[str, str]:
+        """The factors in words (a new dict each call; built once per set of factors)."""
+        return dict(_describe(self))
+
+    def _words(self) -> dict[str, str]:
         return {
             "matmul_ceiling": f"{self.matmul_ceiling:.0%} of peak at best",
             "attention_efficiency": f"{self.attention_efficiency:.0%} of peak in attention kernels",
@@ -58,9 +62,9 @@ class Efficiency:
         calibrated values in catalog/data/efficiency.json for the workload ("training" or
         "serving": fitted apart, because training and serving frameworks differ), per
         accelerator where fitted, else the workload's default."""
-        packaged = _workload_entry(_packaged_table(), acc, workload)
         if calibration is None:
-            return cls.from_dict(packaged, f"catalog/data/efficiency.json ({workload})")
+            return _packaged_efficiency(acc, workload)
+        packaged = _workload_entry(_packaged_table(), acc, workload)
         from llmsizer.files import FileInputError, read_json
 
         try:
@@ -85,6 +89,13 @@ class Efficiency:
         known = set(EFFICIENCY_FIELDS) - {"source", "gpu", "fitted_on", "notes"}
         values = {k: data[k] for k in known if k in data}
         return cls(**values, source=str(data.get("source", origin)))  # type: ignore[arg-type]
+
+
+@cache
+def _packaged_efficiency(acc: Accelerator | None, workload: str) -> Efficiency:
+    """The packaged factors of one accelerator and workload (read and checked once)."""
+    return Efficiency.from_dict(_workload_entry(_packaged_table(), acc, workload),
+                                f"catalog/data/efficiency.json ({workload})")
 
 
 def _workload_entry(data: dict[str, Any], acc: Accelerator | None, workload: str,
@@ -123,6 +134,11 @@ def matmul_efficiency(m: int, n: int, eff: Efficiency, acc: Accelerator, batch: 
     else:
         wave = 1.0
     return eff.matmul_ceiling * padding * wave
+
+
+@cache
+def _describe(eff: Efficiency) -> dict[str, str]:
+    return eff._words()
 
 
 def roofline(flops: float, bytes_moved: float, peak_flops: float, bandwidth: float,

@@ -19,6 +19,7 @@ Conventions (named, because published numbers differ on them):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 from llmsizer.errors import SpecError
@@ -82,14 +83,25 @@ def _check_positive(**values: int) -> None:
 
 @dataclass(frozen=True)
 class StepFlops:
-    """FLOPs of one forward+backward over `batch` sequences of `seq` tokens."""
+    """FLOPs of one forward+backward over `batch` sequences of `seq` tokens.
+
+    Every count is linear in the number of sequences at a fixed length, so the per-op records are
+    built once per (model, length, conventions) for one sequence (`per_sequence`, cached) and
+    scaled: a layout search does not rebuild thousands of records per layout.
+    """
 
     batch: int
     seq: int
-    ops: tuple[OpFlops, ...]
+    per_sequence: tuple[OpFlops, ...]
     attention_convention: AttentionConvention
     attention_backward: AttentionBackward
     recompute: Recompute
+
+    @property
+    def ops(self) -> tuple[OpFlops, ...]:
+        b = self.batch
+        return tuple(OpFlops(o.where, o.layer, o.op, o.component, b * o.forward, b * o.backward,
+                             b * o.recompute) for o in self.per_sequence)
 
     @property
     def tokens(self) -> int:
@@ -97,15 +109,15 @@ class StepFlops:
 
     @property
     def forward(self) -> int:
-        return sum(o.forward for o in self.ops)
+        return self.batch * _totals(self.per_sequence)[0]
 
     @property
     def backward(self) -> int:
-        return sum(o.backward for o in self.ops)
+        return self.batch * _totals(self.per_sequence)[1]
 
     @property
     def recomputation(self) -> int:
-        return sum(o.recompute for o in self.ops)
+        return self.batch * _totals(self.per_sequence)[2]
 
     @property
     def model_flops(self) -> int:
@@ -118,18 +130,18 @@ class StepFlops:
         return self.forward + self.backward + self.recomputation
 
 
-def training_step_flops(spec: ModelSpec, batch: int, seq: int, recompute: Recompute = "none",
-                        attention_convention: AttentionConvention = "dense",
-                        attention_backward: AttentionBackward = "eager") -> StepFlops:
-    if recompute not in RECOMPUTE:
-        raise SpecError("recompute", recompute, "one of " + ", ".join(RECOMPUTE))
-    if attention_backward not in ATTENTION_BACKWARD_FACTOR:
-        raise SpecError("attention_backward", attention_backward, "eager or flash")
-    if attention_convention not in ("dense", "causal"):
-        raise SpecError("attention_convention", attention_convention, "dense or causal")
-    fwd = forward_ops(spec, batch, seq, convention=attention_convention)
+@lru_cache(maxsize=1024)
+def _totals(ops: tuple[OpFlops, ...]) -> tuple[int, int, int]:
+    return (sum(o.forward for o in ops), sum(o.backward for o in ops),
+            sum(o.recompute for o in ops))
+
+
+@lru_cache(maxsize=1024)
+def _per_sequence(spec: ModelSpec, seq: int, recompute: Recompute,
+                  attention_convention: AttentionConvention,
+                  attention_backward: AttentionBackward) -> tuple[OpFlops, ...]:
     ops = []
-    for o in fwd:
+    for o in forward_ops(spec, 1, seq, convention=attention_convention):
         is_attention = o.component == "attention.core"
         factor = ATTENTION_BACKWARD_FACTOR[attention_backward] if is_attention else 2.0
         backward = round(factor * o.forward)
@@ -140,4 +152,19 @@ def training_step_flops(spec: ModelSpec, batch: int, seq: int, recompute: Recomp
         else:  # selective: the attention core only
             again = o.forward if is_attention else 0
         ops.append(OpFlops(o.where, o.layer, o.op, o.component, o.forward, backward, again))
-    return StepFlops(batch, seq, tuple(ops), attention_convention, attention_backward, recompute)
+    return tuple(ops)
+
+
+def training_step_flops(spec: ModelSpec, batch: int, seq: int, recompute: Recompute = "none",
+                        attention_convention: AttentionConvention = "dense",
+                        attention_backward: AttentionBackward = "eager") -> StepFlops:
+    if recompute not in RECOMPUTE:
+        raise SpecError("recompute", recompute, "one of " + ", ".join(RECOMPUTE))
+    if attention_backward not in ATTENTION_BACKWARD_FACTOR:
+        raise SpecError("attention_backward", attention_backward, "eager or flash")
+    if attention_convention not in ("dense", "causal"):
+        raise SpecError("attention_convention", attention_convention, "dense or causal")
+    _check_positive(batch=batch, seq=seq)
+    return StepFlops(batch, seq,
+                     _per_sequence(spec, seq, recompute, attention_convention, attention_backward),
+                     attention_convention, attention_backward, recompute)

@@ -32,11 +32,12 @@ from llmsizer.specs.precision import Optimizer, TrainingPrecision
 GiB = 2**30
 DEFAULT_FRAMEWORK_OVERHEAD = 1 * GiB  # CUDA context, cuBLAS workspaces, NCCL buffers: 0.5-2 GiB
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True)
 class Setting:
     """What stays fixed across a search: the model, the run and the cost model.
 
-    Compared by identity: it is the key of the caches below, and one search builds one.
+    Compared by value (every field is frozen): it is the key of the caches below, so one search,
+    or many single-layout calls for the same run, share the per-layer costs.
     """
 
     spec: ModelSpec
@@ -49,6 +50,15 @@ class Setting:
     attention: str = "flash"  # kernels: "flash" or "eager"
     framework_overhead: float = DEFAULT_FRAMEWORK_OVERHEAD
     dp_overlap: bool = True
+
+    def __hash__(self) -> int:
+        cached = self.__dict__.get("_hash")
+        if cached is None:
+            cached = hash((self.spec, self.seq, self.precision, self.opt, self.cluster, self.eff,
+                           self.activations, self.attention, self.framework_overhead,
+                           self.dp_overlap))
+            object.__setattr__(self, "_hash", cached)
+        return cached
 
     @property
     def act_bytes(self) -> int:

@@ -90,10 +90,10 @@ def in_flight(pp: int, accum: np.ndarray | int, schedule: np.ndarray, v: np.ndar
     interleaved 1F1B with V chunks keeps (1 + (pp-1)/(pp·V)) times as many (Korthikanti et al.
     2022, sec. 4.2.3).
     """
-    stages = np.arange(pp)[None, :]
-    m = np.broadcast_to(np.asarray(accum, dtype=float), schedule.shape)[:, None]
     if pp == 1:
         return np.ones((len(schedule), 1))
+    stages = np.arange(pp)[None, :]
+    m = np.broadcast_to(np.asarray(accum, dtype=float), schedule.shape)[:, None]
     one_f_one_b = np.minimum(m, (pp - stages).astype(float))
     interleaved = np.minimum(m, one_f_one_b * (1 + (pp - 1) / (pp * v[:, None])))
     sched = schedule[:, None]
@@ -114,6 +114,14 @@ class GroupCosts:
     reduce_scatter_s: float
     gather_s: float  # ZeRO-3 parameter all-gathers of one micro-batch (forward + backward)
     params_worst: float  # parameters held by the time-critical stage
+
+    def stage_array(self, attr: str) -> np.ndarray:
+        """One per-stage attribute as a (1, pp) array, built once per group."""
+        arrays = self.__dict__.setdefault("_arrays", {})
+        a = arrays.get(attr)
+        if a is None:
+            a = arrays[attr] = np.array([getattr(self.stages, attr)], dtype=float)
+        return a
 
 
 @lru_cache(maxsize=8192)
@@ -151,11 +159,16 @@ def evaluate(st: Setting, gs: list[Group] | Group, vs: list[Variants] | Variants
         raise ValueError("evaluate: groups must share one pipeline depth")
     costs = [group_costs(st, g) for g in gs]
     row_group = np.repeat(np.arange(len(gs)), [len(v) for v in vs])
+    single = len(row_group) == 1  # a single layout (train_step): nothing to gather by row
 
     def per_row(values: list[float]) -> np.ndarray:
+        if single:
+            return np.array(values, dtype=float)
         return np.asarray(values, dtype=float)[row_group]
 
     def per_stage(attr: str) -> np.ndarray:
+        if single:
+            return costs[0].stage_array(attr)  # broadcasts over the rows
         return np.array([getattr(c.stages, attr) for c in costs], dtype=float)[row_group]
 
     def cat(attr: str) -> np.ndarray:

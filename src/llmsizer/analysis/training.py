@@ -113,7 +113,7 @@ def train_step(spec: ModelSpec, par: Parallelism, precision: TrainingPrecision, 
         spec, par.global_batch, seq, par.recompute,  # type: ignore[arg-type]
         mfu_attention,  # type: ignore[arg-type]
         "flash" if attention_backward == "flash" else "eager")
-    assumptions = dict(eff.describe())
+    assumptions = eff.describe()
     assumptions |= memory.assumptions
     assumptions["attention"] = (f"{attention_backward} kernels (time); MFU counts {mfu_attention} "
                                 "attention")
