@@ -137,6 +137,8 @@
     const cmp = $("compare");
     cmp.replaceChildren(h("option", { value: "", text: "–" }));
     for (const g of gpus) cmp.appendChild(h("option", { value: g.name, text: g.name }));
+    if (values.compare && !gpus.some(g => g.name === values.compare))
+      cmp.appendChild(h("option", { value: values.compare, text: values.compare }));
     cmp.value = values.compare || "";
     $("compare").parentElement.hidden = !flagsOf(view).some(f => f.name === "gpu");
   }
