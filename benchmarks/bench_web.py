@@ -1,0 +1,106 @@
+"""Speed of `llmsizer serve`: server-side time of API answers and how soon the page is usable.
+
+Run: python benchmarks/bench_web.py [--runs 20]
+Targets (issue 12): an answer for train/infer in <= 50 ms server-side (the Server-Timing header:
+from the request line read to the answer ready, parsing and the command included; every query
+differs, so no answer comes from the server's cache); the page interactive in <= 1 s (the time,
+from navigation start, at which the form is built and takes input; measured in Debian's chromium
+through Playwright when both are installed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import statistics
+import threading
+import time
+
+
+def server_ms(port: int, path: str) -> tuple[float, float]:
+    """(server-side ms from Server-Timing, round-trip ms) of one GET."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    t0 = time.perf_counter()
+    conn.request("GET", path)
+    r = conn.getresponse()
+    r.read()
+    wall = (time.perf_counter() - t0) * 1e3
+    conn.close()
+    assert r.status == 200, (path, r.status)
+    timing = r.getheader("Server-Timing") or "app;dur=nan"
+    return float(timing.split("dur=")[1]), wall
+
+
+QUERIES = {
+    "train": "/api/train?model=llama-2-7b&gpu=a100&gpus=8&zero=1&global-batch={n}",
+    "train 70B tp8 pp2": "/api/train?model=llama-2-70b&gpu=h100&gpus=64&tp=8&pp=2"
+                         "&sequence-parallel=1&recompute=selective&zero=1&global-batch={n}",
+    "infer": "/api/infer?model=llama-3-8b&gpu=h100&batch={n}&prompt=2048&output=256",
+    "infer --sweep": "/api/infer?model=llama-2-7b&gpu=a100&batch={n}&sweep=1",
+    "plan (16 GPUs)": "/api/plan?model=llama-2-7b&gpu=a100&gpus=16&seq=4096&global-batch={n}",
+}
+
+
+def page_ms(base: str, runs: int) -> list[tuple[float, float]] | None:
+    """(interactive ms, first answer drawn ms) per load, or None without playwright/chromium."""
+    import os
+
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        return None
+    if not os.path.exists("/usr/bin/chromium"):
+        return None
+    out = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        for i in range(runs):
+            page = browser.new_page()
+            page.goto(f"{base}/?view=train&model=llama-2-7b&gpu=a100&gpus=8&global-batch={8 * (i + 1)}")
+            page.wait_for_selector("body[data-ready='1']", timeout=20000)
+            interactive = float(page.evaluate("document.body.dataset.interactive"))
+            ready = page.evaluate("performance.now()")
+            out.append((interactive, ready))
+            page.close()
+        browser.close()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=20)
+    args = ap.parse_args()
+    from llmsizer.web.server import make_server
+
+    srv, app = make_server("127.0.0.1", 0)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    port = srv.server_address[1]
+    for path in QUERIES.values():  # imports and catalog reads happen once per process
+        server_ms(port, path.format(n=8 * 1024))
+    print(f"API, server-side ms (Server-Timing), median and max of {args.runs} distinct queries:")
+    for name, path in QUERIES.items():
+        times = [server_ms(port, path.format(n=8 * (i + 1))) for i in range(args.runs)]
+        server = [t[0] for t in times]
+        wall = [t[1] for t in times]
+        cached = statistics.median(server_ms(port, path.format(n=8))[0] for _ in range(5))
+        target = "" if name.startswith("plan") else \
+            ("  OK (<= 50 ms)" if statistics.median(server) <= 50 else "  OVER (> 50 ms)")
+        print(f"  {name:20s} median {statistics.median(server):6.1f}  max {max(server):6.1f}  "
+              f"round trip {statistics.median(wall):6.1f}  cached {cached:5.2f}{target}")
+    loads = page_ms(f"http://127.0.0.1:{port}", min(args.runs, 10))
+    if loads is None:
+        print("page: playwright or /usr/bin/chromium not installed; not measured")
+    else:
+        inter = [x[0] for x in loads]
+        ready = [x[1] for x in loads]
+        print(f"page interactive: median {statistics.median(inter):.0f} ms, max {max(inter):.0f} ms"
+              f"  {'OK' if max(inter) <= 1000 else 'OVER'} (<= 1000 ms); first answer drawn: "
+              f"median {statistics.median(ready):.0f} ms")
+    srv.shutdown()
+    app.close()
+
+
+if __name__ == "__main__":
+    main()
