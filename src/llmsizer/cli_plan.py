@@ -83,7 +83,25 @@ def add_parsers(sub: Any, positive_int: Any) -> None:
                    default=0.9, help="fraction of device memory usable")
     s.add_argument("--top", type=arg_int(1, 1000), default=5, help="layouts to show")
     s.add_argument("--calibration", help="efficiency calibration file (llmsizer calibrate)")
-    s.add_argument("--export", help="vllm (of the best layout)")
+    s.add_argument("--qps", type=arg_float(0, 1e6, low_open=True, what="a request rate"),
+                   help="target request rate: search on the serving simulator (TP × PP × "
+                   "replicas × max-num-seqs × max-num-batched-tokens) for the most goodput per "
+                   "GPU meeting the SLOs at --percentile; without it the static one-batch search")
+    s.add_argument("--static", action="store_true",
+                   help="the static one-batch search even with --qps")
+    s.add_argument("--percentile", type=arg_float(1, 100, what="a percentile"), default=90.0,
+                   help="with --qps: the percentile at which the SLOs must hold (default 90)")
+    s.add_argument("--engine", default=None, help="with --qps: vllm, sglang, trtllm or lmdeploy "
+                   "scheduling (default: the --export engine, else vllm)")
+    s.add_argument("--requests", type=arg_int(1, 10**6), default=300,
+                   help="with --qps: requests per simulation (at least 200 per replica)")
+    s.add_argument("--seed", type=arg_int(0, 2**63 - 1), default=0,
+                   help="with --qps: the arrival and length draw")
+    s.add_argument("--price", type=arg_float(0, 1e6, what="a price per GPU-hour"),
+                   help="with --qps: price per GPU-hour (cost per hour and per million tokens)")
+    s.add_argument("--currency", default="USD", help="currency of --price")
+    s.add_argument("--export", help="vllm (static); with --qps: vllm, sglang or trtllm, the "
+                   "launch command of the best plan with the model's Hugging Face repo id")
     s.add_argument("-o", "--output-file", help="with --export: write the export here")
     s.add_argument("--json", action="store_true",
                    help="print one JSON object (with --export: the export inside it)")
@@ -335,6 +353,10 @@ def run_plan_serve(args: argparse.Namespace) -> Any:
     from llmsizer.cli_train import check_positions
 
     check_export_flags(args)
+    if getattr(args, "qps", None) is not None and not args.static:
+        from llmsizer.cli_plan_serve import run_simulated
+
+        return run_simulated(args)
     spec = get_model(args.model)
     acc = get_accelerator(args.gpu)
     check_positions(spec, args.model, args.prompt + args.output, "prompt+output",

@@ -168,14 +168,18 @@ def simulate(spec: ModelSpec, acc: Accelerator, cfg: ServingConfig, engine: Engi
              workload: Workload, *, replicas: int = 1, eff: Efficiency | None = None,
              slo_ttft_s: float | None = None, slo_tpot_s: float | None = None,
              gpus_per_node: int = 8, progress: Callable[[int], None] | None = None,
-             speculation: Speculation | None = None) -> SimulationResult:
+             speculation: Speculation | None = None, cost_tokens: int | None = None
+             ) -> SimulationResult:
+    """`cost_tokens`: tabulate step times up to this many tokens (a search that varies the
+    batch limits shares one table; default: what this configuration can schedule)."""
     if not isinstance(replicas, int) or replicas < 1:
         raise SpecError("replicas", replicas, "a positive integer")
     eff = eff or Efficiency.for_accelerator(acc, workload="serving")
     pool, max_seqs = instance_limits(spec, acc, cfg, engine, speculation)
     q = speculation.verify_tokens if speculation else 1
     _check_requests(spec, engine, pool, workload, speculation)
-    cost = step_cost(spec, acc, cfg, eff, max(engine.max_num_batched_tokens, max_seqs * q),
+    cost = step_cost(spec, acc, cfg, eff, cost_tokens or max(engine.max_num_batched_tokens,
+                                                              max_seqs * q),
                      gpus_per_node, engine.step_overhead_s, engine.seq_overhead_s)
     if speculation is not None:
         cost = speculative_cost(cost, spec, acc, cfg, eff, max(engine.max_num_batched_tokens,
