@@ -99,7 +99,7 @@ def test_optimizer_offload_moves_states_to_host_and_nvme():
 
 
 @pytest.mark.parametrize("kwargs,field", [
-    (dict(zero=1), "zero"), (dict(dp=2, zero=4), "zero"), (dict(dp=2, offload=frozenset({"gpu"})), "offload"),
+    (dict(zero=5), "zero"), (dict(dp=2, zero=4), "zero"), (dict(dp=2, offload=frozenset({"gpu"})), "offload"),
     (dict(dp=2, offload=frozenset({"optimizer"})), "offload"),
     (dict(dp=2, zero=2, offload=frozenset({"params"})), "offload"),
     (dict(sequence_parallel=True), "sequence_parallel"), (dict(recompute="some"), "recompute"),

@@ -218,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     from llmsizer import cli_simulate
 
     cli_simulate.add_parser(sub, _positive_int)
+    from llmsizer import cli_finetune
+
+    cli_finetune.add_parser(sub, _positive_int)
     from llmsizer import cli_serve
 
     cli_serve.add_parser(sub)
@@ -312,6 +315,7 @@ LAZY_COMMANDS = {
     "validate": ("llmsizer.cli_validate", "run_validate"),
     "calibrate": ("llmsizer.cli_validate", "run_calibrate"),
     "simulate": ("llmsizer.cli_simulate", "run"),
+    "finetune": ("llmsizer.cli_finetune", "run"),
     "serve": ("llmsizer.cli_serve", "run"),
 }
 

@@ -39,9 +39,8 @@ class Parallelism:
                 raise SpecError(name, v, "a positive integer")
         if self.zero not in (0, 1, 2, 3):
             raise SpecError("zero", self.zero, "0, 1, 2 or 3")
-        if self.zero and self.dp * self.cp == 1:
-            raise SpecError("zero", self.zero,
-                            "0 when dp = 1 (ZeRO shards over the data-parallel group, dp·cp)")
+        # ZeRO on one data-parallel rank shards nothing, but it is how DeepSpeed runs
+        # ZeRO-Offload on a single GPU (Ren et al. 2021): accepted.
         bad = set(self.offload) - set(OFFLOAD)
         if bad:
             raise SpecError("offload", sorted(bad)[0], "optimizer or params")

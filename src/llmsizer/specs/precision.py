@@ -84,6 +84,12 @@ OPTIMIZERS: dict[str, Optimizer] = {
     # bitsandbytes blockwise 8-bit Adam: 1 byte per moment plus an fp32 absmax per 2048-element
     # block (Dettmers et al. 2022, 8-bit Optimizers via Block-wise Quantization).
     "adam-8bit": Optimizer("adam-8bit", 2, 1 + 4 / 2048, "Dettmers et al. 2022 (block size 2048)"),
+    # Paged optimizers (bitsandbytes PagedAdamW, PagedAdamW8bit): the same states in CUDA unified
+    # memory, evicted to host memory page by page when the device runs short (QLoRA, Dettmers et
+    # al. 2023, sec. 3): device bytes as unpaged while they fit, spikes absorbed by the host.
+    "paged-adam": Optimizer("paged-adam", 2, None, "bitsandbytes PagedAdamW (QLoRA sec. 3)"),
+    "paged-adam-8bit": Optimizer("paged-adam-8bit", 2, 1 + 4 / 2048,
+                                 "bitsandbytes PagedAdamW8bit (QLoRA sec. 3; block size 2048)"),
     "sgd": Optimizer("sgd", 0, None, "plain SGD keeps no state"),
     "sgd-momentum": Optimizer("sgd-momentum", 1, None, "SGD with momentum: one buffer"),
 }
@@ -98,8 +104,10 @@ def training_precision(name: str) -> TrainingPrecision:
 
 def optimizer(name: str) -> Optimizer:
     key = name.lower().replace("_", "-")
-    key = {"adam8bit": "adam-8bit", "adamw-8bit": "adam-8bit", "momentum": "sgd-momentum"}.get(
-        key, key)
+    key = {"adam8bit": "adam-8bit", "adamw-8bit": "adam-8bit", "adamw8bit": "adam-8bit",
+           "momentum": "sgd-momentum", "paged-adamw": "paged-adam",
+           "paged-adamw-8bit": "paged-adam-8bit", "paged-adamw8bit": "paged-adam-8bit",
+           "paged-adam8bit": "paged-adam-8bit"}.get(key, key)
     if key not in OPTIMIZERS:
         raise SpecError("optimizer", name, "one of " + ", ".join(OPTIMIZERS))
     return OPTIMIZERS[key]
@@ -159,3 +167,71 @@ def kv_dtype_bytes(name: str) -> float:
     if key not in KV_DTYPES:
         raise SpecError("kv-dtype", name, "one of " + ", ".join(KV_DTYPES))
     return KV_DTYPES[key]
+
+
+# ---------------------------------------------------------------------------------------------
+# Frozen base weights of fine-tuning: bitsandbytes storage
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FrozenFormat:
+    """How a frozen linear weight is stored while adapters train.
+
+    nf4/fp4 (bitsandbytes Params4bit; Dettmers et al. 2023, QLoRA): two 4-bit codes per byte,
+    one absmax per `blocksize` = 64 weights (fp32), and with double quantization those absmax
+    values, minus their mean, quantized again to 8 bits in blocks of 256 with an fp32 absmax
+    per block and the fp32 mean (bitsandbytes/functional.py, quantize_4bit with
+    compress_statistics=True, and quantize_blockwise(absmax, blocksize=256)); each tensor's
+    QuantState also keeps its 16-entry fp32 code table. int8 (LLM.int8, Dettmers et al. 2022):
+    one int8 per weight and an fp32 absmax per output row (bitsandbytes Int8Params CB/SCB).
+    """
+
+    name: str
+    bits: int
+    blocksize: int | None = None  # 4-bit: weights per absmax
+    double_quant: bool = False
+    source: str = ""
+
+    def tensor_bytes(self, rows: int, cols: int) -> int:
+        """Bytes one (rows × cols) weight takes on the device, scales included."""
+        n = rows * cols
+        if self.bits >= 16:
+            return n * self.bits // 8
+        if self.bits == 8:
+            return n + 4 * rows  # CB int8 + SCB fp32 per row
+        assert self.blocksize is not None
+        blocks = -(-n // self.blocksize)
+        packed = (n + 1) // 2
+        code = 16 * 4  # the NF4/FP4 code table (get_4bit_type), fp32, per QuantState
+        if not self.double_quant:
+            return packed + 4 * blocks + code
+        nested = -(-blocks // 256)
+        return packed + blocks + 4 * nested + 4 + code  # uint8 absmax, fp32 nested absmax, mean
+
+
+FROZEN_FORMATS: dict[str, FrozenFormat] = {
+    "bf16": FrozenFormat("bf16", 16, source="plain"),
+    "fp16": FrozenFormat("fp16", 16, source="plain"),
+    "fp32": FrozenFormat("fp32", 32, source="plain"),
+    "int8": FrozenFormat("int8", 8, source="bitsandbytes LLM.int8 (load_in_8bit)"),
+    "nf4": FrozenFormat("nf4", 4, 64, True, "bitsandbytes NF4, blocksize 64, double quant"),
+    "fp4": FrozenFormat("fp4", 4, 64, True, "bitsandbytes FP4, blocksize 64, double quant"),
+}
+# The 256-entry fp32 dynamic map that every double-quantized absmax shares (one per device:
+# bitsandbytes functional.quantize_blockwise caches name2qmap["dynamic"]).
+DOUBLE_QUANT_SHARED_BYTES = 256 * 4
+
+
+def frozen_format(name: str, double_quant: bool = True) -> FrozenFormat:
+    key = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32", "8bit": "int8",
+           "4bit": "nf4"}.get(name.lower(), name.lower())
+    if key not in FROZEN_FORMATS:
+        raise SpecError("base_weights", name, "one of " + ", ".join(FROZEN_FORMATS))
+    f = FROZEN_FORMATS[key]
+    if f.bits == 4 and not double_quant:
+        from dataclasses import replace
+
+        f = replace(f, double_quant=False, source=f.source.replace("double quant",
+                                                                   "no double quant"))
+    return f
