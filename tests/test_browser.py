@@ -154,3 +154,13 @@ def test_compare_mode_puts_two_gpus_side_by_side(page, base_url):
 def test_page_is_interactive_within_a_second(page, base_url):
     load(page, base_url + "/?view=train&model=llama-2-7b&gpu=a100")
     assert int(page.evaluate("document.body.dataset.interactive")) <= 1000
+
+
+def test_finetune_view_shows_the_cli_numbers(page, base_url):
+    load(page, base_url + "/?view=finetune&model=llama-2-7b&gpu=a100&method=lora")
+    expected = cli_json("finetune", "llama-2-7b", "--gpu", "a100", "--method", "lora")
+    numbers = shown(page)
+    assert numbers["trainable_params"][0] == expected["trainable_params"]
+    assert numbers["memory_per_device.total"][0] == expected["memory_per_device"]["total"]
+    assert page.locator("svg.llmsizer-chart rect.mark-bar").count() >= 5
+    assert page.console_errors == []

@@ -194,7 +194,7 @@ def kv_usage_chart(data: dict[str, Any], lang: str = "en") -> dict[str, Any]:
 
 def charts_for(command: str, data: dict[str, Any], lang: str = "en") -> list[dict[str, Any]]:
     """The charts of one command's JSON result (none for commands without charts)."""
-    if command == "train":
+    if command in ("train", "finetune"):  # the same memory and step-time keys
         return [training_memory_chart(data, lang), step_time_chart(data, lang)]
     if command == "infer":
         out = [roofline_chart(data, lang)]

@@ -18,9 +18,8 @@ from typing import Any
 
 from llmsizer.errors import ImpossibleResultError, LlmsizerError
 
-# Commands the page and API offer (serve itself is not one of them).
-API_COMMANDS = ("models", "gpus", "params", "train", "infer", "plan", "plan-serve", "simulate",
-                "validate", "calibrate")
+# The API offers every command of the parser but these (serve itself).
+NOT_IN_API = frozenset({"serve"})
 # Flags that name files on the server's disk, or that only shape the terminal output.
 SERVER_ONLY_FLAGS = frozenset({"calibration", "output-file", "plot", "trace", "training-cases",
                                "inference-cases", "write", "json", "help", "markdown"})
@@ -82,7 +81,8 @@ class Cli:
 
         self.parser = build_parser()
         _patched_exit(self.parser)
-        self.commands = _subparsers(self.parser)
+        self.commands = {name: sub for name, sub in _subparsers(self.parser).items()
+                         if name not in NOT_IN_API}
         for sub in self.commands.values():
             _patched_exit(sub)
         self.lock = threading.Lock()  # commands share module state (notes); one at a time
@@ -94,16 +94,17 @@ class Cli:
 
     def schema(self) -> dict[str, Any]:
         if self._schema is None:
-            self._schema = {"commands": {name: command_schema(self.commands[name])
-                                         for name in API_COMMANDS if name in self.commands}}
+            self._schema = {"commands": {name: command_schema(sub)
+                                         for name, sub in self.commands.items()}}
         return self._schema
 
     # -- running ---------------------------------------------------------------------------------
 
     def argv(self, command: str, query: list[tuple[str, str]]) -> list[str]:
         """The command line a query stands for; refuses unknown and server-only parameters."""
-        if command not in API_COMMANDS or command not in self.commands:
-            raise ApiError(f"unknown command {command!r}: one of {', '.join(API_COMMANDS)}", 404)
+        if command not in self.commands:
+            raise ApiError(f"unknown command {command[:60]!r}: one of "
+                           f"{', '.join(self.commands)}", 404)
         if len(query) > MAX_PARAMS:
             raise ApiError(f"{len(query)} query parameters is not allowed (at most {MAX_PARAMS})")
         flags = {f["name"]: f for f in self.schema()["commands"][command]["flags"]}

@@ -2,17 +2,18 @@
 // /api/view/<command> (the CLI's JSON plus chart specs), the URL holding every input.
 "use strict";
 (function () {
-  const VIEWS = [["params", "Parameters"], ["train", "Training"], ["infer", "Inference"],
+  const VIEWS = [["params", "Parameters"], ["train", "Training"], ["finetune", "Fine-tuning"], ["infer", "Inference"],
     ["plan", "Plan"], ["simulate", "Simulate"]];
   // Flags shown up front; the rest go under "More options".
   const PRIMARY = ["model", "gpu", "gpus", "tp", "pp", "ep", "zero", "precision", "seq",
     "global-batch", "micro-batch", "recompute", "tokens", "batch", "prompt", "output",
-    "weights", "kv-dtype", "sweep", "qps", "concurrency", "requests", "engine", "explain"];
+    "weights", "kv-dtype", "sweep", "method", "lora-rank", "base-weights", "qps", "concurrency", "requests", "engine", "explain"];
   const HIDDEN = ["lang", "json", "export"];
   // Views' defaults where the CLI requires a value (a page opens with a computed example).
   const STARTERS = {
     params: { model: "llama-2-7b" },
     train: { model: "llama-2-7b", gpu: "a100", gpus: "8", zero: "1", "global-batch": "64" },
+    finetune: { model: "llama-2-7b", gpu: "a100", method: "lora" },
     infer: { model: "llama-2-7b", gpu: "a100", batch: "8", sweep: "1" },
     plan: { model: "llama-2-7b", gpu: "a100", gpus: "16", seq: "4096", "global-batch": "256" },
     simulate: { model: "llama-2-7b", gpu: "a100", requests: "200", qps: "5" },
@@ -23,6 +24,10 @@
     train: [["Memory total per device", "memory_per_device.total", "bytes"],
       ["Fits in memory", "fits", "bool"], ["Step time", "step_time_s", "seconds"],
       ["Tokens per second", "tokens_per_s", "rate"], ["MFU", "mfu", "percent"],
+      ["Time to train", "time_to_train_s", "seconds"]],
+    finetune: [["Memory total per device", "memory_per_device.total", "bytes"],
+      ["Fits in memory", "fits", "bool"], ["Trainable parameters", "trainable_params", "count"],
+      ["Step time", "step_time_s", "seconds"], ["Tokens per second", "tokens_per_s", "rate"],
       ["Time to train", "time_to_train_s", "seconds"]],
     infer: [["Weights per device", "weights_bytes_per_device", "bytes"],
       ["KV cache per token", "kv_cache_bytes_per_token", "bytes"],
