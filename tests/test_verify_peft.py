@@ -127,3 +127,84 @@ def test_unknown_target_names_the_flag():
     spec = spec_from_hf_config(VARIANTS["llama-all-biases"])
     with pytest.raises(SpecError, match="lora_targets"):
         trainable_params(spec, "llama", ("c_attn",), 8)
+
+
+# ---------------------------------------------------------------------------------------------
+# Activation bytes with LoRA against what PyTorch keeps for backward
+# ---------------------------------------------------------------------------------------------
+
+H, HEADS, HEAD_DIM, FFN, VOCAB, LAYERS = 256, 8, 32, 688, 1000, 3
+
+
+def lora_kept_bytes(impl, dtype, batch, seq, targets, rank):
+    """Bytes saved for backward per layer and outside the layers, PEFT LoRA on a tiny Llama."""
+    import collections
+
+    torch.manual_seed(0)
+    cfg = transformers.AutoConfig.for_model(
+        "llama", hidden_size=H, num_attention_heads=HEADS, num_key_value_heads=2,
+        head_dim=HEAD_DIM, intermediate_size=FFN, vocab_size=VOCAB, num_hidden_layers=LAYERS,
+        attention_dropout=0.0, tie_word_embeddings=False)
+    model = transformers.AutoModelForCausalLM.from_config(cfg, attn_implementation=impl,
+                                                          dtype=dtype).train()
+    model = peft.get_peft_model(model, peft.LoraConfig(r=rank, target_modules=targets,
+                                                       lora_dropout=0.0))
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    names = {m: n for n, m in model.named_modules()}
+    where = ["outside"]
+    for m in model.modules():
+        m.register_forward_pre_hook(lambda mod, a: where.append(names[mod]))
+        m.register_forward_hook(lambda mod, a, o: where.pop() and None)
+    seen: set[int] = set()
+    per_layer: collections.Counter = collections.Counter()
+    outside = 0
+
+    def pack(t):
+        nonlocal outside
+        s = t.untyped_storage()
+        if s.data_ptr() in params or s.data_ptr() in seen or s.nbytes() == 0:
+            return t
+        seen.add(s.data_ptr())
+        name = where[-1]
+        if ".layers." in name:
+            per_layer[int(name.split(".layers.")[1].split(".")[0])] += s.nbytes()
+        else:
+            outside += s.nbytes()
+        return t
+
+    ids = torch.randint(0, VOCAB, (batch, seq))
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(input_ids=ids, labels=ids)
+    return per_layer, outside
+
+
+@pytest.mark.parametrize("impl,dtype,targets", [
+    ("sdpa", "bfloat16", "all-linear"), ("sdpa", "float32", "all-linear"),
+    ("eager", "bfloat16", ["q_proj", "v_proj"]), ("sdpa", "float32", ["q_proj", "v_proj"]),
+    ("eager", "float32", ["o_proj", "down_proj", "gate_proj"]),
+])
+def test_lora_activation_bytes_match_saved_tensors(impl, dtype, targets):
+    from llmsizer.analysis.finetune import lora_layer_bytes, lora_output_bytes
+
+    config = dict(model_type="llama", hidden_size=H, num_attention_heads=HEADS,
+                  num_key_value_heads=2, head_dim=HEAD_DIM, intermediate_size=FFN,
+                  vocab_size=VOCAB, num_hidden_layers=LAYERS, tie_word_embeddings=False)
+    spec = spec_from_hf_config(config)
+    e = 2 if dtype == "bfloat16" else 4
+    batch, seq, rank = 2, 64, 8
+    per_layer, outside = lora_kept_bytes(impl, getattr(torch, dtype), batch, seq, targets, rank)
+    t = ("all-linear",) if targets == "all-linear" else tuple(targets)
+    ads = adapters(spec, "llama", t, rank)
+    ours = [lora_layer_bytes(spec, i, ads, batch, seq, f"hf-{impl}", e, "none")
+            for i in range(LAYERS)]
+    # The rotary cos/sin are first saved inside the first layer whose Q needs a gradient;
+    # llmsizer books them outside the layers.
+    rope = 2 * seq * HEAD_DIM * e
+    first = 0 if "q_proj" in targets or targets == "all-linear" else 1
+    measured = [per_layer[i] - (rope if i == first else 0) for i in range(LAYERS)]
+    assert measured[1:] == ours[1:]
+    if targets == "all-linear":
+        # The first layer: no gradient reaches its input from the frozen embedding. (With only
+        # some projections adapted, more of its tensors need no gradient: not modelled.)
+        assert measured[0] == ours[0]
+    assert outside + rope == lora_output_bytes(spec, batch, seq, f"hf-{impl}", e, "none")

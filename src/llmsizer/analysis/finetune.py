@@ -162,16 +162,18 @@ def _adapter_rows(a: Adapter, tokens: float) -> float:
     return tokens * a.module.active if a.module.instances > 1 else tokens
 
 
-def adapter_activation_bytes(ads: list[Adapter], tokens: float, act_bytes: float) -> float:
+def adapter_activation_bytes(ads: list[Adapter], tokens: float, act_bytes: float,
+                             attention_output_kept: bool = False) -> float:
     """The adapters' saved tensors in one layer for `tokens` tokens: the fp32 copy of each
-    input (shared by adapters reading one tensor when no cast happens) and B's rank-wide
-    input; DoRA also keeps its base and adapter outputs (an estimate, not measured)."""
+    input (shared by adapters reading one tensor when no cast happens; in fp32 the attention
+    output a fused kernel keeps is o_proj's input already) and B's rank-wide input; DoRA also
+    keeps its base and adapter outputs (an estimate, not measured)."""
     total = 0.0
-    shared: set[str] = set()
+    shared: set[str] = {"attn_out"} if attention_output_kept else set()
     for a in ads:
         rows = _adapter_rows(a, tokens)
         leaf_op = a.module.ops[0].rsplit(".", 1)[-1]
-        group = _SHARED_INPUT.get(leaf_op)
+        group = _SHARED_INPUT.get(leaf_op, "attn_out" if leaf_op == "o_proj" else None)
         if act_bytes != ADAPTER_BYTES or group is None or group not in shared:
             total += ADAPTER_BYTES * rows * a.module.in_features
             if group is not None:
@@ -184,7 +186,11 @@ def adapter_activation_bytes(ads: list[Adapter], tokens: float, act_bytes: float
 
 def lora_layer_bytes(spec: ModelSpec, index: int, ads: list[Adapter], batch: int, seq: int,
                      convention: str, act_bytes: float, recompute: str) -> float:
-    """Bytes one layer keeps for backward with a frozen base and these adapters."""
+    """Bytes one layer keeps for backward with a frozen base and these adapters.
+
+    The first layer's input comes from a frozen embedding and needs no gradient: its first norm
+    keeps nothing (unless recomputation makes the input require grad, as transformers'
+    gradient checkpointing does with enable_input_require_grads)."""
     base = layer_activations(spec, batch, seq, convention=convention, act_bytes=act_bytes,
                              recompute=recompute, moe_layer=spec.is_moe_layer(index), flash=True)
     if recompute == "full":
@@ -193,8 +199,12 @@ def lora_layer_bytes(spec: ModelSpec, index: int, ads: list[Adapter], batch: int
     drop = set(_WEIGHT_GRAD_ONLY[family])
     if convention == "hf-eager":
         drop.add("output projection input")  # kept only by o_proj; SDPA keeps its own output
+    if index == 0:
+        drop |= {"attention RMSNorm fp32 input copy", "attention RMSNorm fp32 rsqrt",
+                 "attention LayerNorm input"}
     kept = sum(s.bytes for s in base.saved if s.name not in drop)
-    return kept + adapter_activation_bytes(ads, batch * seq, act_bytes)
+    return kept + adapter_activation_bytes(ads, batch * seq, act_bytes,
+                                           attention_output_kept=convention != "hf-eager")
 
 
 def lora_output_bytes(spec: ModelSpec, batch: int, seq: int, convention: str,
