@@ -164,3 +164,19 @@ def test_finetune_view_shows_the_cli_numbers(page, base_url):
     assert numbers["memory_per_device.total"][0] == expected["memory_per_device"]["total"]
     assert page.locator("svg.llmsizer-chart rect.mark-bar").count() >= 5
     assert page.console_errors == []
+
+
+def test_a_pasted_config_is_uploaded_and_sized(page, base_url):
+    from llmsizer.catalog import model_entry
+
+    config = dict(model_entry("llama-2-7b").config, num_hidden_layers=8)
+    load(page, base_url + "/?view=params&model=llama-2-7b")
+    page.click("#paste summary")
+    page.fill("#config-text", json.dumps(config))
+    page.evaluate("document.body.dataset.ready = ''")
+    page.click("#config-use")
+    page.wait_for_selector("body[data-ready='1']")
+    assert page.input_value("#f-model").startswith("upload:")
+    total = shown(page)["total"][0]
+    assert total < cli_json("params", "llama-2-7b")["total"] / 3  # 8 of 32 layers, plus embeddings
+    assert page.console_errors == []

@@ -258,3 +258,17 @@ def test_schema_states_types_defaults_choices_and_help(server):
 def test_serve_binds_loopback_by_default():
     args = build_parser().parse_args(["serve"])
     assert args.host == "127.0.0.1" and args.port == 8000
+
+
+def test_llmsizer_serve_runs_as_a_process_on_loopback():
+    proc = subprocess.Popen([sys.executable, "-m", "llmsizer", "serve", "--port", "0"],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline()
+        assert line.startswith("llmsizer: serving http://127.0.0.1:")
+        port = int(line.split(":")[3].split("/")[0])
+        status, schema = get_json(port, "/api/schema")
+        assert status == 200 and "train" in schema["commands"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

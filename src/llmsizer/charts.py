@@ -185,7 +185,8 @@ def latency_chart(data: dict[str, Any], lang: str = "en") -> dict[str, Any]:
 def kv_usage_chart(data: dict[str, Any], lang: str = "en") -> dict[str, Any]:
     series = data.get("kv_cache_utilization", {}).get("series", {})
     values = [{"s": t, "percent": f * 100} for t, f in zip(series.get("t_s", []),
-                                                            series.get("fraction", []))]
+                                                            series.get("fraction", []),
+                                                            strict=False)]
     return _spec("KV cache in use over time", [
         {"data": {"values": values}, "mark": {"type": "line"},
          "encoding": {"x": _q("s", "time (s)", lang), "y": _q("percent", "% of KV pool", lang)}},

@@ -51,7 +51,7 @@ def parse_po(text: str) -> dict[str, str]:
     return out
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def catalog(lang: str) -> dict[str, str]:
     """The messages of `lang` (empty for English or an unknown language)."""
     if lang not in LANGUAGES or lang == "en":
@@ -64,7 +64,7 @@ def gettext(text: str, lang: str = "en") -> str:
     return catalog(lang).get(text, text)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _pattern(lang: str) -> re.Pattern[str] | None:
     phrases = sorted(catalog(lang), key=len, reverse=True)
     if not phrases:

@@ -15,6 +15,7 @@ Refusals are 400 (404, 405, 411, 413, 414 where HTTP says so) with {"error": "<o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
@@ -96,10 +97,8 @@ class Handler(BaseHTTPRequestHandler):
                    ) -> None:
         """http.server's own refusals (request line too long, bad request) as one-line JSON."""
         self.close_connection = True
-        try:
+        with contextlib.suppress(OSError):  # the client may be gone
             self._error(code, message or HTTPStatus(code).phrase)
-        except OSError:
-            pass
 
     # -- routing ---------------------------------------------------------------------------------
 
@@ -160,9 +159,9 @@ class Handler(BaseHTTPRequestHandler):
         from llmsizer.charts import charts_for
 
         data = answer.data()
+        charts = charts_for(command, data, dict(query).get("lang", "en"))
         self._json(200, {"command": command, "result": data, "status": answer.status,
-                         "notes": list(answer.notes), "charts": charts_for(command, data, dict(query).get("lang", "en"))},
-                   headers)
+                         "notes": list(answer.notes), "charts": charts}, headers)
 
     def do_POST(self) -> None:
         if not self._host_ok():
