@@ -109,3 +109,23 @@ def test_every_catalog_model_is_served_and_trained(entry):
     t = train_step(spec, Parallelism(dp=8, zero=3), training_precision("mixed"),
                    optimizer("adam"), seq, Cluster(acc))
     assert t.time.total_s > 0 and 0 < t.mfu <= 1 and t.memory.peak.total > 0
+
+
+def test_mla_activations_take_value_widths_from_the_graph():
+    from llmsizer.analysis.activations import layer_activations
+
+    spec = get_model("deepseek-v3")
+    saved = {t.name: t.bytes for t in layer_activations(spec, 1, 4096, flash=True).saved}
+    # 128 heads: keys of 192 (128 nope + 64 rope), values and attention output of 128
+    assert saved["Q and K"] == 2 * 4096 * (128 * 192 + 128 * 192)
+    assert saved["V"] == 2 * 4096 * 128 * 128
+    assert saved["output projection input"] == 2 * 4096 * 128 * 128
+
+
+def test_a_pure_state_space_layer_keeps_no_feed_forward_tensors():
+    from llmsizer.analysis.activations import layer_activations
+
+    spec = get_model("falcon3-mamba-7b-base")
+    names = [t.name for t in layer_activations(spec, 1, 1024).saved]
+    assert not any("MLP" in n or "projection output" in n for n in names)
+    assert any("scan" in n for n in names) and any("conv1d" in n for n in names)

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llmsizer.errors import SpecError
+from llmsizer.graph import LayerGraph, build_graph
 from llmsizer.specs.model import ModelSpec
 
 CONVENTIONS = ("megatron", "hf-eager", "hf-sdpa")
@@ -40,12 +41,40 @@ class LayerActivations:
         return sum(s.bytes for s in self.saved)
 
 
+def _mixer_saved(layer: LayerGraph, s: int, b: int, h: int, e: float, t: int) -> list[Saved]:
+    """A linear-attention or state-space mixer: what autograd keeps for its backward — the input
+    shared by its input projections, each other projection's input, the convolution's input and
+    the scan's inputs and outputs (widths from the op graph)."""
+    saved = [Saved("mixer input projections' input", e * s * b * h, "e·s·b·h")]
+    for op in layer.ops:
+        if op.kind == "linear" and op.weights and op.weights[0].shard == "row":
+            k, _ = op.rank_dims(t)
+            saved.append(Saved(f"{op.name} input", e * s * b * k, f"e·s·b·{op.in_sym}"))
+        elif op.kind in ("conv", "scan"):
+            width = op.rank_stream_bytes(1, t, 1)  # inputs + outputs per token
+            saved.append(Saved(f"{op.name} inputs and outputs", e * s * b * width,
+                               f"e·s·b·({op.in_sym or 'in'} + {op.out_sym or 'out'})" + _div(t)))
+    return saved
+
+
+def _attention_widths(spec: ModelSpec, layer: LayerGraph | None) -> tuple[int, int, int, int]:
+    """(query, key, value, attention-output) widths of all heads together, from the graph's
+    attention op (MLA: keys of nope + rope, values of v_head_dim per head)."""
+    op = layer.attention if layer is not None else None
+    if op is None or op.heads is None:
+        return spec.q_dim, spec.kv_dim, spec.kv_dim, spec.q_dim
+    return (op.heads * op.qk_dim, op.kv_heads * op.qk_dim, op.kv_heads * op.v_dim,
+            op.heads * op.v_dim)
+
+
 def layer_activations(spec: ModelSpec, batch: int, seq: int, *, convention: str = "megatron",
                       act_bytes: float = 2, tp: int = 1, sequence_parallel: bool = False,
                       recompute: str = "none", moe_layer: bool = False,
-                      flash: bool = False) -> LayerActivations:
+                      flash: bool = False, layer_index: int | None = None) -> LayerActivations:
     """Bytes one layer keeps for backward for one micro-batch of `batch` sequences of `seq`
-    tokens (already divided by context parallelism), on one device of a TP group."""
+    tokens (already divided by context parallelism), on one device of a TP group. `layer_index`
+    picks the layer (its mixer and widths from the op graph); by default the first layer of the
+    MoE or dense kind asked for."""
     if convention not in CONVENTIONS:
         raise SpecError("activations", convention, "one of " + ", ".join(CONVENTIONS))
     b, s, h, e, t = batch, seq, spec.hidden_size, act_bytes, tp
@@ -58,7 +87,15 @@ def layer_activations(spec: ModelSpec, batch: int, seq: int, *, convention: str 
         # Only the layer's input is kept; everything else is rebuilt before backward.
         return LayerActivations((Saved("layer input", e * sbh / rep, "e·s·b·h" + _div(rep)),))
 
-    q, kv, a = spec.q_dim, spec.kv_dim, spec.num_heads
+    graph = build_graph(spec)
+    if layer_index is not None:
+        moe_layer = spec.is_moe_layer(layer_index)
+    else:
+        layer_index = next((i for i in range(spec.num_layers)
+                            if spec.is_moe_layer(i) == moe_layer), 0)
+    layer = graph.layers[layer_index]
+    q, kv, v, o = _attention_widths(spec, layer)
+    a = spec.num_heads
     f = spec.ffn_size
     width_sym = "f"
     if moe_layer and spec.moe is not None:
@@ -68,10 +105,14 @@ def layer_activations(spec: ModelSpec, batch: int, seq: int, *, convention: str 
         width_sym = "k·f_e"
     saved: list[Saved] = []
 
-    if convention == "megatron":
+    mixer = layer.layer_type in ("linear_attention", "mamba")
+    if convention == "megatron" or mixer:
         dropout = True
+        saved += [Saved("attention LayerNorm input", e * sbh / rep, "e·s·b·h" + _div(rep))]
+    if mixer:
+        saved += _mixer_saved(layer, s, b, h, e, t)
+    elif convention == "megatron":
         saved += [
-            Saved("attention LayerNorm input", e * sbh / rep, "e·s·b·h" + _div(rep)),
             Saved("QKV projection input", e * sbh / rep, "e·s·b·h" + _div(rep)),
             Saved("Q and K", e * s * b * (q + kv) / t, "e·s·b·(q + kv)" + _div(t)),
         ]
@@ -87,8 +128,14 @@ def layer_activations(spec: ModelSpec, batch: int, seq: int, *, convention: str 
                 Saved("attention dropout output", e * a * s * s * b / t, "e·a·s²·b" + _div(t)),
             ]
         saved += [
-            Saved("V", e * s * b * kv / t, "e·s·b·kv" + _div(t)),
-            Saved("output projection input", e * s * b * q / t, "e·s·b·q" + _div(t)),
+            Saved("V", e * s * b * v / t, "e·s·b·kv" + _div(t)),
+            Saved("output projection input", e * s * b * o / t, "e·s·b·q" + _div(t)),
+        ]
+    if mixer and not f:
+        # a pure state-space block: no feed-forward part
+        return LayerActivations(tuple(saved))
+    if convention == "megatron" or mixer:
+        saved += [
             Saved("attention residual dropout mask", sbh / rep, "s·b·h" + _div(rep)),
             Saved("MLP LayerNorm input", e * sbh / rep, "e·s·b·h" + _div(rep)),
             Saved("MLP input", e * sbh / rep, "e·s·b·h" + _div(rep)),

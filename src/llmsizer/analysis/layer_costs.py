@@ -165,7 +165,8 @@ def _layer_cost(st: Setting, layer_index: int, tp: int, cp: int, ep: int, mb: in
 
     act, act_full = (layer_activations(spec, mb, seq_local, convention=st.activations,
                                        act_bytes=e, tp=tp, sequence_parallel=sp,
-                                       recompute=rc, moe_layer=moe, flash=flash).bytes
+                                       recompute=rc, moe_layer=moe, flash=flash,
+                                       layer_index=layer_index).bytes
                      for rc in (recompute, "none"))
 
     topo = st.topology
