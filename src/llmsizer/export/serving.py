@@ -54,7 +54,7 @@ def _instances_comment(instances: int, gpus_each: int, engine: str, gpus_per_nod
     return (f"# launch {instances} instance{'s' if instances != 1 else ''} of this command "
             f"({gpus_each} GPU{'s' if gpus_each != 1 else ''} each, {total} in all, {where}; "
             f"a different port / CUDA_VISIBLE_DEVICES each) behind one load balancer "
-            f"that deals requests round-robin, as simulated ({engine})")
+            f"that deals requests round-robin, as the plan was simulated")
 
 
 def launch_command(kind: str, model_id: str, *, tp: int, pp: int, max_num_seqs: int,
