@@ -139,3 +139,66 @@ def test_every_training_result_is_physically_possible(spec, dp, mb, seq, convent
                    mfu_attention=convention)
     check_training(r)
     assert 0 < r.mfu <= r.hfu <= 1 or rec == "none" and r.mfu <= 1
+
+
+# ---- serving: every answer physically possible, for old and new architectures -------------------
+
+from hypothesis import HealthCheck  # noqa: E402
+
+from llmsizer import get_accelerator, get_model  # noqa: E402
+from llmsizer.analysis.inference import ServingConfig, serve, weight_bytes_per_device  # noqa: E402
+from llmsizer.analysis.kvcache import KVCache  # noqa: E402
+from llmsizer.analysis.params import validate_parallel  # noqa: E402
+from llmsizer.errors import SpecError  # noqa: E402
+from llmsizer.report_inference import check_serving  # noqa: E402
+from llmsizer.specs.precision import weight_format  # noqa: E402
+
+SERVED = ["llama-3-8b", "mixtral-8x7b", "deepseek-v2-lite", "gpt-oss-20b", "gemma-3-1b",
+          "qwen3-next-80b-a3b", "falcon3-mamba-7b-base", "qwen3-30b-a3b", "olmo-2-7b"]
+
+
+@given(st.sampled_from(SERVED), st.sampled_from([1, 2, 4, 8]), st.integers(1, 256),
+       st.integers(1, 8192), st.integers(1, 2048), st.sampled_from(["bf16", "fp8", "int4"]),
+       st.sampled_from([2, 1]), st.sampled_from(["h100", "a100", "mi300x", "l4"]),
+       st.booleans())
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_every_serving_result_is_physically_possible(name, tp, batch, prompt, output, weights,
+                                                     kv_bytes, gpu, absorb):
+    spec, acc = get_model(name), get_accelerator(gpu)
+    try:
+        validate_parallel(spec, tp)
+    except SpecError:
+        return
+    fmt = weight_format(weights)
+    if fmt.compute_dtype not in acc.peak_flops:
+        fmt = weight_format("bf16") if "bf16" in acc.peak_flops else weight_format("fp16")
+    cfg = ServingConfig(tp=tp, weights=fmt, kv_dtype_bytes=kv_bytes, mla_absorb=absorb)
+    r = serve(spec, acc, cfg, batch=batch, prompt=prompt, output=output)
+    check_serving(r)  # times > 0 and finite, bytes >= 0, no pass beats the peak
+    assert r.e2e_latency_s >= r.ttft_s
+    assert r.max_concurrency >= 0
+
+
+@given(st.sampled_from(SERVED), st.integers(1, 200000))
+@settings(max_examples=60, deadline=None)
+def test_more_tensor_parallelism_never_holds_more_per_device(name, tokens):
+    spec = get_model(name)
+    tps = []
+    for tp in (1, 2, 4, 8):
+        try:
+            validate_parallel(spec, tp)
+        except SpecError:
+            continue
+        tps.append(tp)
+    weights = [weight_bytes_per_device(spec, ServingConfig(tp=tp)) for tp in tps]
+    caches = [KVCache(spec, 2, tp=tp).bytes_for(tokens) for tp in tps]
+    assert weights == sorted(weights, reverse=True)
+    assert caches == sorted(caches, reverse=True)
+
+
+@given(st.sampled_from(SERVED), st.integers(1, 100000), st.integers(1, 100000))
+@settings(max_examples=60, deadline=None)
+def test_a_longer_sequence_never_needs_less_cache(name, a, b):
+    kv = KVCache(get_model(name), 2)
+    lo, hi = sorted((a, b))
+    assert kv.bytes_for(lo) <= kv.bytes_for(hi)
