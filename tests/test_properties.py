@@ -143,9 +143,9 @@ def test_every_training_result_is_physically_possible(spec, dp, mb, seq, convent
 
 # ---- serving: every answer physically possible, for old and new architectures -------------------
 
-from hypothesis import HealthCheck  # noqa: E402
 
-from llmsizer import get_accelerator, get_model  # noqa: E402
+
+from llmsizer import get_model  # noqa: E402
 from llmsizer.analysis.inference import ServingConfig, serve, weight_bytes_per_device  # noqa: E402
 from llmsizer.analysis.kvcache import KVCache  # noqa: E402
 from llmsizer.analysis.params import validate_parallel  # noqa: E402
