@@ -151,7 +151,8 @@ def test_plan_serve_exports_vllm_arguments(capsys):
     main(["plan-serve", "llama-2-70b", "--gpu", "h100", "--gpus", "8", "--prompt", "1024",
           "--output", "256", "--export", "vllm"])
     line = capsys.readouterr().out.strip()
-    assert line.startswith("vllm serve llama-2-70b --tensor-parallel-size ")
+    # engines load by Hugging Face repo id, not by llmsizer's short name
+    assert line.startswith("vllm serve meta-llama/Llama-2-70b-hf --tensor-parallel-size ")
     assert "--max-model-len 1280" in line and "--gpu-memory-utilization 0.9" in line
 
 

@@ -414,7 +414,7 @@ def run_plan_serve(args: argparse.Namespace) -> Any:
         best = found[0]
         cfg = ServingConfig(tp=best["tp"], pp=best["pp"], weights=weights, kv_dtype_bytes=kv,
                             mem_util=args.mem_util)
-        text = vllm_args(args.model, cfg, best["max_num_seqs"], max_seq)
+        text = vllm_args(_served_name(args.model), cfg, best["max_num_seqs"], max_seq)
         return emit_export(args, "vllm", text, data)
     if args.json:
         return Outcome(dumps(data), status, wrap=False)
@@ -436,3 +436,15 @@ def run_plan_serve(args: argparse.Namespace) -> Any:
             + table(rows, ["#", "layout", "batch", "TTFT", "TPOT", "tok/s/GPU", "tok/s total"],
                     "rlrrrrr")
             + "\nexport the best: --export vllm [-o FILE]")
+
+
+def _served_name(model: str) -> str:
+    """What an engine loads: the catalog entry's Hugging Face repo id (engines download by repo
+    id, not by llmsizer's short name), else the name or path as given."""
+    from llmsizer.catalog import model_entry
+    from llmsizer.errors import LlmsizerError
+
+    try:
+        return model_entry(model).hf_repo or model
+    except LlmsizerError:  # a config.json path or an unknown name: passed through unchanged
+        return model
