@@ -14,8 +14,7 @@ from llmsizer.units import format_bytes, format_seconds
 
 
 def add_parsers(sub: Any, positive_int: Any) -> None:
-    from llmsizer.cli import MAX_GPUS, MAX_LENGTH, MAX_PLAN_GPUS, arg_count, arg_float, arg_int, \
-        arg_length
+    from llmsizer.cli import MAX_GPUS, MAX_LENGTH, MAX_PLAN_GPUS, arg_count, arg_float, arg_int, arg_length
 
     p = sub.add_parser(
         "plan", help="search the fastest training layout for a cluster and export it",
@@ -53,7 +52,10 @@ def add_parsers(sub: Any, positive_int: Any) -> None:
                    help="let tensor parallelism span nodes")
     p.add_argument("--no-offload", action="store_true", help="do not consider CPU offload")
     p.add_argument("--calibration", help="efficiency calibration file (llmsizer calibrate)")
-    p.add_argument("--export", help="deepspeed, megatron or torchrun (of the best layout)")
+    p.add_argument("--framework", help="megatron, nemo, deepspeed, fsdp2 or torchtitan: consider "
+                   "only the layouts it runs (default: every layout)")
+    p.add_argument("--export", help="deepspeed, megatron, torchrun, accelerate or torchtitan "
+                   "(of the best layout; refused when that framework cannot run it)")
     p.add_argument("-o", "--output-file", help="with --export: write the export here")
     from llmsizer.charts import add_plot_argument
 
@@ -194,8 +196,15 @@ def run_plan(args: argparse.Namespace) -> Any:
     st = step.Setting(spec, args.seq, precision, optimizer(args.optimizer),
                       Cluster(acc, gpus_per_node=args.gpus_per_node),
                       Efficiency.for_accelerator(acc, args.calibration))
+    from llmsizer.analysis.planner import framework
+
+    fw = framework(args.framework) if args.framework else None
+    if fw is not None and args.export and args.export not in FRAMEWORK_EXPORTS[fw.name]:
+        raise SpecError("export", args.export, f"an export {fw.name} reads: "
+                        + ", ".join(FRAMEWORK_EXPORTS[fw.name]))
     space = SearchSpace(gpus=args.gpus, global_batch=global_batch,
-                        allow_cross_node_tp=args.allow_cross_node_tp, offload=not args.no_offload)
+                        allow_cross_node_tp=args.allow_cross_node_tp, offload=not args.no_offload,
+                        framework=fw)
     progress = _Progress()
     result = search(st, space, objective=args.objective, margin=args.margin, top=args.top,
                     progress=progress)
@@ -225,9 +234,30 @@ def run_plan(args: argparse.Namespace) -> Any:
     return Outcome(plan_text(spec.name, acc.display_name, data), status)
 
 
+FRAMEWORK_EXPORTS = {"megatron": ("megatron", "torchrun"), "nemo": ("megatron", "torchrun"),
+                     "deepspeed": ("deepspeed",), "fsdp2": ("accelerate",),
+                     "torchtitan": ("torchtitan",)}
+
+
 def export_training(kind: str, spec: Any, par: Any, precision: Any, seq: int,
                     gpus_per_node: int) -> tuple[str, list[str]]:
+    """The export of exactly `par`; a layout the framework cannot run is refused (SpecError),
+    never replaced by a nearby one."""
     from llmsizer.export import deepspeed_config, megatron_args, torchrun_command
+
+    if kind == "accelerate":
+        from types import SimpleNamespace
+
+        from llmsizer.export.finetune import _yaml, accelerate_fsdp
+
+        if par.tp * par.pp * par.cp * par.ep > 1:
+            raise SpecError("export", kind, "a data-parallel layout (FSDP alone has no tp/pp/"
+                            "cp/ep; plan with --framework fsdp2)")
+        return _yaml(accelerate_fsdp(SimpleNamespace(par=par), precision)), []
+    if kind == "torchtitan":
+        from llmsizer.export.training import torchtitan_toml
+
+        return torchtitan_toml(par, precision, seq), []
 
     if kind == "deepspeed":
         cfg, warnings = deepspeed_config(par, precision)
@@ -238,7 +268,7 @@ def export_training(kind: str, spec: Any, par: Any, precision: Any, seq: int,
     if kind == "torchrun":
         args, warnings = megatron_args(spec, par, precision, seq)
         return torchrun_command(par, gpus_per_node, "pretrain_gpt.py", args), warnings
-    raise SpecError("export", kind, "deepspeed, megatron or torchrun")
+    raise SpecError("export", kind, "deepspeed, megatron, torchrun, accelerate or torchtitan")
 
 
 def _pairs(args: list[str]) -> list[str]:
@@ -346,11 +376,10 @@ def run_plan_serve(args: argparse.Namespace) -> Any:
     from llmsizer.analysis.inference import ServingConfig, max_concurrency, serve
     from llmsizer.analysis.params import validate_parallel
     from llmsizer.catalog import get_accelerator, get_model
-    from llmsizer.report import dumps, table
-    from llmsizer.specs.precision import kv_dtype_bytes, weight_format
-
     from llmsizer.cli import EXIT_DOES_NOT_FIT, Outcome
     from llmsizer.cli_train import check_positions
+    from llmsizer.report import dumps, table
+    from llmsizer.specs.precision import kv_dtype_bytes, weight_format
 
     check_export_flags(args)
     if getattr(args, "qps", None) is not None and not args.static:

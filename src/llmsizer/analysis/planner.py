@@ -28,6 +28,59 @@ SCHEDULE_NAMES = {0: "gpipe", 1: "1f1b", 2: "interleaved"}
 
 
 @dataclass(frozen=True)
+class Framework:
+    """The layouts a training framework can run (what its configuration accepts)."""
+
+    name: str
+    zero_stages: tuple[int, ...]
+    zero_stages_with_pp: tuple[int, ...]
+    tp: bool
+    pp: bool
+    cp: bool
+    ep: bool
+    schedules: tuple[int, ...]  # SCHEDULE codes: 0 gpipe, 1 1f1b, 2 interleaved
+    offload: tuple[tuple[bool, bool], ...]  # allowed (optimizer, params) offloads
+    source: str
+
+
+_MEGATRON = dict(
+    zero_stages=(0, 1), zero_stages_with_pp=(0, 1), tp=True, pp=True, cp=True, ep=True,
+    schedules=(1, 2), offload=((False, False),))
+FRAMEWORKS: dict[str, Framework] = {
+    # --use-distributed-optimizer shards optimizer states (ZeRO-1); no ZeRO-2/3, 1F1B and
+    # interleaved 1F1B schedules (megatron/training/arguments.py; megatron/core/pipeline_parallel
+    # /schedules.py).
+    "megatron": Framework("megatron", source="Megatron-LM megatron/training/arguments.py",
+                          **_MEGATRON),  # type: ignore[arg-type]
+    # NeMo 2 trains through Megatron-Core's strategy: the same layouts.
+    "nemo": Framework("nemo", source="NeMo MegatronStrategy (Megatron-Core)",
+                      **_MEGATRON),  # type: ignore[arg-type]
+    # ZeRO 0-3 with offload; its pipeline engine (PipelineModule) runs 1F1B with ZeRO 0-1 only.
+    # Tensor/context/expert parallelism are not in ds_config.json.
+    "deepspeed": Framework("deepspeed", (0, 1, 2, 3), (0, 1), False, True, False, False, (1,),
+                           ((False, False), (True, False), (True, True)),
+                           "deepspeed.ai/docs/config-json; deepspeed.runtime.pipe.engine"),
+    # FSDP2 (torch.distributed.fsdp.fully_shard): NO_SHARD (DDP), SHARD_GRAD_OP
+    # (reshard_after_forward=False), FULL_SHARD; CPUOffloadPolicy moves parameters, gradients
+    # and optimizer together. No pipeline, tensor or context parallelism by itself.
+    "fsdp2": Framework("fsdp2", (0, 2, 3), (), False, False, False, False, (1,),
+                       ((False, False), (True, True)), "pytorch.org/docs/stable/distributed.fsdp"
+                       ".fully_shard.html"),
+    # torchtitan: FSDP2 + TP/SP + PP (GPipe, 1F1B, interleaved) + CP + EP.
+    "torchtitan": Framework("torchtitan", (0, 2, 3), (0, 2, 3), True, True, True, True,
+                            (0, 1, 2), ((False, False), (True, True)),
+                            "torchtitan docs: parallelism config (job_config.py)"),
+}
+
+
+def framework(name: str) -> Framework:
+    key = name.lower()
+    if key not in FRAMEWORKS:
+        raise SpecError("framework", name, "one of " + ", ".join(FRAMEWORKS))
+    return FRAMEWORKS[key]
+
+
+@dataclass(frozen=True)
 class SearchSpace:
     gpus: int
     global_batch: int
@@ -39,6 +92,7 @@ class SearchSpace:
     max_cp: int = 8
     min_seq_per_cp_rank: int = 2048
     interleave: tuple[int, ...] = (2, 4)
+    framework: Framework | None = None  # only layouts this framework runs
 
 
 @dataclass(frozen=True)
@@ -81,27 +135,32 @@ def groups(st: step.Setting, space: SearchSpace) -> list[step.Group]:
     spec = st.spec
     gpn = st.cluster.gpus_per_node
     out = []
+    fw = space.framework
     for tp in _divisors(space.gpus):
         if tp > gpn and not space.allow_cross_node_tp:
+            continue
+        if fw is not None and tp > 1 and not fw.tp:
             continue
         try:
             validate_parallel(spec, tp=tp)
         except SpecError:
             continue
         cps = [c for c in (1, 2, 4, 8, 16) if c <= space.max_cp and st.seq % c == 0
-               and (c == 1 or st.seq // c >= space.min_seq_per_cp_rank)]
+               and (c == 1 or st.seq // c >= space.min_seq_per_cp_rank)
+               and (c == 1 or fw is None or fw.cp)]
         for cp in cps:
             if (space.gpus // tp) % cp:
                 continue
             for pp in _divisors(space.gpus // (tp * cp)):
-                if pp > spec.num_layers:
+                if pp > spec.num_layers or (fw is not None and pp > 1 and not fw.pp):
                     continue
                 dp = space.gpus // (tp * cp * pp)
                 if space.global_batch % dp:
                     continue
                 eps = [1]
                 if spec.moe is not None:
-                    eps = [e for e in _divisors(spec.moe.num_experts) if (dp * cp) % e == 0]
+                    eps = [e for e in _divisors(spec.moe.num_experts) if (dp * cp) % e == 0
+                           and (e == 1 or fw is None or fw.ep)]
                 per_rank = space.global_batch // dp
                 for ep, mb, rec in itertools.product(eps, space.micro_batches, space.recomputes):
                     if per_rank % mb:
@@ -118,18 +177,25 @@ def variants(st: step.Setting, g: step.Group, space: SearchSpace) -> step.Varian
 def _variants(space: SearchSpace, data_parallel: bool, pp: int, num_layers: int
               ) -> step.Variants:
     rows = []
+    fw = space.framework
     for zero in space.zero_stages:
         if zero and not data_parallel:
+            continue
+        if fw is not None and zero not in (fw.zero_stages_with_pp if pp > 1 else fw.zero_stages):
             continue
         offloads = [(False, False)]
         if space.offload and zero >= 1:
             offloads.append((True, False))
         if space.offload and zero == 3:
             offloads.append((True, True))
+        if fw is not None:
+            offloads = [o for o in offloads if o in fw.offload]
         schedules = [(1, 1)]
         if pp > 1:
             schedules.append((0, 1))
             schedules += [(2, v) for v in space.interleave if num_layers % (pp * v) == 0]
+        if fw is not None:
+            schedules = [sv for sv in schedules if sv[0] in fw.schedules]
         for (oo, op), (sch, v) in itertools.product(offloads, schedules):
             rows.append((zero, oo, op, sch, v))
     a = np.array(rows, dtype=float).reshape(-1, 5)

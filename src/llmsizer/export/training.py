@@ -10,6 +10,7 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
+from llmsizer.errors import SpecError
 from llmsizer.specs.model import ModelSpec
 from llmsizer.specs.parallel import Parallelism
 from llmsizer.specs.precision import TrainingPrecision
@@ -20,6 +21,10 @@ def deepspeed_config(par: Parallelism, precision: TrainingPrecision, *,
     """(ds_config dict, warnings). DeepSpeed's JSON covers data parallelism, ZeRO and offload;
     tensor/pipeline parallelism come from the training code (e.g. Megatron-DeepSpeed flags)."""
     warnings = []
+    if par.zero >= 2 and par.pp > 1:
+        raise SpecError("export", "deepspeed", f"a layout DeepSpeed runs: its pipeline engine "
+                        f"accepts ZeRO stage 0 or 1, not {par.zero} with pp={par.pp} "
+                        "(plan with --framework deepspeed)")
     cfg: dict[str, Any] = {
         "train_batch_size": par.global_batch,
         "train_micro_batch_size_per_gpu": par.micro_batch,
@@ -54,8 +59,6 @@ def deepspeed_config(par: Parallelism, precision: TrainingPrecision, *,
         warnings.append(f"tp={par.tp} pp={par.pp} cp={par.cp} ep={par.ep} are set by the "
                         "training code, not ds_config.json (Megatron-DeepSpeed: "
                         "--tensor-model-parallel-size, --pipeline-model-parallel-size)")
-    if par.zero >= 2 and par.pp > 1:
-        warnings.append("DeepSpeed's pipeline engine supports ZeRO stage 0 or 1 only")
     return cfg, warnings
 
 
@@ -63,6 +66,14 @@ def megatron_args(spec: ModelSpec, par: Parallelism, precision: TrainingPrecisio
                   ) -> tuple[list[str], list[str]]:
     """(Megatron-LM command-line arguments, warnings)."""
     warnings = []
+    if par.zero >= 2 or par.offload:
+        raise SpecError("export", "megatron", "a layout Megatron-LM runs: its distributed "
+                        f"optimizer is ZeRO-1 and it has no offload flag here (the plan has "
+                        f"ZeRO-{par.zero}{' with offload' if par.offload else ''}; plan with "
+                        "--framework megatron)")
+    if par.schedule == "gpipe":
+        raise SpecError("export", "megatron", "a 1F1B or interleaved schedule (Megatron-LM has "
+                        "no GPipe schedule; plan with --framework megatron)")
     a = [
         "--num-layers", str(spec.num_layers),
         "--hidden-size", str(spec.hidden_size),
@@ -108,19 +119,12 @@ def megatron_args(spec: ModelSpec, par: Parallelism, precision: TrainingPrecisio
               "--recompute-num-layers", "1"]
     if par.zero >= 1:
         a.append("--use-distributed-optimizer")
-    if par.zero >= 2:
-        warnings.append(f"Megatron-LM's distributed optimizer is ZeRO-1; ZeRO-{par.zero} "
-                        "has no Megatron-LM flag (export deepspeed instead)")
-    if par.offload:
-        warnings.append("offload has no Megatron-LM flag in this layout (export deepspeed)")
     if precision.compute_dtype == "bf16":
         a.append("--bf16")
     elif precision.compute_dtype == "fp16":
         a.append("--fp16")
     if precision.name == "mixed-fp32-grads":
         a.append("--accumulate-allreduce-grads-in-fp32")
-    if par.schedule == "gpipe":
-        warnings.append("Megatron-LM schedules 1F1B; GPipe's memory figures are an upper bound")
     return a, warnings
 
 
@@ -134,3 +138,39 @@ def torchrun_command(par: Parallelism, gpus_per_node: int, script: str = "pretra
     parts.append(script)
     parts += [shlex.quote(x) for x in (script_args or [])]
     return " ".join(parts)
+
+
+def torchtitan_toml(par: Parallelism, precision: TrainingPrecision, seq: int) -> str:
+    """The [parallelism], [training] and [activation_checkpoint] sections of a torchtitan job
+    config (torchtitan/config/job_config.py) for exactly this layout."""
+    if par.zero == 1:
+        raise SpecError("export", "torchtitan", "ZeRO 0, 2 or 3 (FSDP2 has no ZeRO-1)")
+    if par.offload and par.offload != frozenset({"optimizer", "params"}):
+        raise SpecError("export", "torchtitan", "no offload or parameters + optimizer together "
+                        "(FSDP2 CPU offload)")
+    replicate, shard = (par.dp, 1) if par.zero == 0 else (1, par.dp)
+    schedule = {"gpipe": "GPipe", "1f1b": "1F1B", "interleaved": "Interleaved1F1B"}[par.schedule]
+    lines = [
+        "[parallelism]",
+        f"data_parallel_replicate_degree = {replicate}",
+        f"data_parallel_shard_degree = {shard}",
+        f"fsdp_reshard_after_forward = \"{'always' if par.zero == 3 else 'never'}\"",
+        f"tensor_parallel_degree = {par.tp}",
+        f"pipeline_parallel_degree = {par.pp}",
+        f"pipeline_parallel_schedule = \"{schedule}\"",
+        f"context_parallel_degree = {par.cp}",
+        f"expert_parallel_degree = {par.ep}",
+        "",
+        "[training]",
+        f"local_batch_size = {par.micro_batch * par.grad_accum}",
+        f"global_batch_size = {par.global_batch}",
+        f"seq_len = {seq}",
+        f"mixed_precision_param = \"{'bfloat16' if precision.compute_dtype == 'bf16' else 'float32'}\"",
+        f"enable_cpu_offload = {'true' if par.offload else 'false'}",
+        "",
+        "[activation_checkpoint]",
+        f"mode = \"{par.recompute}\"",
+    ]
+    if par.pp > 1:
+        lines.insert(7, f"pipeline_parallel_microbatch_size = {par.micro_batch}")
+    return "\n".join(lines)
