@@ -224,6 +224,10 @@ def result_json(r: Any, k: dict[str, Any], tokens: float | None) -> dict[str, An
     return data
 
 
+def format_gib(n: float) -> str:
+    return f"{n / 2**30:,.1f} GiB"
+
+
 def text(d: dict[str, Any]) -> str:
     m = d["memory_per_device"]
     lines = [f"{d['model']}: {d['method']} fine-tuning on {d['gpus']}× {d['gpu_name']}, seq "
@@ -256,7 +260,7 @@ def text(d: dict[str, Any]) -> str:
     if d.get("suggestions"):
         lines.append("what to change (in order, each on top of the memory savers above it):")
         for s in d["suggestions"]:
-            lines.append(f"  {s['change']:<52} {format_bytes(s['memory_per_device']):>10} "
+            lines.append(f"  {s['change']:<40} {format_gib(s['memory_per_device']):>10} "
                          f"{'fits' if s['fits'] else 'no':>4}  {format_seconds(s['step_time_s'])}"
                          "/step")
     return "\n".join(lines)
