@@ -145,3 +145,11 @@ def test_deepspeed_export_of_single_gpu_offload_parses(capsys, monkeypatch):
     assert parsed.zero_optimization_stage == 2
     assert parsed.zero_config.offload_optimizer.device == "cpu"
     assert parsed.train_batch_size == 1
+
+
+def test_op_io_features_are_the_whole_widths():
+    from llmsizer.graph import build_graph
+
+    ops = {op.name: op for op in build_graph(get_model("llama-3-8b")).layers[0].ops}
+    assert ops["k_proj"].io_features() == (4096, 1024)
+    assert ops["down_proj"].io_features() == (14336, 4096)

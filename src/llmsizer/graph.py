@@ -200,6 +200,12 @@ class Op:
         per = rank * (self.in_features + self.out_features) + (self.out_features if dora else 0)
         return self.instances * per
 
+    def io_features(self) -> tuple[int, int]:
+        """(in, out) widths of this op, whole (not sharded): what a LoRA adapter on it reads and
+        writes (llmsizer.analysis.finetune_targets groups them into transformers' fused
+        modules)."""
+        return self.in_features, self.out_features
+
     # --- the matrix product on one device -------------------------------------------------------
 
     def rank_dims(self, tp: int) -> tuple[int, int]:

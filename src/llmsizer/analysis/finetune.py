@@ -175,12 +175,12 @@ def adapter_activation_bytes(ads: list[Adapter], tokens: float, act_bytes: float
         leaf_op = a.module.ops[0].rsplit(".", 1)[-1]
         group = _SHARED_INPUT.get(leaf_op, "attn_out" if leaf_op == "o_proj" else None)
         if act_bytes != ADAPTER_BYTES or group is None or group not in shared:
-            total += ADAPTER_BYTES * rows * a.module.in_features
+            total += ADAPTER_BYTES * rows * a.module.fan_in
             if group is not None:
                 shared.add(group)
         total += ADAPTER_BYTES * rows * a.rank
         if a.dora:
-            total += (ADAPTER_BYTES + act_bytes) * rows * a.module.out_features
+            total += (ADAPTER_BYTES + act_bytes) * rows * a.module.fan_out
     return total
 
 
@@ -242,7 +242,7 @@ def _adapter_time(a: Adapter, tokens: float, cluster: Cluster, eff: Efficiency,
     acc = cluster.accelerator
     rows = _adapter_rows(a, tokens) / max(1, a.module.instances)
     t = 0.0
-    for k, n in ((a.module.in_features, a.rank), (a.rank, a.module.out_features)):
+    for k, n in ((a.module.fan_in, a.rank), (a.rank, a.module.fan_out)):
         g = Gemm(rows, k, n, a.module.instances)
         t += 3 * op_time(g.flops, ADAPTER_BYTES * (g.weight_elements + g.activation_elements),
                          peak, acc.memory_bandwidth_bytes_s, gemm_efficiency(g, eff, acc), eff)

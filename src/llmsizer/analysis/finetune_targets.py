@@ -80,8 +80,8 @@ class HFModule:
 
     leaf: str  # the name PEFT matches ("q_proj", "c_attn", "gate_up_proj")
     block: str  # "attention", "mlp", "moe.experts", ... (two modules may share a leaf)
-    in_features: int
-    out_features: int
+    fan_in: int  # features the module reads
+    fan_out: int  # features it writes
     instances: int
     active: int
     linear: bool  # an nn.Linear/Conv1D (all-linear selects it); False: stacked 3-D experts
@@ -107,7 +107,7 @@ class Adapter:
     @property
     def params_per_instance(self) -> int:
         m = self.module
-        return self.rank * (m.in_features + m.out_features) + (m.out_features if self.dora else 0)
+        return self.rank * (m.fan_in + m.fan_out) + (m.fan_out if self.dora else 0)
 
     @property
     def params(self) -> int:
@@ -137,19 +137,20 @@ def hf_modules(spec: ModelSpec, model_type: str) -> list[HFModule]:
         for op in ops:
             if op.kind not in ("linear", "router") or not op.weights or op.name == "lm_head":
                 continue
-            parts: list[tuple[str, int]] = [(names.get(op.component, op.name), op.out_features)]
+            fan_in, fan_out = op.io_features()
+            parts: list[tuple[str, int]] = [(names.get(op.component, op.name), fan_out)]
             if model_type in _SPLIT_QWEN35 and op.name == "in_proj_qkvz":
-                v = next(o.out_features for o in ops if o.kind == "scan")  # value_dim
-                parts = [("in_proj_qkv", op.out_features - v), ("in_proj_z", v)]
+                v = next(o.io_features()[1] for o in ops if o.kind == "scan")  # value_dim
+                parts = [("in_proj_qkv", fan_out - v), ("in_proj_z", v)]
             elif model_type in _SPLIT_QWEN35 and op.name == "in_proj_ba":
-                half = op.out_features // 2
+                half = fan_out // 2
                 parts = [("in_proj_b", half), ("in_proj_a", half)]
             block = _block(op.component)
             linear = block != "moe.experts" and (
                 op.kind != "router" or model_type in LINEAR_ROUTERS)
             for leaf, out_f in parts:
                 key = (where, block, id(ops), leaf)
-                entry = out.setdefault(key, [leaf, block, op.in_features, 0, op.instances,
+                entry = out.setdefault(key, [leaf, block, fan_in, 0, op.instances,
                                              op.active, linear, n, []])
                 entry[3] += out_f
                 entry[8].append(op.component)
@@ -164,7 +165,7 @@ def _fused_experts(mods: list[HFModule], ops: tuple[str, ...], leaf: str) -> lis
     for m in mods:
         if m.expert and m.ops[0].rsplit(".", 1)[-1] in ops:
             kinds.setdefault((m.layers, m.kind_id), []).append(m)
-    return [HFModule(leaf, p[0].block, p[0].in_features, sum(m.out_features for m in p),
+    return [HFModule(leaf, p[0].block, p[0].fan_in, sum(m.fan_out for m in p),
                      p[0].instances, p[0].active, False, p[0].layers,
                      tuple(c for m in p for c in m.ops), p[0].kind_id)
             for p in kinds.values()]
