@@ -119,7 +119,8 @@ def test_bad_input_is_one_line_with_exit_code_2(capsys, argv, field):
     ('{"model_type": "llama", "hidden_size": 4096,,}', "broken JSON at line 1"),
     ('{"model_type": "t5"}', "model_type = 't5'"),
     ('{"model_type": "llama", "hidden_size": 100, "num_attention_heads": 3, '
-     '"num_hidden_layers": 2, "vocab_size": 10, "intermediate_size": 64}', "num_attention_heads (n_head) = 3"),
+     '"num_hidden_layers": 2, "vocab_size": 10, "intermediate_size": 64}',
+     "num_attention_heads (n_head) = 3"),
     ('{"model_type": "llama", "hidden_size": 64, "num_attention_heads": 8, '
      '"num_key_value_heads": 3, "num_hidden_layers": 2, "vocab_size": 10, '
      '"intermediate_size": 64}', "num_key_value_heads = 3"),

@@ -38,7 +38,7 @@ def test_nf4_tensor_bytes_follow_bitsandbytes_storage():
 
 def test_odd_sizes_round_blocks_up():
     f = frozen_format("fp4")
-    n = 3 * 65  # 195 elements: 98 packed bytes, 4 blocks, 1 nested block
+    # 3·65 = 195 elements: 98 packed bytes, 4 blocks, 1 nested block
     assert f.tensor_bytes(3, 65) == 98 + 4 + 4 + 4 + 64
 
 

@@ -9,7 +9,6 @@ from typing import Any
 from llmsizer.errors import SpecError
 from llmsizer.units import format_bytes
 
-
 DEFAULT_PROMPT = 1024
 DEFAULT_OUTPUT = 256
 
@@ -68,10 +67,9 @@ def add_parser(sub: Any, positive_int: Any) -> None:
 def build(args: argparse.Namespace) -> tuple[Any, ...]:
     from llmsizer.analysis.inference import ServingConfig
     from llmsizer.catalog import get_accelerator, get_model
+    from llmsizer.cli_train import check_positions
     from llmsizer.specs.precision import kv_dtype_bytes, weight_format
     from llmsizer.units import parse_bytes
-
-    from llmsizer.cli_train import check_positions
 
     spec = get_model(args.model)
     acc = get_accelerator(args.gpu)

@@ -127,7 +127,7 @@ def run_simulated(args: argparse.Namespace) -> Any:
              f"best: {best.replicas} instance{'s' if best.replicas != 1 else ''} of tp={best.tp}"
              f" pp={best.pp} ({best.gpus} GPUs), max-num-seqs {best.max_num_seqs}, "
              f"max-num-batched-tokens {best.max_num_batched_tokens}",
-             f"good/s: requests/s meeting both SLOs; /GPU: that per GPU"
+             "good/s: requests/s meeting both SLOs; /GPU: that per GPU"
              + (f"; {args.currency}/Mtok: per million output tokens of those requests"
                 if args.price is not None else ""),
              "export the best: --export vllm | sglang | trtllm [-o FILE]"]

@@ -8,7 +8,6 @@ from typing import Any
 
 from llmsizer.errors import SpecError
 
-
 DEFAULT_SEQ = 4096
 
 

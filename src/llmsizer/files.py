@@ -115,7 +115,7 @@ def decode_utf8(raw: bytes, name: str) -> str:
             raise _fail(name, f"the file is {encoding}; save it as UTF-8 without a "
                                  "byte-order mark")
     if b"\0" in raw:
-        raise _fail(name, f"the file holds NUL bytes (UTF-16 or binary?); save it as "
+        raise _fail(name, "the file holds NUL bytes (UTF-16 or binary?); save it as "
                              "UTF-8 JSON")
     try:
         return raw.decode("utf-8")
@@ -170,7 +170,7 @@ def parse_json(text: str, name: str, max_depth: int = MAX_DEPTH) -> Any:
         return out
 
     if not text.strip():
-        raise _fail(name, f"the file is empty (expected JSON)")
+        raise _fail(name, "the file is empty (expected JSON)")
     try:
         return json.loads(text, parse_constant=constant, parse_float=number, parse_int=integer,
                           object_pairs_hook=pairs)
@@ -178,7 +178,7 @@ def parse_json(text: str, name: str, max_depth: int = MAX_DEPTH) -> Any:
         raise _fail(name, f"broken JSON at line {e.lineno} column {e.colno}: "
                              f"{e.msg}") from None
     except RecursionError:
-        raise _fail(name, f"JSON nested too deeply") from None
+        raise _fail(name, "JSON nested too deeply") from None
 
 
 def read_json(name: str | os.PathLike[str], kind: str,
@@ -267,10 +267,11 @@ class Field:
         if not any(_is(value, k) for k in self.kinds):
             raise _fail(origin, f"{label}field {path!r} must be {self.allowed()}, not "
                         f"{_show(value)}")
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if (self.low is not None and (value < self.low or self.low_open and value == self.low)
-                    or self.high is not None and value > self.high):
-                raise bad()
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if number and (self.low is not None and (value < self.low
+                                                  or self.low_open and value == self.low)
+                       or self.high is not None and value > self.high):
+            raise bad()
         if self.choices is not None and value not in self.choices:
             raise bad()
         if isinstance(value, dict):

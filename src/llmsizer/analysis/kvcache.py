@@ -5,10 +5,11 @@ Per layer a token keeps what its attention op caches (`graph.Op.cache_elements_p
 and a value vector per K/V head for standard attention (seed 003 sec. 2.12: L·S'·h·d·2·sizeof for
 MHA; GQA/MQA shrink h to the g KV heads), or, for multi-head latent attention, the latent plus the
 rotary key that vLLM, SGLang and transformers 5.x keep (replicated on every TP rank) — or, on
-request, the up-projected per-head keys and values ("expanded"). A sliding-window layer stores the last W - 1 positions between
-steps (the current token makes W), as transformers' sliding-window caches do; a chunked-attention
-layer at most its chunk. Linear-attention and state-space layers keep a state of constant size per
-sequence instead (`graph.Op.state_elements`).
+request, the up-projected per-head keys and values ("expanded"). A sliding-window layer stores
+the last W - 1 positions between steps (the current token makes W), as transformers'
+sliding-window caches do, and a chunked-attention layer likewise C - 1. Linear-attention and
+state-space layers keep a state of constant size per sequence instead
+(`graph.Op.state_elements`).
 """
 
 from __future__ import annotations

@@ -146,7 +146,7 @@ def plan(spec: Any, acc: Any, base_cfg: Any, engine: Any, eff: Any, *, gpus: int
         if start > limit:
             start = limit
         found_n = search.min_replicas(
-            lambda n: first if n == 1 else run(n), percentile, slo_ttft_s, slo_tpot_s,
+            lambda n, first=first: first if n == 1 else run(n), percentile, slo_ttft_s, slo_tpot_s,
             start=min(start, limit), limit=limit)
         if not found_n.result:
             continue

@@ -10,6 +10,7 @@ from typing import Any
 
 from llmsizer.errors import LlmsizerError
 
+
 class CaseError(LlmsizerError):
     """A malformed case file: names the file, the case and the field."""
 
