@@ -8,7 +8,7 @@ this module only:
   `Op.rank_params`);
 - the matrix product it runs on one device for a given number of tokens (`Op.rank_gemm`) and
   therefore its forward FLOPs (`Op.forward_flops`, `Op.rank_forward_flops`) and the bytes it
-  moves (`Op.rank_bytes`);
+  moves (`Gemm.weight_elements`, `Gemm.activation_elements`);
 - for attention, the (query, key) pairs it computes (`attention_pairs`, closed forms, so a
   10⁸-token prompt costs no more to evaluate than a short one) and what it caches per token or per
   sequence (`Op.cache_elements_per_token`, `Op.state_elements`).
@@ -191,15 +191,6 @@ class Op:
         k = self.rank_instances(ep)
         return k * held, k * repl
 
-    def lora_params(self, rank: int, dora: bool = False) -> int:
-        """Trainable parameters of a LoRA adapter on this linear op (Hu et al. 2021, arXiv
-        2106.09685): A (rank × in) and B (out × rank) per instance; DoRA (Liu et al. 2024, arXiv
-        2402.09353) adds a magnitude vector of `out` per instance."""
-        if self.kind not in ("linear", "router") or not self.weights:
-            return 0
-        per = rank * (self.in_features + self.out_features) + (self.out_features if dora else 0)
-        return self.instances * per
-
     def io_features(self) -> tuple[int, int]:
         """(in, out) widths of this op, whole (not sharded): what a LoRA adapter on it reads and
         writes (llmsizer.analysis.finetune_targets groups them into transformers' fused
@@ -288,12 +279,6 @@ class Op:
         per_pair = 2 * heads * (self.latent_dim + self.kv_rank)
         return tokens * per_token + pairs * per_pair
 
-    def rank_bytes(self, tokens: float, tp: int, ep: int, weight_bytes: float,
-                   act_bytes: float) -> float:
-        """Bytes a linear op moves on one device: its weights once, its inputs and outputs."""
-        g = self.rank_gemm(tokens, tp, ep)
-        return g.weight_elements * weight_bytes + g.activation_elements * act_bytes
-
     # --- caches -----------------------------------------------------------------------------------
 
     def cache_elements_per_token(self, tp: int = 1, layout: CacheLayout = "engine") -> int:
@@ -333,6 +318,13 @@ class LayerGraph:
     @property
     def params(self) -> int:
         return sum(op.params for op in self.ops)
+
+    @property
+    def keys_visible(self) -> int | None:
+        """Most keys one query of this layer attends to: its sliding window or its chunk (None:
+        the whole context). Between steps a cache keeps one fewer: the new token makes up the
+        rest."""
+        return self.sliding_window if self.sliding_window is not None else self.chunk
 
     @property
     def attention(self) -> Op | None:

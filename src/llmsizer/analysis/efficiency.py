@@ -156,6 +156,21 @@ def op_time(flops: float, bytes_moved: float, peak_flops: float, bandwidth: floa
     return roofline(flops, bytes_moved, peak_flops, bandwidth, matmul_eff, eff)[0]
 
 
+# Where a datasheet gives no fp32 (CUDA-core / vector) rate, it is taken as H100 SXM's ratio of
+# fp32 to dense bf16 tensor throughput: 67 / 989.4 TFLOP/s (NVIDIA H100 Tensor Core GPU datasheet).
+VECTOR_TO_TENSOR_RATIO = 67 / 989.4
+
+
+def vector_peak(acc: Accelerator) -> float:
+    """FLOP/s of element-wise work off the tensor cores (recurrent scans, convolutions): the fp32
+    rate, or the tensor peak scaled by VECTOR_TO_TENSOR_RATIO where no fp32 rate is stated."""
+    if "fp32" in acc.peak_flops:
+        return acc.peak_flops["fp32"]
+    tensor = acc.peak_flops.get("bf16") or acc.peak_flops.get("fp16") or max(
+        acc.peak_flops.values())
+    return tensor * VECTOR_TO_TENSOR_RATIO
+
+
 def gemm_efficiency(g: Gemm, eff: Efficiency, acc: Accelerator) -> float:
     """`matmul_efficiency` of one op's product on one device (see `graph.Op.rank_gemm`)."""
     return matmul_efficiency(max(1, math.ceil(g.rows)), g.n, eff, acc,

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 
 from llmsizer.analysis import comm
-from llmsizer.analysis.efficiency import Efficiency, gemm_efficiency, roofline
+from llmsizer.analysis.efficiency import Efficiency, gemm_efficiency, roofline, vector_peak
 from llmsizer.analysis.flops import layer_pairs
 from llmsizer.analysis.kvcache import KVCache
 from llmsizer.analysis.params import shard_params
@@ -125,14 +125,10 @@ def weight_bytes_per_device(spec: ModelSpec, cfg: ServingConfig) -> float:
         for i in layers:
             for op in graph.layers[i].ops:
                 if op.kind == "linear" and op.weights:
-                    linear += _op_params_on_rank(op, cfg.tp)
+                    linear += op.rank_params(cfg.tp, 1)[0]
         other = shards.per_stage[s] - linear
         worst = max(worst, linear * fmt_bytes + other * 2.0)
     return worst
-
-
-def _op_params_on_rank(op: Op, tp: int) -> float:
-    return op.rank_params(tp, 1)[0]
 
 
 def workspace_bytes(spec: ModelSpec, cfg: ServingConfig) -> float:
@@ -140,14 +136,15 @@ def workspace_bytes(spec: ModelSpec, cfg: ServingConfig) -> float:
     of its column-parallel projections — Q/K/V, the FFN's gate and up — and the residual stream)
     plus the last tokens' logits (fp32)."""
     t = cfg.prefill_chunk
+    graph = build_graph(spec)
     widest = 0.0
-    for layer in build_graph(spec).layers:
+    for layer in graph.layers:
         width = 2.0 * spec.hidden_size
         for op in layer.ops:
             if op.kind == "linear" and op.weights and op.weights[0].shard == "column":
                 width += op.rank_dims(cfg.tp)[1] * op.active
         widest = max(widest, width)
-    vocab_rank = build_graph(spec).head[-1].rank_dims(cfg.tp)[1]
+    vocab_rank = graph.head[-1].rank_dims(cfg.tp)[1]
     return 2 * t * widest + 4 * 256 * vocab_rank
 
 
@@ -246,9 +243,8 @@ def _linear_cost(op: Op, layer: int | None, tokens: int, cfg: ServingConfig, acc
 
 def _kept(layer: LayerGraph, context: int) -> int:
     """Cached positions one query of `layer` reads (its window or chunk)."""
-    if layer.chunk is not None:
-        return min(context, layer.chunk)
-    return context if layer.sliding_window is None else min(context, layer.sliding_window)
+    visible = layer.keys_visible
+    return context if visible is None else min(context, visible)
 
 
 def _absorbed_attention_cost(op: Op, kv_b: Op, layer: LayerGraph, batch: int, new: int,
@@ -290,8 +286,7 @@ def _stream_cost(op: Op, layer: int, tokens: int, cfg: ServingConfig, acc: Accel
     once per step (decode) at the fp32 CUDA-core rate."""
     flops = op.rank_forward_flops(tokens, cfg.tp)
     nbytes = op.rank_stream_bytes(tokens, cfg.tp, e) + 2 * 4 * op.state_elements(cfg.tp)
-    fp32 = acc.peak_flops.get("fp32") or acc.peak("bf16") / 16
-    t, bound = roofline(flops, nbytes, fp32, bw, 1.0, eff)
+    t, bound = roofline(flops, nbytes, vector_peak(acc), bw, 1.0, eff)
     return OpCost(layer, op.component, flops, nbytes, t, bound)
 
 

@@ -56,13 +56,8 @@ class KVCache:
                 state += op.state_elements(self.tp, self.layout) * self.dtype_bytes
             # A window of W keeps W - 1 positions between steps (the current token makes W); a
             # chunk of C likewise keeps C - 1 (transformers' sliding-window cache layers).
-            if layer.sliding_window is not None:
-                limit: int | None = layer.sliding_window - 1
-            elif layer.chunk is not None:
-                limit = layer.chunk - 1
-            else:
-                limit = None
-            out.append((per_token, limit, state))
+            visible = layer.keys_visible
+            out.append((per_token, None if visible is None else visible - 1, state))
         return tuple(out)
 
     @property

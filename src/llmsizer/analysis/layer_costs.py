@@ -14,7 +14,7 @@ from functools import cache, cached_property, lru_cache
 from llmsizer.analysis import comm
 from llmsizer.analysis.activations import layer_activations, output_activations
 from llmsizer.analysis.cluster import Cluster
-from llmsizer.analysis.efficiency import Efficiency, gemm_efficiency, op_time
+from llmsizer.analysis.efficiency import Efficiency, gemm_efficiency, op_time, vector_peak
 from llmsizer.analysis.flops import ATTENTION_BACKWARD_FACTOR, layer_pairs
 from llmsizer.analysis.params import (
     layer_held,
@@ -119,9 +119,8 @@ def _stream_time(op: Op, tokens: int, tp: int, acc: Accelerator, e: float,
                  eff: Efficiency) -> float:
     """Recurrent scans and convolutions (linear attention, SSM): their inputs and outputs
     streamed through memory, or their FLOPs at the CUDA-core fp32 rate, whichever is slower."""
-    fp32 = acc.peak_flops.get("fp32") or acc.peak("bf16") / 16
-    return op_time(op.rank_forward_flops(tokens, tp), op.rank_stream_bytes(tokens, tp, e), fp32,
-                   acc.memory_bandwidth_bytes_s, 1.0, eff)
+    return op_time(op.rank_forward_flops(tokens, tp), op.rank_stream_bytes(tokens, tp, e),
+                   vector_peak(acc), acc.memory_bandwidth_bytes_s, 1.0, eff)
 
 
 @dataclass(frozen=True)
@@ -191,12 +190,6 @@ def _stage_rep_counts(spec: ModelSpec, pp: int) -> dict[int, tuple[int, ...]]:
         for i in idx:
             out.setdefault(rep[i], [0] * pp)[s] += 1
     return {r: tuple(c) for r, c in out.items()}
-
-
-@cache
-def layer_params(spec: ModelSpec, index: int) -> int:
-    """All parameters of layer `index` (every expert, every TP shard)."""
-    return sum(op.params for op in build_graph(spec).layers[index].ops)
 
 
 Floats = tuple[float, ...]

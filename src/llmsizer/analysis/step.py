@@ -20,12 +20,11 @@ from llmsizer.analysis.layer_costs import (
     Group,
     Setting,
     StageCosts,
-    layer_params,
     stage_costs,
 )
 
 __all__ = ["DEFAULT_FRAMEWORK_OVERHEAD", "Group", "GroupResult", "Setting", "Variants",
-           "evaluate", "group_costs", "in_flight", "layer_params", "stage_costs"]
+           "evaluate", "group_costs", "in_flight", "stage_costs"]
 
 DDP_BUCKET_BYTES = 25 * 2**20  # torch DDP bucket_cap_mb default (25 MiB), two in flight
 DEEPSPEED_REDUCE_BUCKET = 5e8  # elements: DeepSpeed reduce_bucket_size default

@@ -384,11 +384,6 @@ class ModelSpec:
             return self.sliding_window
         return None
 
-    @property
-    def is_hybrid(self) -> bool:
-        return self.layer_types is not None and any(
-            t not in ATTENTION_LAYER_TYPES for t in self.layer_types)
-
     @classmethod
     def from_hf_config(cls, config: Any, name: str | None = None) -> ModelSpec:
         """Build from a Hugging Face `config.json`: a path, a JSON string path, or a dict."""
