@@ -108,8 +108,8 @@ def _attention_time(op: Op, layer: LayerGraph, mb: int, seq_local: int, cp: int,
         pairs = seq_local * context // 2  # ring attention: each rank's share of the causal pairs
     heads, kv_heads = op.rank_heads(tp)
     flops = op.rank_forward_flops(0, tp, pairs=mb * pairs)
-    qkvo = e * mb * seq_local * (heads * (op.qk_dim + op.v_dim) + kv_heads * (op.qk_dim + op.v_dim)
-                                 + heads * op.v_dim)
+    # queries read and outputs written (heads), keys and values read (K/V heads)
+    qkvo = e * mb * seq_local * (heads + kv_heads) * (op.qk_dim + op.v_dim)
     scores = 0 if flash else 4 * e * mb * heads * seq_local * context
     return op_time(flops, qkvo + scores, peak, acc.memory_bandwidth_bytes_s,
                    eff.attention_efficiency, eff)
@@ -174,8 +174,10 @@ def _layer_cost(st: Setting, layer_index: int, tp: int, cp: int, ep: int, mb: in
         a2a = e * tokens * spec.moe.top_k * h
         ep_s = 4 * comm.all_to_all_s(a2a, ep, topo.link_for(ep, tp), eff)
     if cp > 1:
+        # ring attention passes each rank's keys and values as the heads use them (MLA: the
+        # up-projected per-head keys and values, not the latent)
         attn_op = layer.attention
-        kv = e * tokens * (attn_op.cache_elements_per_token(tp, "hf") if attn_op else 0)
+        kv = e * tokens * (attn_op.cache_elements_per_token(tp, "expanded") if attn_op else 0)
         ring = (cp - 1) * comm.p2p_s(kv, topo.link_for(cp, tp), eff) * 3  # fwd + 2× bwd
         cp_s = max(0.0, ring - forward)  # overlapped with the attention compute
     return LayerCost(act, act_full, forward, backward, recompute_s, ep_s, cp_s)
