@@ -93,6 +93,7 @@ class StepFlops:
     batch: int
     seq: int
     per_sequence: tuple[OpFlops, ...]
+    per_sequence_totals: tuple[int, int, int]  # forward, backward, recomputation of one sequence
     attention_convention: AttentionConvention
     attention_backward: AttentionBackward
     recompute: Recompute
@@ -109,15 +110,15 @@ class StepFlops:
 
     @property
     def forward(self) -> int:
-        return self.batch * _totals(self.per_sequence)[0]
+        return self.batch * self.per_sequence_totals[0]
 
     @property
     def backward(self) -> int:
-        return self.batch * _totals(self.per_sequence)[1]
+        return self.batch * self.per_sequence_totals[1]
 
     @property
     def recomputation(self) -> int:
-        return self.batch * _totals(self.per_sequence)[2]
+        return self.batch * self.per_sequence_totals[2]
 
     @property
     def model_flops(self) -> int:
@@ -131,15 +132,10 @@ class StepFlops:
 
 
 @lru_cache(maxsize=1024)
-def _totals(ops: tuple[OpFlops, ...]) -> tuple[int, int, int]:
-    return (sum(o.forward for o in ops), sum(o.backward for o in ops),
-            sum(o.recompute for o in ops))
-
-
-@lru_cache(maxsize=1024)
 def _per_sequence(spec: ModelSpec, seq: int, recompute: Recompute,
                   attention_convention: AttentionConvention,
-                  attention_backward: AttentionBackward) -> tuple[OpFlops, ...]:
+                  attention_backward: AttentionBackward
+                  ) -> tuple[tuple[OpFlops, ...], tuple[int, int, int]]:
     ops = []
     for o in forward_ops(spec, 1, seq, convention=attention_convention):
         is_attention = o.component == "attention.core"
@@ -152,7 +148,9 @@ def _per_sequence(spec: ModelSpec, seq: int, recompute: Recompute,
         else:  # selective: the attention core only
             again = o.forward if is_attention else 0
         ops.append(OpFlops(o.where, o.layer, o.op, o.component, o.forward, backward, again))
-    return tuple(ops)
+    totals = (sum(o.forward for o in ops), sum(o.backward for o in ops),
+              sum(o.recompute for o in ops))
+    return tuple(ops), totals
 
 
 def training_step_flops(spec: ModelSpec, batch: int, seq: int, recompute: Recompute = "none",
@@ -165,6 +163,5 @@ def training_step_flops(spec: ModelSpec, batch: int, seq: int, recompute: Recomp
     if attention_convention not in ("dense", "causal"):
         raise SpecError("attention_convention", attention_convention, "dense or causal")
     _check_positive(batch=batch, seq=seq)
-    return StepFlops(batch, seq,
-                     _per_sequence(spec, seq, recompute, attention_convention, attention_backward),
-                     attention_convention, attention_backward, recompute)
+    ops, totals = _per_sequence(spec, seq, recompute, attention_convention, attention_backward)
+    return StepFlops(batch, seq, ops, totals, attention_convention, attention_backward, recompute)
