@@ -95,17 +95,15 @@ def _ops(tree: dict[str, Any], prefix: str = "") -> list[tuple[str, dict[str, An
 def roofline_chart(data: dict[str, Any], lang: str = "en") -> dict[str, Any]:
     """Each op of prefill and of one decode step at (arithmetic intensity, achieved TFLOP/s),
     under the device's roof min(peak, bandwidth · intensity) (Williams et al. 2009)."""
-    from llmsizer.catalog import get_accelerator
-
     points = []
     for phase in ("prefill", "decode"):
         for name, op in _ops(data[phase].get("ops", {})):
             if op["time_s"] > 0 and op["flops"] > 0 and op.get("bytes"):
                 points.append({"op": name, "phase": _t(phase, lang),
-                               "intensity": op["flops"] / op["bytes"],
-                               "TFLOP/s": op["flops"] / op["time_s"] / 1e12})
+                               "intensity": op["intensity_flops_per_byte"],
+                               "TFLOP/s": op["achieved_flops_per_s"] / 1e12})
     ridge = data["ridge_point_flops_per_byte"]
-    bandwidth = get_accelerator(data["gpu"]).memory_bandwidth_bytes_s
+    bandwidth = data["memory_bandwidth_bytes_s"]
     peak = ridge * bandwidth / 1e12
     xs = [p["intensity"] for p in points] or [1.0]
     lo, hi = min(min(xs), ridge) / 2, max(max(xs), ridge) * 2

@@ -75,6 +75,7 @@ def inference_json(r: ServingResult, sweep: list[ServingResult], turn: int | Non
         "prefill": _pass_json(r.prefill, r),
         "decode": _pass_json(r.decode, r),
         "ridge_point_flops_per_byte": r.acc.ridge_point_flops_per_byte,
+        "memory_bandwidth_bytes_s": r.acc.memory_bandwidth_bytes_s,
         "decode_compute_bound_from_batch": turn,
         "assumptions": r.assumptions,
         "references": _references(r),
@@ -107,6 +108,7 @@ def _pass_json(p: Any, r: ServingResult) -> dict[str, Any]:
         agg["time_s"] += o.time_s
     for agg in ops.values():
         agg["intensity_flops_per_byte"] = agg["flops"] / agg["bytes"] if agg["bytes"] else 0.0
+        agg["achieved_flops_per_s"] = agg["flops"] / agg["time_s"] if agg["time_s"] else 0.0
         agg["bound"] = ("compute" if agg["intensity_flops_per_byte"]
                         >= r.acc.ridge_point_flops_per_byte else "memory")
     return {"flops": p.flops, "bytes": p.bytes, "compute_s": p.compute_s, "comm_s": p.comm_s,
