@@ -158,6 +158,15 @@ def _positive_int(field: str, high: int = MAX_BATCH):  # type: ignore[no-untyped
     return arg_int(1, high)
 
 
+MODEL_HELP = "catalog name, alias, HF repo id, or path to a config.json"
+
+
+def add_model_and_gpu(p: argparse.ArgumentParser) -> None:
+    """The MODEL argument and --gpu flag every analysis command takes, defined once."""
+    p.add_argument("model", help=MODEL_HELP)
+    p.add_argument("--gpu", required=True, help="accelerator name/alias or JSON file")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="llmsizer", description="Exact, explained and verified sizing of "
                 "transformer models: parameters, FLOPs, memory, time.", epilog=EXIT_STATUS_HELP,
@@ -193,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
         "params", help="exact parameter counts of a model",
         description="Exact parameter count (total, active, per component, per device) of a "
         "catalog model or a Hugging Face config.json, beside the classic approximations.")
-    pa.add_argument("model", help="catalog name, alias, HF repo id, or path to a config.json")
+    pa.add_argument("model", help=MODEL_HELP)
     pa.add_argument("--tp", type=arg_int(1, MAX_PARALLEL), default=1,
                     help="tensor-parallel size")
     pa.add_argument("--pp", type=arg_int(1, MAX_PARALLEL), default=1,

@@ -11,7 +11,16 @@ from llmsizer.units import format_bytes, format_count, format_seconds
 
 
 def add_parser(sub: Any, positive_int: Any) -> None:
-    from llmsizer.cli import MAX_GPUS, MAX_LENGTH, MAX_MICRO_BATCH, arg_count, arg_float, arg_int, arg_length
+    from llmsizer.cli import (
+        MAX_GPUS,
+        MAX_LENGTH,
+        MAX_MICRO_BATCH,
+        add_model_and_gpu,
+        arg_count,
+        arg_float,
+        arg_int,
+        arg_length,
+    )
 
     f = sub.add_parser(
         "finetune", help="fine-tuning memory and time: full, LoRA, DoRA, QLoRA",
@@ -21,8 +30,7 @@ def add_parser(sub: Any, positive_int: Any) -> None:
         "parameters, activations with the adapters' saved tensors), step time with the "
         "dequantize cost, time-to-train; when it does not fit, what to change, in the order "
         "practitioners try it. Exits 3 when it does not fit.")
-    f.add_argument("model", help="catalog name, alias, HF repo id, or path to a config.json")
-    f.add_argument("--gpu", required=True, help="accelerator name/alias or JSON file")
+    add_model_and_gpu(f)
     f.add_argument("--gpus", type=arg_int(1, MAX_GPUS), default=1,
                    help="number of GPUs (data parallel)")
     f.add_argument("--gpus-per-node", type=arg_int(1, 1024), default=8, help="GPUs per node")

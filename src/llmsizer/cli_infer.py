@@ -14,15 +14,14 @@ DEFAULT_OUTPUT = 256
 
 
 def add_parser(sub: Any, positive_int: Any) -> None:
-    from llmsizer.cli import MAX_LENGTH, MAX_PARALLEL, arg_float, arg_int, arg_length
+    from llmsizer.cli import MAX_LENGTH, MAX_PARALLEL, add_model_and_gpu, arg_float, arg_int, arg_length
 
     p = sub.add_parser(
         "infer", help="serving: memory, TTFT, TPOT, throughput, max concurrency",
         description="Weights and KV cache per device, per-op roofline of prefill and decode, "
         "TTFT/TPOT/end-to-end latency, throughput and the largest batch that fits. Exits 3 when "
         "the batch does not fit in memory.")
-    p.add_argument("model", help="catalog name, alias, HF repo id, or path to a config.json")
-    p.add_argument("--gpu", required=True, help="accelerator name/alias or JSON file")
+    add_model_and_gpu(p)
     p.add_argument("--tp", type=arg_int(1, MAX_PARALLEL), default=1, help="tensor-parallel size")
     p.add_argument("--pp", type=arg_int(1, MAX_PARALLEL), default=1,
                    help="pipeline-parallel size")

@@ -14,7 +14,16 @@ from llmsizer.units import format_bytes, format_seconds
 
 
 def add_parsers(sub: Any, positive_int: Any) -> None:
-    from llmsizer.cli import MAX_GPUS, MAX_LENGTH, MAX_PLAN_GPUS, arg_count, arg_float, arg_int, arg_length
+    from llmsizer.cli import (
+        MAX_GPUS,
+        MAX_LENGTH,
+        MAX_PLAN_GPUS,
+        add_model_and_gpu,
+        arg_count,
+        arg_float,
+        arg_int,
+        arg_length,
+    )
 
     p = sub.add_parser(
         "plan", help="search the fastest training layout for a cluster and export it",
@@ -22,8 +31,7 @@ def add_parsers(sub: Any, positive_int: Any) -> None:
         "schedule, keep what fits memory with a margin, rank by step time (ties by simplicity: "
         "no ZeRO before ZeRO-1 before 2 before 3, no offload, less recomputation). Exits 3 when "
         "no layout fits.")
-    p.add_argument("model", help="catalog name, alias, HF repo id, or path to a config.json")
-    p.add_argument("--gpu", required=True, help="accelerator name/alias or JSON file")
+    add_model_and_gpu(p)
     p.add_argument("--gpus", type=arg_int(1, MAX_PLAN_GPUS), required=True,
                    help=f"number of GPUs (at most {MAX_PLAN_GPUS:,}: the search enumerates "
                    "their divisors)")
@@ -67,8 +75,7 @@ def add_parsers(sub: Any, positive_int: Any) -> None:
         "plan-serve", help="search the serving layout with the most throughput per GPU",
         description="TP × PP × replicas × batch limit that maximises output tokens/s per GPU "
         "under TTFT and TPOT objectives. Exits 3 when no layout fits or meets them.")
-    s.add_argument("model", help="catalog name, alias, HF repo id, or path to a config.json")
-    s.add_argument("--gpu", required=True, help="accelerator name/alias or JSON file")
+    add_model_and_gpu(s)
     s.add_argument("--gpus", type=arg_int(1, MAX_GPUS), required=True, help="number of GPUs")
     s.add_argument("--gpus-per-node", type=arg_int(1, 1024), default=8, help="GPUs per node")
     s.add_argument("--prompt", type=arg_length(1, MAX_LENGTH), required=True,

@@ -44,7 +44,7 @@ def _rate(flag: str):  # type: ignore[no-untyped-def]
 
 
 def add_parser(sub: Any, positive_int: Any) -> None:
-    from llmsizer.cli import MAX_PARALLEL, arg_float, arg_int, arg_length
+    from llmsizer.cli import MAX_PARALLEL, add_model_and_gpu, arg_float, arg_int, arg_length
     from llmsizer.serving.engines import ENGINES
 
     p = sub.add_parser(
@@ -53,8 +53,7 @@ def add_parser(sub: Any, positive_int: Any) -> None:
         "clients, or a trace) served by continuously batching engine instances: chunked "
         "prefill, paged KV cache, preemption, per-engine defaults; step times from the "
         "model's per-op roofline. Metrics as vllm bench serve defines them.")
-    p.add_argument("model", help="catalog name, alias, HF repo id, or path to a config.json")
-    p.add_argument("--gpu", required=True, help="accelerator name/alias or JSON file")
+    add_model_and_gpu(p)
     p.add_argument("--tp", type=arg_int(1, MAX_PARALLEL), default=1)
     p.add_argument("--pp", type=arg_int(1, MAX_PARALLEL), default=1)
     p.add_argument("--replicas", type=arg_int(1, 4096), default=1,

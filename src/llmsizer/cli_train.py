@@ -27,6 +27,7 @@ def add_parser(sub: Any, positive_int: Any) -> None:
         MAX_LENGTH,
         MAX_MICRO_BATCH,
         MAX_PARALLEL,
+        add_model_and_gpu,
         arg_count,
         arg_float,
         arg_int,
@@ -39,8 +40,7 @@ def add_parser(sub: Any, positive_int: Any) -> None:
         description="Memory per device, FLOPs, step time, throughput, MFU/HFU and time-to-train "
         "of a training run; or, given a measurement (--gpu-hours, --step-time, --tokens-per-s), "
         "the MFU it achieved. Exits 3 when the run does not fit in memory.")
-    t.add_argument("model", help="catalog name, alias, HF repo id, or path to a config.json")
-    t.add_argument("--gpu", required=True, help="accelerator name/alias or JSON file")
+    add_model_and_gpu(t)
     t.add_argument("--gpus", type=arg_int(1, MAX_GPUS),
                    help="number of GPUs (default: one node, --gpus-per-node)")
     t.add_argument("--gpus-per-node", type=arg_int(1, 1024), default=8, help="GPUs per node")
