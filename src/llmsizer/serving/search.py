@@ -71,12 +71,7 @@ def max_rate(run: Callable[[float], Any], percentile: float, slo_ttft_s: float |
 
     def probe(rate: float) -> tuple[bool, Any]:
         r = run(rate)
-        p = meets(r, percentile, slo_ttft_s, slo_tpot_s)
-        p = Probe(rate, p.ttft_s, p.tpot_s, p.meets)
-        out.probes.append(p)
-        if log:
-            log(p)
-        return p.meets, r
+        return _record(out, rate, r, percentile, slo_ttft_s, slo_tpot_s, log), r
 
     lo = saturation_rate / 64
     ok, r = probe(lo)
@@ -102,6 +97,18 @@ def max_rate(run: Callable[[float], Any], percentile: float, slo_ttft_s: float |
     return out
 
 
+def _record(out: SearchResult, x: float, result: Any, percentile: float,
+            slo_ttft_s: float | None, slo_tpot_s: float | None,
+            log: Callable[[Probe], None] | None) -> bool:
+    """Judge one simulation against the SLOs, keep it as a probe at `x`, report it."""
+    p = meets(result, percentile, slo_ttft_s, slo_tpot_s)
+    p = Probe(x, p.ttft_s, p.tpot_s, p.meets)
+    out.probes.append(p)
+    if log:
+        log(p)
+    return p.meets
+
+
 def min_replicas(run: Callable[[int], Any], percentile: float, slo_ttft_s: float | None,
                  slo_tpot_s: float | None, *, start: int = 1, limit: int = 4096,
                  log: Callable[[Probe], None] | None = None) -> SearchResult:
@@ -113,12 +120,7 @@ def min_replicas(run: Callable[[int], Any], percentile: float, slo_ttft_s: float
     def probe(n: int) -> bool:
         if n not in results:
             r = run(n)
-            p = meets(r, percentile, slo_ttft_s, slo_tpot_s)
-            p = Probe(n, p.ttft_s, p.tpot_s, p.meets)
-            out.probes.append(p)
-            if log:
-                log(p)
-            results[n] = (p.meets, r)
+            results[n] = (_record(out, n, r, percentile, slo_ttft_s, slo_tpot_s, log), r)
         return results[n][0]
 
     n, miss = max(1, start), 0
