@@ -117,3 +117,21 @@ def test_qwen2_moe_respects_sparse_step_and_dense_layers():
                                 "decoder_sparse_step": 2, "mlp_only_layers": [3]})
     # transformers: sparse when (i + 1) % step == 0 and i not in mlp_only_layers
     assert spec.moe.moe_layers == (1, 5)
+
+
+@pytest.mark.parametrize("config,expect", [
+    ({"model_type": "deepseek_v3", "hidden_size": 64, "num_attention_heads": 4,
+      "num_hidden_layers": 2, "vocab_size": 100, "intermediate_size": 96, "q_lora_rank": "x"},
+     "q_lora_rank='x'"),
+    ({"model_type": "gemma3_text", "hidden_size": 64, "num_attention_heads": 4,
+      "num_hidden_layers": 2, "vocab_size": 100, "intermediate_size": 96,
+      "layer_types": ["sliding_attention"]}, "layer_types has 1 entries"),
+])
+def test_a_bad_field_of_a_newer_architecture_names_the_file(tmp_path, capsys, config, expect):
+    from llmsizer.cli import main
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    assert main(["params", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and str(path) in err and expect in err

@@ -150,10 +150,11 @@ def _model_from_dict(data: dict[str, Any], origin: str) -> ModelSpec:
 
     try:
         if "config" in data and isinstance(data["config"], dict):  # a catalog-format entry
-            spec = spec_from_hf_config(data["config"], name=data.get("name") or origin)
+            spec = spec_from_hf_config(data["config"], name=data.get("name") or origin,
+                                       origin=origin)
             return _with_source(spec, str(data.get("source", origin)))
         name = data.get("name") or data.get("_name_or_path") or Path(origin).parent.name or origin
-        return _with_source(spec_from_hf_config(data, name=str(name)), origin)
+        return _with_source(spec_from_hf_config(data, name=str(name), origin=origin), origin)
     except SpecError as e:
         key = _CONFIG_KEYS.get(e.field, e.field)
         raise CatalogError(f"{origin}: {key} = {e.value!r} is not allowed: {e.allowed}") from None

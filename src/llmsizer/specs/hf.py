@@ -79,8 +79,12 @@ def supported_model_types() -> list[str]:
     return sorted(set(READERS) | set(WRAPPERS))
 
 
-def spec_from_hf_config(source: str | os.PathLike[str] | Config, name: str | None = None) -> ModelSpec:
-    cfg, origin = load_config(source)
+def spec_from_hf_config(source: str | os.PathLike[str] | Config, name: str | None = None,
+                        origin: str | None = None) -> ModelSpec:
+    """A ModelSpec from a config.json path, its folder, or a dict; `origin` names where a dict
+    came from (the file the caller read it from) in error messages."""
+    cfg, where = load_config(source)
+    origin = origin if origin is not None and isinstance(source, dict) else where
     model_type = cfg.get("model_type")
     if model_type is None:
         raise ConfigError(f"{origin}: missing field 'model_type' "
