@@ -459,6 +459,9 @@ _CASE_COMMON: dict[str, Field] = {
     "id": Field(("str",), required=True), "source": Field(("str",), required=True),
     "model": _CASE_MODEL, "gpu": Field(("str",), required=True), "measured": _MEASURED,
     "notes": _STR, "tp": _int(1, 65_536, required=True), "pp": _int(1, 65_536, nullable=True),
+    # the source family: cases from one paper, benchmark page or results round share it, and
+    # leave-one-source-out validation holds a whole family out at once
+    "family": _STR,
 }
 TRAINING_CASE_FIELDS: dict[str, Field] = _CASE_COMMON | {
     "gpus": _int(1, 2**20, required=True), "gpus_per_node": _int(1, 1024),
@@ -468,6 +471,7 @@ TRAINING_CASE_FIELDS: dict[str, Field] = _CASE_COMMON | {
     "recompute": Field(("str",), choices=("none", "selective", "full")),
     "micro_batch": _int(1, 2**16, required=True), "global_batch": _int(1, 2**24, required=True),
     "seq": _int(1, 2**24, required=True), "schedule": _STR, "precision": _STR,
+    "framework": _STR, "fp8_recipe": _STR,
 }
 INFERENCE_CASE_FIELDS: dict[str, Field] = _CASE_COMMON | {
     "framework": _STR, "dataset": _STR, "weights": _STR,
