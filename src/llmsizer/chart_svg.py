@@ -1,6 +1,7 @@
 """A small SVG renderer for the Vega-Lite subset `llmsizer.charts` produces: layers of bar
-(stacked by color), line, point and rule marks on linear or log quantitative scales, with a
-nominal band scale for bars. The page's renderer (web/static/chart.js) follows the same layout
+(stacked by color; or ranged from x to x2 along a nominal y, for timelines), line, point and rule
+marks on linear or log quantitative scales, with a nominal band scale for bars, and the spec's
+`description` as a note under the chart. The page's renderer (web/static/chart.js) follows the same layout
 rules line for line, so a chart looks the same in the browser and in `--plot FILE.svg`.
 """
 
@@ -13,6 +14,8 @@ from xml.sax.saxutils import escape
 PALETTE = ("#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#eeca3b",
            "#9d755d", "#ff9da6", "#bab0ac")
 LEFT, RIGHT, TOP, BOTTOM = 64, 130, 34, 48
+NOTE_LINE = 14  # pixels per line of the note under a chart
+NOTE_CHAR = 6.5  # average advance of an 11-pixel character, for wrapping the note
 FONT = "font-family=\"system-ui,Segoe UI,Helvetica,Arial,sans-serif\""
 
 
@@ -103,6 +106,8 @@ def render(spec: dict[str, Any], x0: float = 0, y0: float = 0) -> tuple[str, flo
     x_enc = next((la["enc"]["x"] for la in layers if "x" in la["enc"]), {})
     y_enc = next((la["enc"]["y"] for la in layers if "y" in la["enc"]), {})
     band = x_enc.get("type") in ("nominal", "ordinal")
+    # a timeline: bars from x to x2, one row per category of y
+    yband = not band and y_enc.get("type") in ("nominal", "ordinal")
     colors: list[Any] = []
     for v in field_values("color"):
         if v not in colors:
@@ -110,15 +115,14 @@ def render(spec: dict[str, Any], x0: float = 0, y0: float = 0) -> tuple[str, flo
     color_of = {c: PALETTE[i % len(PALETTE)] for i, c in enumerate(colors)}
 
     cats: list[Any] = []
-    if band:
-        for v in field_values("x"):
-            if v not in cats:
-                cats.append(v)
+    for v in field_values("x" if band else "y") if band or yband else []:
+        if v not in cats:
+            cats.append(v)
     # y values: stacked bar sums count toward the domain
     y_vals = [v for v in field_values("y") if isinstance(v, (int, float))]
     has_bar = any(la["mark"]["type"] == "bar" for la in layers)
     for la in layers:
-        if la["mark"]["type"] == "bar":
+        if la["mark"]["type"] == "bar" and not yband:
             yf, xf = la["enc"]["y"]["field"], la["enc"]["x"]["field"]
             sums: dict[Any, float] = {}
             for v in la["values"]:
@@ -126,9 +130,10 @@ def render(spec: dict[str, Any], x0: float = 0, y0: float = 0) -> tuple[str, flo
             y_vals += list(sums.values())
     ylog = y_enc.get("scale", {}).get("type") == "log"
     ys = Scale(y_vals, h, ylog, zero=has_bar or not ylog)
-    xs = None if band else Scale([v for v in field_values("x") if isinstance(v, (int, float))],
-                                 w, x_enc.get("scale", {}).get("type") == "log", zero=False)
-    step = w / max(1, len(cats))
+    xs = None if band else Scale([v for v in field_values("x") + field_values("x2")
+                                  if isinstance(v, (int, float))],
+                                 w, x_enc.get("scale", {}).get("type") == "log", zero=yband)
+    step = (h if yband else w) / max(1, len(cats))
 
     def X(v: Any) -> float:
         if band:
@@ -136,19 +141,23 @@ def render(spec: dict[str, Any], x0: float = 0, y0: float = 0) -> tuple[str, flo
         assert xs is not None
         return px + xs(v)
 
-    def Y(v: float) -> float:
+    def Y(v: Any) -> float:
+        if yband:
+            return py + (cats.index(v) + 0.5) * step
         return py + h - ys(v)
 
     title = spec.get("title", "")
     parts.append(f'<text x="{_f(px)}" y="{_f(y0 + 20)}" font-size="14" font-weight="600" '
                  f'{FONT}>{escape(str(title))}</text>')
     # grid and axes
-    for t in ys.ticks:
+    for t in cats if yband else ys.ticks:
         y = Y(t)
-        parts.append(f'<line x1="{_f(px)}" x2="{_f(px + w)}" y1="{_f(y)}" y2="{_f(y)}" '
-                     'stroke="#e5e5e5"/>')
+        if not yband:
+            parts.append(f'<line x1="{_f(px)}" x2="{_f(px + w)}" y1="{_f(y)}" y2="{_f(y)}" '
+                         'stroke="#e5e5e5"/>')
         parts.append(f'<text x="{_f(px - 6)}" y="{_f(y + 4)}" font-size="11" '
-                     f'text-anchor="end" {FONT}>{tick_label(t)}</text>')
+                     f'text-anchor="end" {FONT}>{escape(str(t)) if yband else tick_label(t)}'
+                     '</text>')
     if band:
         for c in cats:
             parts.append(f'<text x="{_f(X(c))}" y="{_f(py + h + 16)}" font-size="11" '
@@ -178,7 +187,19 @@ def render(spec: dict[str, Any], x0: float = 0, y0: float = 0) -> tuple[str, flo
         cf = enc.get("color", {}).get("field")
         fixed = mark.get("color", PALETTE[0])
         kind = mark["type"]
-        if kind == "bar":
+        if kind == "bar" and yband:
+            xf, x2f, yf = enc["x"]["field"], enc["x2"]["field"], enc["y"]["field"]
+            tip = (enc.get("tooltip") or [{}])[0].get("field")
+            bh = step * 0.7
+            for v in values:
+                color = color_of.get(v.get(cf), fixed) if cf else fixed
+                label = v.get(tip) if tip else v.get(cf, v[yf])
+                parts.append(f'<rect class="mark-bar" x="{_f(X(v[xf]))}" '
+                             f'y="{_f(Y(v[yf]) - bh / 2)}" width="{_f(X(v[x2f]) - X(v[xf]))}" '
+                             f'height="{_f(bh)}" fill="{color}" stroke="white" '
+                             f'stroke-width="0.5"><title>{escape(str(label))}: '
+                             f'{tick_label(v[xf])} – {tick_label(v[x2f])}</title></rect>')
+        elif kind == "bar":
             xf, yf = enc["x"]["field"], enc["y"]["field"]
             base: dict[Any, float] = {}
             for v in values:
@@ -231,7 +252,39 @@ def render(spec: dict[str, Any], x0: float = 0, y0: float = 0) -> tuple[str, flo
         parts.append(f'<rect x="{_f(px + w + 14)}" y="{_f(ly - 9)}" width="11" height="11" '
                      f'fill="{color_of[c]}"/><text x="{_f(px + w + 30)}" y="{_f(ly)}" '
                      f'font-size="11" {FONT}>{escape(str(c))}</text>')
-    return "\n".join(parts), LEFT + w + RIGHT, TOP + h + BOTTOM
+    note = note_lines(str(spec.get("description", "")), LEFT + w + RIGHT)
+    for i, line in enumerate(note):
+        parts.append(f'<text class="chart-note" x="{_f(x0 + 8)}" '
+                     f'y="{_f(py + h + BOTTOM + 4 + i * NOTE_LINE)}" font-size="11" fill="#555" '
+                     f'{FONT}>{escape(line)}</text>')
+    return "\n".join(parts), LEFT + w + RIGHT, TOP + h + BOTTOM + len(note) * NOTE_LINE
+
+
+def note_lines(text: str, width: float) -> list[str]:
+    """A note cut into lines that fit `width` pixels (at NOTE_CHAR per character; a wide CJK
+    character counts twice)."""
+    from llmsizer.i18n import display_width
+
+    limit = max(20, int((width - 16) / NOTE_CHAR))
+    lines: list[str] = []
+    line, cells = "", 0
+    for word in _note_tokens(text):
+        if line and cells + display_width(word) > limit:
+            lines.append(line.rstrip())
+            line, cells, word = "", 0, word.lstrip()
+        line += word
+        cells += display_width(word)
+    if line.strip():
+        lines.append(line.rstrip())
+    return lines
+
+
+def _note_tokens(text: str) -> list[str]:
+    """Words with their leading space; each wide (CJK) character on its own, so it may wrap."""
+    import re
+
+    return re.findall(r"\s*[\u2e80-\u9fff\uac00-\ud7af\uff00-\uffef]|\s*[^\s\u2e80-\u9fff"
+                      r"\uac00-\ud7af\uff00-\uffef]+", " ".join(text.split()))
 
 
 def render_many(specs: list[dict[str, Any]]) -> str:

@@ -4,8 +4,10 @@ same dicts with `llmsizer.chart_svg` (.svg), embeds them with the page's rendere
 converts the SVG with cairosvg (.png, the optional `plot` extra). Notebooks can display any of
 them with `altair.Chart.from_dict(spec)` or vega-embed, since they are Vega-Lite v5 specs.
 
-Only four marks are used — bar (stacked when colored), line, point, rule — with linear or log
-quantitative scales and nominal categories; both renderers implement exactly that subset.
+Only four marks are used — bar (stacked when colored, or ranged from x to x2 along a nominal y
+for timelines), line, point, rule — with linear or log quantitative scales and nominal
+categories, and a `description` drawn as a note under the chart; both renderers implement
+exactly that subset.
 """
 
 from __future__ import annotations
@@ -75,6 +77,75 @@ def step_time_chart(data: dict[str, Any], lang: str = "en") -> dict[str, Any]:
          "encoding": {"x": _n("part", "", lang, sort=None), "y": _q("seconds", "seconds", lang),
                       "color": _n("part", "part", lang, sort=None, legend=None)}},
     ], lang)
+
+
+TIMELINE_MAX_EVENTS = 4096  # passes drawn; a longer step shows its first micro-batches
+
+
+def pipeline_pass_times(data: dict[str, Any]) -> tuple[float, float, str]:
+    """(forward_s, backward_s, how) of one micro-batch on one stage, read off a train result.
+
+    The result gives the step's parts, not each stage's: `compute` is m times the slowest stage's
+    forward + backward (+ recomputation) of one micro-batch and the tensor/expert/context-parallel
+    communication is (m + bubble) times its per-micro-batch share (llmsizer.analysis.step), so
+    one micro-batch's slot on a stage is compute/m + comm/(m + bubble). The step model times every
+    stage as the slowest one, and so does the timeline; the slot is split 1:2 between forward
+    and backward (backward is two matrix products per forward one, as the step model's "last
+    backward = 2/3 of a micro-batch" has it), 1:3 with full recomputation (the forward again
+    before the backward)."""
+    par, parts = data["parallelism"], data["step_time_breakdown_s"]
+    m, pp, v = par["grad_accum"], par["pp"], par["virtual_stages"]
+    bubble_mb = (pp - 1) / v if par["schedule"] == "interleaved" else pp - 1.0
+    comm = sum(parts.get(k, 0.0) for k in ("tp_comm", "ep_comm", "cp_comm"))
+    slot = parts["compute"] / m + comm / (m + bubble_mb)
+    backward_share = 3 if par["recompute"] == "full" else 2
+    forward = slot / (1 + backward_share)
+    return forward, slot - forward, f"1:{backward_share}"
+
+
+def pipeline_timeline(data: dict[str, Any], lang: str = "en") -> dict[str, Any] | None:
+    """The pipeline schedule as a timeline: one bar per forward or backward pass, one row per
+    stage, simulated pass by pass (llmsizer.analysis.pipeline_schedule); None without pipelining
+    or where the schedule cannot run (interleaved with m not a multiple of pp)."""
+    from llmsizer.analysis.pipeline_schedule import simulate
+
+    par = data["parallelism"]
+    pp, m, schedule = par["pp"], par["grad_accum"], par["schedule"]
+    v = par["virtual_stages"] if schedule == "interleaved" else 1
+    if pp < 2 or (v > 1 and m % pp):
+        return None
+    forward_s, backward_s, ratio = pipeline_pass_times(data)
+    shown = m
+    if 2 * pp * v * m > TIMELINE_MAX_EVENTS:
+        group = pp if v > 1 else 1
+        shown = max(group, TIMELINE_MAX_EVENTS // (2 * pp * v) // group * group)
+    timeline = simulate(schedule, pp, shown, [forward_s] * pp, [backward_s] * pp, v)
+    names = {"F": _t("forward pass", lang), "B": _t("backward pass", lang)}
+    chunked = {"F": _t("forward, chunk {c}", lang), "B": _t("backward, chunk {c}", lang)}
+    what = _t("micro-batch", lang)
+    values = [{"stage": e.stage, "start": e.start_s, "end": e.end_s,
+               "pass": chunked[e.kind].format(c=e.chunk) if v > 1 else names[e.kind],
+               "label": f"{names[e.kind]}, {what} {e.micro_batch}"
+               + (f", {_t('model chunk', lang)} {e.chunk}" if v > 1 else "")}
+              for e in timeline.events]
+    name = {"gpipe": "GPipe", "1f1b": "1F1B"}.get(schedule, f"interleaved 1F1B, V={v}")
+    note = _t("Every stage is timed as the slowest one, as the step model times them; the train "
+              "result gives no per-stage forward/backward split, so each micro-batch's slot "
+              "(compute + tensor/expert/context-parallel communication) is split {ratio} between "
+              "forward and backward. Pipeline hand-offs are not drawn.", lang).format(ratio=ratio)
+    if shown < m:
+        note += " " + _t("The first {shown} of {m} micro-batches are shown.", lang).format(
+            shown=shown, m=m)
+    title = _t("Pipeline schedule", lang) + (
+        f": {name}, pp={pp}, m={m}, {_t('pipeline bubble', lang)} "
+        f"{100 * timeline.bubble_fraction:.1f}%")
+    return _spec(title, [
+        {"data": {"values": values}, "mark": {"type": "bar"},
+         "encoding": {"x": _q("start", "time (s)", lang), "x2": {"field": "end"},
+                      "y": _n("stage", "pipeline stage", lang, sort=None),
+                      "color": _n("pass", "forward or backward", lang, sort=None),
+                      "tooltip": [{"field": "label"}]}},
+    ], lang, width=520, height=max(60, min(420, 26 * pp)), description=note)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,7 +265,10 @@ def kv_usage_chart(data: dict[str, Any], lang: str = "en") -> dict[str, Any]:
 def charts_for(command: str, data: dict[str, Any], lang: str = "en") -> list[dict[str, Any]]:
     """The charts of one command's JSON result (none for commands without charts)."""
     if command in ("train", "finetune"):  # the same memory and step-time keys
-        return [training_memory_chart(data, lang), step_time_chart(data, lang)]
+        out = [training_memory_chart(data, lang), step_time_chart(data, lang)]
+        if command == "train" and (timeline := pipeline_timeline(data, lang)) is not None:
+            out.append(timeline)
+        return out
     if command == "infer":
         out = [roofline_chart(data, lang)]
         if data.get("sweep"):

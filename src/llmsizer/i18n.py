@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import functools
 import re
+import unicodedata
 from importlib import resources
 
 LANGUAGES = ("en", "zh")
@@ -80,3 +81,15 @@ def translate_text(text: str, lang: str = "en") -> str:
         return text
     messages = catalog(lang)
     return pattern.sub(lambda m: messages[m.group(0)], text)
+
+
+def display_width(text: str) -> int:
+    """Terminal cells `text` takes: East Asian Wide and Fullwidth characters two, combining marks
+    and other zero-width characters none, everything else one (Unicode UAX #11, as wcwidth
+    counts)."""
+    cells = 0
+    for c in text:
+        if unicodedata.combining(c) or unicodedata.category(c) in ("Mn", "Me", "Cf"):
+            continue
+        cells += 2 if unicodedata.east_asian_width(c) in ("W", "F") else 1
+    return cells

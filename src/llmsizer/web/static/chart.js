@@ -1,12 +1,14 @@
 // llmsizer's chart renderer: the Vega-Lite subset llmsizer.charts produces (layers of bar —
-// stacked by color —, line, point and rule marks; linear or log quantitative scales; a nominal
-// band scale for bars) drawn as SVG. Same layout rules as llmsizer/chart_svg.py.
+// stacked by color, or ranged from x to x2 along a nominal y for timelines —, line, point and
+// rule marks; linear or log quantitative scales; a nominal band scale for bars; the spec's
+// description as a note under the chart) drawn as SVG. Same layout rules as
+// llmsizer/chart_svg.py.
 "use strict";
 var LlmsizerChart = (function () {
   const NS = "http://www.w3.org/2000/svg";
   const PALETTE = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2",
     "#eeca3b", "#9d755d", "#ff9da6", "#bab0ac"];
-  const LEFT = 64, RIGHT = 130, TOP = 34, BOTTOM = 48;
+  const LEFT = 64, RIGHT = 130, TOP = 34, BOTTOM = 48, NOTE_LINE = 14, NOTE_CHAR = 6.5;
   let clipCount = 0;
 
   function el(name, attrs, text) {
@@ -57,6 +59,31 @@ var LlmsizerChart = (function () {
     return String(Number(v.toPrecision(3)));
   }
 
+  // terminal-style cells: East Asian wide and fullwidth characters count two (as chart_svg.py)
+  const WIDE = /[\u1100-\u115f\u2e80-\u303e\u3041-\u33ff\u3400-\u4dbf\u4e00-\u9fff\ua000-\ua4cf\uac00-\ud7a3\uf900-\ufaff\ufe30-\ufe4f\uff00-\uff60\uffe0-\uffe6]/;
+  function cells(text) {
+    let n = 0;
+    for (const c of text) n += WIDE.test(c) ? 2 : 1;
+    return n;
+  }
+
+  function noteLines(text, width) {
+    const limit = Math.max(20, Math.floor((width - 16) / NOTE_CHAR));
+    const words = (text || "").split(/\s+/).join(" ").match(
+      /\s*[\u2e80-\u9fff\uac00-\ud7af\uff00-\uffef]|\s*[^\s\u2e80-\u9fff\uac00-\ud7af\uff00-\uffef]+/g) || [];
+    const lines = [];
+    let line = "", n = 0;
+    for (let word of words) {
+      if (line && n + cells(word) > limit) {
+        lines.push(line.trimEnd());
+        line = ""; n = 0; word = word.trimStart();
+      }
+      line += word; n += cells(word);
+    }
+    if (line.trim()) lines.push(line.trimEnd());
+    return lines;
+  }
+
   function layersOf(spec) {
     return (spec.layer || [spec]).map(l => {
       const mark = typeof l.mark === "object" ? l.mark : { type: l.mark || "point" };
@@ -69,8 +96,10 @@ var LlmsizerChart = (function () {
     const layers = layersOf(spec);
     const w = spec.width || 460, h = spec.height || 260;
     const px = LEFT, py = TOP;
-    const svg = el("svg", { width: LEFT + w + RIGHT, height: TOP + h + BOTTOM,
-      viewBox: `0 0 ${LEFT + w + RIGHT} ${TOP + h + BOTTOM}`, class: "llmsizer-chart",
+    const note = noteLines(spec.description, LEFT + w + RIGHT);
+    const fullH = TOP + h + BOTTOM + note.length * NOTE_LINE;
+    const svg = el("svg", { width: LEFT + w + RIGHT, height: fullH,
+      viewBox: `0 0 ${LEFT + w + RIGHT} ${fullH}`, class: "llmsizer-chart",
       role: "img", "font-family": "system-ui,Segoe UI,Helvetica,Arial,sans-serif" });
     svg.appendChild(el("title", {}, spec.title || "chart"));
     const fieldValues = ch => {
@@ -84,15 +113,19 @@ var LlmsizerChart = (function () {
     const xEnc = (layers.find(l => l.enc.x) || { enc: { x: {} } }).enc.x;
     const yEnc = (layers.find(l => l.enc.y) || { enc: { y: {} } }).enc.y;
     const band = xEnc.type === "nominal" || xEnc.type === "ordinal";
+    // a timeline: bars from x to x2, one row per category of y
+    const yband = !band && (yEnc.type === "nominal" || yEnc.type === "ordinal");
     const colors = [];
     for (const v of fieldValues("color")) if (!colors.includes(v)) colors.push(v);
     const colorOf = c => PALETTE[colors.indexOf(c) % PALETTE.length];
     const cats = [];
-    if (band) for (const v of fieldValues("x")) if (!cats.includes(v)) cats.push(v);
+    if (band || yband) {
+      for (const v of fieldValues(band ? "x" : "y")) if (!cats.includes(v)) cats.push(v);
+    }
     let yVals = fieldValues("y").filter(isNum);
     const hasBar = layers.some(l => l.mark.type === "bar");
     for (const l of layers) {
-      if (l.mark.type !== "bar") continue;
+      if (l.mark.type !== "bar" || yband) continue;
       const sums = new Map();
       for (const v of l.values) sums.set(v[l.enc.x.field],
         (sums.get(v[l.enc.x.field]) || 0) + v[l.enc.y.field]);
@@ -100,19 +133,20 @@ var LlmsizerChart = (function () {
     }
     const yLog = ((yEnc.scale || {}).type) === "log";
     const ys = scale(yVals, h, yLog, hasBar || !yLog);
-    const xs = band ? null : scale(fieldValues("x").filter(isNum), w,
-      ((xEnc.scale || {}).type) === "log", false);
-    const step = w / Math.max(1, cats.length);
+    const xs = band ? null : scale(fieldValues("x").concat(fieldValues("x2")).filter(isNum), w,
+      ((xEnc.scale || {}).type) === "log", yband);
+    const step = (yband ? h : w) / Math.max(1, cats.length);
     const X = v => band ? px + (cats.indexOf(v) + 0.5) * step : px + xs.map(v);
-    const Y = v => py + h - ys.map(v);
+    const Y = v => yband ? py + (cats.indexOf(v) + 0.5) * step : py + h - ys.map(v);
 
     svg.appendChild(el("rect", { width: "100%", height: "100%", fill: "white" }));
     svg.appendChild(el("text", { x: px, y: 20, "font-size": 14, "font-weight": 600,
       class: "chart-title" }, spec.title || ""));
-    for (const t of ys.ticks) {
-      svg.appendChild(el("line", { x1: px, x2: px + w, y1: Y(t), y2: Y(t), stroke: "#e5e5e5" }));
+    for (const t of yband ? cats : ys.ticks) {
+      if (!yband) svg.appendChild(el("line", { x1: px, x2: px + w, y1: Y(t), y2: Y(t),
+        stroke: "#e5e5e5" }));
       svg.appendChild(el("text", { x: px - 6, y: Y(t) + 4, "font-size": 11,
-        "text-anchor": "end" }, tickLabel(t)));
+        "text-anchor": "end" }, yband ? String(t) : tickLabel(t)));
     }
     if (band) {
       for (const c of cats) svg.appendChild(el("text", { x: X(c), y: py + h + 16,
@@ -141,7 +175,18 @@ var LlmsizerChart = (function () {
       const enc = l.enc, mark = l.mark;
       const cf = (enc.color || {}).field;
       const fixed = mark.color || PALETTE[0];
-      if (mark.type === "bar") {
+      if (mark.type === "bar" && yband) {
+        const xf = enc.x.field, x2f = enc.x2.field, yf = enc.y.field, bh = step * 0.7;
+        const tip = ((enc.tooltip || [{}])[0] || {}).field;
+        for (const v of l.values) {
+          const r = el("rect", { class: "mark-bar", x: X(v[xf]), y: Y(v[yf]) - bh / 2,
+            width: Math.max(0, X(v[x2f]) - X(v[xf])), height: bh,
+            fill: cf ? colorOf(v[cf]) : fixed, stroke: "white", "stroke-width": 0.5 });
+          const label = tip ? v[tip] : (cf ? v[cf] : v[yf]);
+          r.appendChild(el("title", {}, `${label}: ${tickLabel(v[xf])} – ${tickLabel(v[x2f])}`));
+          g.appendChild(r);
+        }
+      } else if (mark.type === "bar") {
         const xf = enc.x.field, yf = enc.y.field, base = new Map();
         for (const v of l.values) {
           const lo = base.get(v[xf]) || 0, hi = lo + v[yf];
@@ -192,6 +237,8 @@ var LlmsizerChart = (function () {
         fill: colorOf(c) }));
       svg.appendChild(el("text", { x: px + w + 30, y: ly, "font-size": 11 }, String(c)));
     });
+    note.forEach((line, i) => svg.appendChild(el("text", { class: "chart-note", x: 8,
+      y: py + h + BOTTOM + 4 + i * NOTE_LINE, "font-size": 11, fill: "#555" }, line)));
     return svg;
   }
 
