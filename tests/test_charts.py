@@ -124,6 +124,21 @@ def test_plot_png_without_cairosvg_is_one_line_saying_how(tmp_path, capsys, monk
     assert "\n" not in err and "pip install 'llmsizer[plot]'" in err
 
 
+def test_plot_png_is_a_png_of_the_svgs_size(tmp_path, capsys):
+    pytest.importorskip("cairosvg")
+    import struct
+
+    svg, png = tmp_path / "c.svg", tmp_path / "c.png"
+    assert main([*TRAIN, "--plot", str(svg)]) == 0
+    assert main([*TRAIN, "--plot", str(png)]) == 0
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"  # PNG signature, header
+    width, height = struct.unpack(">II", data[16:24])
+    root = ET.fromstring(svg.read_text("utf-8"))
+    assert (width, height) == (round(float(root.get("width"))), round(float(root.get("height"))))
+    assert len(data) > 10_000  # drawn, not blank
+
+
 def test_plot_refuses_other_suffixes_and_unwritable_paths(tmp_path, capsys):
     assert main([*TRAIN, "--plot", str(tmp_path / "c.pdf")]) == 2
     assert main([*TRAIN, "--plot", str(tmp_path / "no" / "c.svg")]) == 2
