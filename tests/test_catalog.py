@@ -24,6 +24,26 @@ def test_required_models_are_in_the_catalog(name):
     assert entry is not None and entry.source
 
 
+# Models of issue 9's catalog list (and its "popular open models") whose config.json was found
+# verbatim in a public mirror; each entry names that mirror (repository@commit:path or Hub page).
+ISSUE_9_MODELS = [
+    "qwen3-0.6b", "qwen3-1.7b", "qwen3-4b", "qwen3-8b", "qwen3-14b", "qwen3-32b", "qwen3-30b-a3b",
+    "qwen3-235b-a22b", "deepseek-v3", "deepseek-r1", "deepseek-v2-lite", "llama-3.2-1b",
+    "llama-3.2-3b", "llama-3.3-70b", "llama-4-scout-17b-16e", "llama-4-maverick-17b-128e",
+    "gemma-3-1b", "gpt-oss-20b", "gpt-oss-120b", "mistral-nemo-12b", "phi-4", "olmo-2-7b",
+    "olmo-2-13b", "olmo-2-32b", "qwen2.5-1.5b", "qwen2.5-3b", "qwen2.5-7b", "qwen2.5-14b",
+    "qwen2.5-32b", "qwen2.5-72b", "glm-4.5-air",
+]
+
+
+@pytest.mark.parametrize("name", ISSUE_9_MODELS)
+def test_issue_9_models_are_in_the_catalog_with_their_config_source(name):
+    entry = model_entry(name)
+    assert entry is not None
+    assert "https://" in entry.source, entry.source
+    assert entry.hf_repo and entry.config.get("model_type")
+
+
 @pytest.mark.parametrize("name", REQUIRED_GPUS)
 def test_required_accelerators_are_in_the_catalog(name):
     acc = get_accelerator(name)
