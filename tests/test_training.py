@@ -85,9 +85,14 @@ def test_flops_scale_linearly_in_tokens_at_fixed_sequence(batch, factor):
     assert many.hardware_flops == factor * one.hardware_flops
 
 
-def test_zero3_moves_one_and_a_half_times_the_data_parallel_volume():
+def test_zero3_moves_one_and_a_half_times_the_data_parallel_volume(monkeypatch):
     # Seed 002 / ZeRO paper sec. 7: ZeRO-3 adds a parameter all-gather in forward and backward to
-    # the gradient reduce-scatter: 3Ψ per rank against 2Ψ for a plain all-reduce.
+    # the gradient reduce-scatter: 3Ψ per rank against 2Ψ for a plain all-reduce. (Volumes: NCCL's
+    # per-collective latency, paid per layer by ZeRO-3, is switched off.)
+    from llmsizer.analysis import comm, step
+
+    monkeypatch.setattr(comm, "NCCL_BASE_LATENCY_S", 0.0)
+    step.group_costs.cache_clear()
     spec = get_model("llama-2-13b")
     cluster = Cluster(A100, gpus_per_node=8)
     eff = Efficiency(collective_latency_s=0.0)

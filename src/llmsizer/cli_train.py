@@ -11,16 +11,6 @@ from llmsizer.errors import SpecError
 DEFAULT_SEQ = 4096
 
 
-def _packaged_training_default() -> dict[str, Any]:
-    """The packaged training factors (for --help: the defaults actually used)."""
-    import json
-    from importlib import resources
-
-    text = resources.files("llmsizer.catalog").joinpath("data", "efficiency.json").read_text(
-        "utf-8")
-    return json.loads(text)["training"]["default"]  # type: ignore[no-any-return]
-
-
 def add_parser(sub: Any, positive_int: Any) -> None:
     from llmsizer.cli import (
         MAX_GPUS,
@@ -34,7 +24,6 @@ def add_parser(sub: Any, positive_int: Any) -> None:
         arg_length,
     )
 
-    d = _packaged_training_default()
     t = sub.add_parser(
         "train", help="training memory, FLOPs, step time, MFU and time-to-train",
         description="Memory per device, FLOPs, step time, throughput, MFU/HFU and time-to-train "
@@ -86,16 +75,18 @@ def add_parser(sub: Any, positive_int: Any) -> None:
                    help="price per GPU-hour, for the cost (in --currency)")
     t.add_argument("--currency", default="USD", help="currency of --price")
     t.add_argument("--matmul-efficiency", type=arg_float(0, 1, low_open=True, what="a fraction"),
-                   help="ceiling fraction of peak for matrix products (default: calibrated per "
-                   f"GPU, {d['matmul_ceiling']:g} where not)")
+                   help="ceiling fraction of peak for matrix products (default: the GPU "
+                   "generation's measured maximum, scaled by the packaged training fit)")
     t.add_argument("--memory-efficiency", type=arg_float(0, 1, low_open=True, what="a fraction"),
-                   help="fraction of HBM bandwidth reached (default: calibrated per GPU, "
-                   f"{d['memory_ceiling']:g} where not)")
+                   help="fraction of HBM bandwidth reached (default: the GPU generation's "
+                   "measured stream bandwidth)")
     t.add_argument("--comm-efficiency", type=arg_float(0, 1, low_open=True, what="a fraction"),
-                   help="fraction of intra-node link bandwidth reached (default: calibrated, "
-                   f"{d['comm_efficiency']:g})")
+                   help="NCCL bus bandwidth over the intra-node link's (default: the GPU "
+                   "generation's measured all-reduce bus bandwidth)")
     t.add_argument("--inter-node-gbps", type=arg_float(0, 1e6, low_open=True, what="Gb/s"),
-                   default=400.0, help="inter-node network per GPU in Gb/s")
+                   help="network per GPU in Gb/s, one NIC per GPU (default: the GPU "
+                   "generation's usual NIC: 200 for A100 (DGX A100: HDR), 400 for H100/B200 "
+                   "(NDR))")
     t.add_argument("--calibration", help="efficiency calibration file (llmsizer calibrate)")
     t.add_argument("--no-dp-overlap", action="store_true",
                    help="do not hide gradient reduction behind the backward pass")
@@ -222,7 +213,8 @@ def build(args: argparse.Namespace) -> tuple[Any, ...]:
     if overrides:
         eff = replace(eff, **overrides, source=eff.source + " with command-line overrides")
     cluster = Cluster(acc, gpus_per_node=args.gpus_per_node,
-                      inter_node_bytes_s=args.inter_node_gbps * 1e9 / 8)
+                      inter_node_bytes_s=(args.inter_node_gbps * 1e9 / 8
+                                          if args.inter_node_gbps else None))
     if args.attention not in ("flash", "eager"):
         raise SpecError("attention", args.attention, "flash or eager")
     if args.mfu_attention not in ("auto", "dense", "causal"):

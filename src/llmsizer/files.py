@@ -434,10 +434,22 @@ EFFICIENCY_FIELDS: dict[str, Field] = {
     "collective_latency_s": Field(("number",), low=0, high=1, note="seconds"),
     "kernel_overhead_s": Field(("number",), low=0, high=1, note="seconds"),
     "tile_m": _int(1, 4096), "tile_n": _int(1, 4096),
-    "source": _STR, "gpu": _STR, "fitted_on": _STR, "notes": _STR,
+    "fp8_matmul_ceiling": _FRACTION, "attention_backward_ratio": _FRACTION,
+    "attention_half_seq": Field(("number",), low=0, high=1e9, note="tokens"),
+    "generation": _STR, "source": _STR, "gpu": _STR, "fitted_on": _STR, "notes": _STR,
 }
+# a fitted table scales a generation's measured factors by these fractions
+_SCALE = Field(("object",), fields={
+    k: Field(("number",), low=0.05, high=2.0, note="a multiplier of the measured factor")
+    for k in ("matmul_ceiling", "fp8_matmul_ceiling", "attention_efficiency", "memory_ceiling",
+              "comm_efficiency", "inter_node_efficiency")})
+_GENERATION = Field(("object",), fields={
+    "scale": _SCALE, "default": Field(("object",), fields=EFFICIENCY_FIELDS), "source": _STR,
+    "bounds_hit": Field(("list",)), "cases": _int(0, 10**6)})
 _WORKLOAD = Field(("object",), fields={
+    "scale": _SCALE, "source": _STR, "bounds_hit": Field(("list",)), "cases": _int(0, 10**6),
     "default": Field(("object",), fields=EFFICIENCY_FIELDS),
+    "generations": Field(("object",), values=_GENERATION),
     "accelerators": Field(("object",), values=Field(("object",), fields=EFFICIENCY_FIELDS)),
 })
 

@@ -1,22 +1,35 @@
-"""How much of an accelerator's peak real kernels reach: named, sourced, overridable factors.
+"""How much of an accelerator's peak real kernels reach: named, sourced parameters per chip
+*generation*, never per SKU.
 
-Matrix products: a per-device ceiling (seed 003 sec. 1.3: an A800 reaches at most about 80 % of
-its 312 TFLOP/s) times tile and wave quantization (a GEMM is cut into tm×tn output tiles; the SMs
-run them in waves, and a last partial wave or a padded edge tile wastes the rest; NVIDIA's "Matrix
-Multiplication Background User's Guide"). Memory streams reach a fraction of peak bandwidth. These
-are the calibration knobs of issue 5; until then the defaults below are stated assumptions.
+Every factor is physical and measured by someone for the architecture (catalog/data/
+generations.json, each with its citation): the maximum achievable matmul throughput (MAMF) as a
+fraction of the dense peak, fused attention efficiency as a function of sequence length, the
+achieved HBM stream bandwidth, NCCL's bus bandwidth over NVLink and the NICs. Training and serving
+runs may then scale the compute factors by a *fitted* fraction (catalog/data/efficiency.json:
+how much of the microbenchmark a framework reaches in a whole step), fitted per workload and, where
+the validation set allows, per generation; a SKU never gets a factor of its own, so a part with more
+of everything (H200 over H100, A100 over A800) is never predicted slower.
+
+Matrix products additionally lose to tile and wave quantization (a GEMM is cut into tm×tn output
+tiles; the SMs run them in waves, and a last partial wave or a padded edge tile wastes the rest;
+NVIDIA's "Matrix Multiplication Background User's Guide").
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from typing import Any
 
 from llmsizer.errors import SpecError
 from llmsizer.graph import Gemm
 from llmsizer.specs.hardware import Accelerator
+
+# What a fitted table may scale (each a fraction of the generation's measured value) and what it
+# may set outright.
+SCALED = ("matmul_ceiling", "fp8_matmul_ceiling", "attention_efficiency", "memory_ceiling",
+          "comm_efficiency", "inter_node_efficiency")
 
 
 @dataclass(frozen=True)
@@ -28,16 +41,41 @@ class Efficiency:
     inter_node_efficiency: float = 0.80  # the same across nodes (InfiniBand/RoCE NICs)
     tile_m: int = 128
     tile_n: int = 128
+    # FP8 GEMMs reach a lower fraction of their (twice as high) peak than bf16 ones; None: the
+    # bf16 fraction
+    fp8_matmul_ceiling: float | None = None
+    # fused attention reaches attention_efficiency · s/(s + s0) at s tokens of context
+    # (0: no dependence on length)
+    attention_half_seq: float = 0.0
+    attention_backward_ratio: float = 1.0  # backward kernels' efficiency over the forward's
+    generation: str = ""
     collective_latency_s: float = 5e-6  # per hop of a collective (NVLink; 2x across nodes)
     kernel_overhead_s: float = 4e-6  # launch + tail per kernel in a decode step
     source: str = "defaults (uncalibrated): see llmsizer.analysis.efficiency"
 
     def __post_init__(self) -> None:
         for name in ("matmul_ceiling", "attention_efficiency", "memory_ceiling",
-                     "comm_efficiency", "inter_node_efficiency"):
+                     "comm_efficiency", "inter_node_efficiency", "fp8_matmul_ceiling",
+                     "attention_backward_ratio"):
             v = getattr(self, name)
-            if not 0 < v <= 1:
+            if v is not None and not 0 < v <= 1:
                 raise SpecError(name, v, "a fraction in (0, 1]")
+        if not 0 <= self.attention_half_seq < 1e9:
+            raise SpecError("attention_half_seq", self.attention_half_seq, "tokens, >= 0")
+
+    def matmul_for(self, dtype: str) -> float:
+        """The matrix-product ceiling for products run in `dtype`."""
+        if dtype == "fp8" and self.fp8_matmul_ceiling is not None:
+            return self.fp8_matmul_ceiling
+        return self.matmul_ceiling
+
+    def attention_at(self, context: float, backward: bool = False) -> float:
+        """Fused attention efficiency at `context` tokens per sequence: short sequences leave
+        the kernel's pipeline half empty (FlashAttention-2/3 sweeps, see generations.json)."""
+        e = self.attention_efficiency
+        if self.attention_half_seq > 0:
+            e *= context / (context + self.attention_half_seq)
+        return e * (self.attention_backward_ratio if backward else 1.0)
 
     def describe(self) -> dict[str, str]:
         """The factors in words (a new dict each call; built once per set of factors)."""
@@ -46,39 +84,36 @@ class Efficiency:
     def _words(self) -> dict[str, str]:
         return {
             "matmul_ceiling": f"{self.matmul_ceiling:.0%} of peak at best",
-            "attention_efficiency": f"{self.attention_efficiency:.0%} of peak in attention kernels",
+            "attention_efficiency": (
+                f"{self.attention_efficiency:.0%} of peak in attention kernels"
+                + (f" at long context, ·s/(s+{self.attention_half_seq:g})"
+                   if self.attention_half_seq else "")),
             "memory_ceiling": f"{self.memory_ceiling:.0%} of peak memory bandwidth",
             "comm_efficiency": f"{self.comm_efficiency:.0%} of intra-node link bandwidth",
             "inter_node_efficiency": f"{self.inter_node_efficiency:.0%} of the network's bandwidth",
             "kernel_overhead": f"{self.kernel_overhead_s * 1e6:g} µs per kernel in decode steps",
             "tiles": f"{self.tile_m}x{self.tile_n} output tiles, waves over the SMs",
+            "generation": self.generation or "(none: explicit factors)",
             "efficiency source": self.source,
         }
 
     @classmethod
     def for_accelerator(cls, acc: Accelerator | None, calibration: str | None = None,
                         workload: str = "training") -> Efficiency:
-        """The efficiency factors for `acc`: from a calibration file if given, else from the
-        calibrated values in catalog/data/efficiency.json for the workload ("training" or
-        "serving": fitted apart, because training and serving frameworks differ), per
-        accelerator where fitted, else the workload's default."""
+        """The factors for `acc` and `workload` ("training" or "serving"): its generation's
+        measured values (generations.json), scaled by the packaged fit for the workload
+        (efficiency.json), then whatever a calibration file sets (a user's own measurement may
+        name its accelerator)."""
+        packaged = _packaged_efficiency(acc, workload)
         if calibration is None:
-            return _packaged_efficiency(acc, workload)
-        packaged = _workload_entry(_packaged_table(), acc, workload)
+            return packaged
         from llmsizer.files import FileInputError, read_json
 
         try:
             data = read_json(calibration, "calibration")
         except FileInputError as e:
             raise SpecError("calibration", str(calibration), e.reason) from None
-        # What the file does not set keeps the packaged value of this workload and accelerator:
-        # a GEMM benchmark moves the matrix ceiling, not serving's kernel overhead.
-        layers = [data, _workload_entry(data, acc, workload, flat=False)]
-        merged = dict(packaged)
-        for layer in layers:
-            merged |= {k: v for k, v in layer.items() if k not in ("training", "serving")}
-        merged["source"] = str(layers[1].get("source") or data.get("source") or calibration)
-        return cls.from_dict(merged, str(calibration))
+        return apply_table(packaged, data, acc, workload, str(calibration))
 
     @classmethod
     def from_dict(cls, data: dict[str, object], origin: str) -> Efficiency:
@@ -92,28 +127,84 @@ class Efficiency:
 
 
 @cache
+def generation_table() -> dict[str, dict[str, Any]]:
+    """catalog/data/generations.json by generation name (read once)."""
+    import json
+    from importlib import resources
+
+    text = resources.files("llmsizer.catalog").joinpath("data", "generations.json").read_text(
+        "utf-8")
+    return {g["name"]: g for g in json.loads(text)}
+
+
+def generation_of(acc: Accelerator | None) -> str:
+    """The generation an accelerator belongs to, from its catalog `architecture`."""
+    arch = str((acc.extras.get("architecture") if acc is not None else "") or "")
+    for name, g in generation_table().items():
+        if any(arch == a or arch.startswith(a + " (") for a in g["architectures"]):
+            return name
+    return "other"
+
+
+@cache
+def generation_efficiency(generation: str) -> Efficiency:
+    """The generation's measured factors, unscaled."""
+    g = generation_table()[generation]
+    return Efficiency.from_dict(dict(g["efficiency"]) | {
+        "source": f"catalog/data/generations.json ({generation}: measured)",
+        "generation": generation}, f"catalog/data/generations.json ({generation})")
+
+
+def nic_bytes_s(acc: Accelerator | None) -> float:
+    """The generation's usual network bandwidth per GPU and direction (one NIC per GPU)."""
+    return float(generation_table()[generation_of(acc)]["nic_gbps"]) * 1e9 / 8
+
+
+@cache
 def _packaged_efficiency(acc: Accelerator | None, workload: str) -> Efficiency:
-    """The packaged factors of one accelerator and workload (read and checked once)."""
-    return Efficiency.from_dict(_workload_entry(_packaged_table(), acc, workload),
-                                f"catalog/data/efficiency.json ({workload})")
+    """The generation's measured factors scaled by the packaged fit of `workload`."""
+    return apply_table(generation_efficiency(generation_of(acc)), _packaged_table(), acc,
+                       workload, "catalog/data/efficiency.json")
 
 
-def _workload_entry(data: dict[str, Any], acc: Accelerator | None, workload: str,
-                    flat: bool = True) -> dict[str, Any]:
-    """The factors for `workload` and `acc` from a table: {"training": {"default",
-    "accelerators"}, "serving": ...} (what `llmsizer calibrate` writes) gives each workload its
-    own, per accelerator where fitted; a table without sections is one set for every workload
-    (`flat`), or nothing to add (not `flat`)."""
+def apply_table(base: Efficiency, data: dict[str, Any], acc: Accelerator | None, workload: str,
+                origin: str) -> Efficiency:
+    """`base` with a table applied: {"training": {"scale": {...}, "default": {...},
+    "generations": {g: {"scale", "default"}}, "accelerators": {name: {...}}}, "serving": ...}
+    (what `llmsizer calibrate` writes), or flat factors for every workload. "scale" multiplies the
+    generation's measured values; "default"/flat values set a factor outright."""
+    from llmsizer.files import check_object, EFFICIENCY_FIELDS
+
+    layers: list[tuple[dict[str, Any], dict[str, Any]]] = []  # (scale, set)
     if "training" not in data and "serving" not in data:
-        return data if flat else {}
-    table = data.get(workload) or {}
-    per = table.get("accelerators") or {}
-    entry = per.get(acc.name) if acc is not None else None
-    return dict(table.get("default") or {}) | dict(entry or {})
+        layers.append(({}, data))
+    else:
+        table = data.get(workload) or {}
+        layers.append((table.get("scale") or {}, table.get("default") or {}))
+        gen = (table.get("generations") or {}).get(base.generation or generation_of(acc)) or {}
+        layers.append((gen.get("scale") or {}, gen.get("default") or {}))
+        if acc is not None:
+            layers.append(({}, (table.get("accelerators") or {}).get(acc.name) or {}))
+    values: dict[str, Any] = {}
+    source = base.source
+    for scale, setting in layers:
+        for k, f in scale.items():
+            v = getattr(base, k, None)
+            if k in SCALED and v is not None:
+                values[k] = min(1.0, v * float(f))
+        check_object(setting, EFFICIENCY_FIELDS, origin)
+        values |= {k: v for k, v in setting.items()
+                   if k not in ("source", "gpu", "fitted_on", "notes")}
+        source = str(setting.get("source") or source)
+        if scale:
+            source = f"{source}; scaled by {origin} ({workload})"
+    if not values:
+        return base
+    return replace(base, **values, source=source)
 
 
 def matmul_efficiency(m: int, n: int, eff: Efficiency, acc: Accelerator, batch: int = 1,
-                      k: int | None = None) -> float:
+                      k: int | None = None, dtype: str = "bf16") -> float:
     """Fraction of peak an (m×k)·(k×n) product reaches: ceiling × padding × wave quantization.
 
     Skinny products (decode: m = batch) use the smallest tile height that holds m (16 to tile_m,
@@ -133,7 +224,7 @@ def matmul_efficiency(m: int, n: int, eff: Efficiency, acc: Accelerator, batch: 
         wave = tiles / (waves * sms)
     else:
         wave = 1.0
-    return eff.matmul_ceiling * padding * wave
+    return eff.matmul_for(dtype) * padding * wave
 
 
 @cache
@@ -171,10 +262,11 @@ def vector_peak(acc: Accelerator) -> float:
     return tensor * VECTOR_TO_TENSOR_RATIO
 
 
-def gemm_efficiency(g: Gemm, eff: Efficiency, acc: Accelerator) -> float:
-    """`matmul_efficiency` of one op's product on one device (see `graph.Op.rank_gemm`)."""
+def gemm_efficiency(g: Gemm, eff: Efficiency, acc: Accelerator, dtype: str = "bf16") -> float:
+    """`matmul_efficiency` of one op's product on one device (see `graph.Op.rank_gemm`), with
+    the ceiling of products in `dtype`."""
     return matmul_efficiency(max(1, math.ceil(g.rows)), g.n, eff, acc,
-                             batch=max(1, math.ceil(g.instances)), k=g.k)
+                             batch=max(1, math.ceil(g.instances)), k=g.k, dtype=dtype)
 
 
 @cache

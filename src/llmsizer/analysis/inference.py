@@ -378,9 +378,10 @@ def _topology(acc: Accelerator, gpus_per_node: int, eff: Efficiency) -> comm.Top
     intra = (acc.intra_node_link_bytes_s or 64e9) / 2
     return comm.Topology(gpus_per_node,
                          comm.Link(acc.intra_node_link_name or "PCIe", intra,
-                                   eff.collective_latency_s, eff.comm_efficiency),
+                                   eff.collective_latency_s, eff.comm_efficiency,
+                                   log_latency=True),
                          comm.Link("network", 50e9, 2 * eff.collective_latency_s,
-                                   eff.inter_node_efficiency))
+                                   eff.inter_node_efficiency, log_latency=True))
 
 
 def compute_bound_batch(spec: ModelSpec, acc: Accelerator, cfg: ServingConfig, context: int,

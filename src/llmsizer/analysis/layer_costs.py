@@ -50,13 +50,15 @@ class Setting:
     attention: str = "flash"  # kernels: "flash" or "eager"
     framework_overhead: float = DEFAULT_FRAMEWORK_OVERHEAD
     dp_overlap: bool = True
+    framework: str = "megatron"  # a profile of llmsizer.analysis.frameworks
+    fp8_recipe: str = "delayed"  # what FP8 casts cost (FP8_CAST_BYTES); only with fp8 precision
 
     def __hash__(self) -> int:
         cached = self.__dict__.get("_hash")
         if cached is None:
             cached = hash((self.spec, self.seq, self.precision, self.opt, self.cluster, self.eff,
                            self.activations, self.attention, self.framework_overhead,
-                           self.dp_overlap))
+                           self.dp_overlap, self.framework, self.fp8_recipe))
             object.__setattr__(self, "_hash", cached)
         return cached
 
@@ -88,19 +90,40 @@ class Group:
 # Per-layer costs (scalar, from the op graph; cached)
 # ---------------------------------------------------------------------------------------------
 
-def _linear_time(op: Op, tokens: int, tp: int, ep: int, acc: Accelerator, peak: float,
+def _linear_time(op: Op, tokens: int, tp: int, ep: int, acc: Accelerator, dtype: str,
                  e: float, eff: Efficiency) -> float:
-    """Forward time of one linear op's share on one device (its product from the graph)."""
+    """Forward time of one linear op's share on one device (its product from the graph), at the
+    matrix peak of `dtype` and the generation's ceiling for it."""
     g = op.rank_gemm(tokens, tp, ep)
-    return op_time(g.flops, e * (g.weight_elements + g.activation_elements), peak,
-                   acc.memory_bandwidth_bytes_s, gemm_efficiency(g, eff, acc), eff)
+    return op_time(g.flops, e * (g.weight_elements + g.activation_elements), acc.peak(dtype),
+                   acc.memory_bandwidth_bytes_s, gemm_efficiency(g, eff, acc, dtype), eff)
+
+
+# Bytes per element an FP8 recipe moves to cast a bf16 tensor: read it (2), write the FP8 copy
+# (1) and, because Hopper's FP8 tensor cores take only the TN layout, a transposed FP8 copy for
+# the other GEMM that uses it (1) — Transformer Engine and torchao both keep row- and column-wise
+# copies; current scaling first reads the tensor once more for its amax (2); MXFP8 and blockwise
+# scaling compute their scales inside the cast (plus 1 byte per 32 or 128 elements, ignored).
+FP8_CAST_BYTES = {"delayed": 4.0, "current": 6.0, "tensorwise": 6.0, "rowwise": 6.0,
+                  "blockwise": 4.0, "mxfp8": 4.0}
+FP8_RECIPES = tuple(FP8_CAST_BYTES)
+
+
+def _fp8_cast_bytes(op: Op, tokens: int, tp: int, ep: int, recipe: str) -> tuple[float, float]:
+    """(forward, backward) bytes an FP8 recipe moves to cast one linear op's operands: its
+    input in the forward pass, its output gradient in the backward pass. Weights are cast once
+    per step (Transformer Engine caches them across micro-batches): see `_weight_cast_bytes`."""
+    g = op.rank_gemm(tokens, tp, ep)
+    per = FP8_CAST_BYTES[recipe]
+    return per * g.input_elements, per * g.output_elements
 
 
 def _attention_time(op: Op, layer: LayerGraph, mb: int, seq_local: int, cp: int, tp: int,
                     flash: bool, acc: Accelerator, peak: float, e: float,
-                    eff: Efficiency) -> float:
-    """Forward time of the attention core on one device. Flash kernels skip masked tiles
-    (causal pairs); eager computes and stores the full square of scores."""
+                    eff: Efficiency, backward: bool = False) -> float:
+    """Forward (or backward, without its 2.5x FLOPs) time of the attention core on one device.
+    Flash kernels skip masked tiles (causal pairs) and reach the generation's measured
+    efficiency at this context length; eager computes and stores the full square of scores."""
     context = seq_local * cp
     if cp == 1:
         pairs = layer_pairs(layer, seq_local, context, "causal" if flash else "dense")
@@ -111,8 +134,9 @@ def _attention_time(op: Op, layer: LayerGraph, mb: int, seq_local: int, cp: int,
     # queries read and outputs written (heads), keys and values read (K/V heads)
     qkvo = e * mb * seq_local * (heads + kv_heads) * (op.qk_dim + op.v_dim)
     scores = 0 if flash else 4 * e * mb * heads * seq_local * context
-    return op_time(flops, qkvo + scores, peak, acc.memory_bandwidth_bytes_s,
-                   eff.attention_efficiency, eff)
+    window = min(context, layer.keys_visible or context)
+    efficiency = eff.attention_at(window, backward) if flash else eff.attention_efficiency
+    return op_time(flops, qkvo + scores, peak, acc.memory_bandwidth_bytes_s, efficiency, eff)
 
 
 def _stream_time(op: Op, tokens: int, tp: int, acc: Accelerator, e: float,
@@ -132,6 +156,8 @@ class LayerCost:
     recompute_s: float
     ep_comm_s: float
     cp_comm_s: float
+    linear_s: float = 0.0  # forward + backward of the matrix products (what TP overlap hides)
+    ep_hideable_s: float = 0.0  # compute an overlapped expert all-to-all can hide behind
 
 
 @lru_cache(maxsize=4096)
@@ -139,27 +165,43 @@ def _layer_cost(st: Setting, layer_index: int, tp: int, cp: int, ep: int, mb: in
                 recompute: str, sp: bool) -> LayerCost:
     spec, acc, eff = st.spec, st.cluster.accelerator, st.eff
     e = st.act_bytes
-    peak = acc.peak(st.precision.compute_dtype)
+    dtype = st.precision.compute_dtype
+    # FP8 recipes run only the linear layers' products in FP8 (Transformer Engine, torchao):
+    # attention, norms and the rest stay in bf16
+    attn_peak = acc.peak("bf16" if dtype == "fp8" else dtype)
     seq_local = st.seq // cp
     tokens = mb * seq_local
     layer = build_graph(spec).layers[layer_index]
     moe = spec.is_moe_layer(layer_index)
     flash = st.attention == "flash"
-    fwd_mm = attn = 0.0
+    fwd_mm = fwd_scan = attn = attn_bwd = 0.0
+    cast_f = cast_b = 0.0
     for op in layer.ops:
-        if op.kind in ("linear", "router"):
-            fwd_mm += _linear_time(op, tokens, tp, ep, acc, peak, e, eff)
+        if op.kind == "router":
+            fwd_mm += _linear_time(op, tokens, tp, ep, acc, "bf16" if dtype == "fp8" else dtype,
+                                   e, eff)
+        elif op.kind == "linear":
+            fwd_mm += _linear_time(op, tokens, tp, ep, acc, dtype, e, eff)
+            if dtype == "fp8":
+                f, b = _fp8_cast_bytes(op, tokens, tp, ep, st.fp8_recipe)
+                cast_f, cast_b = cast_f + f, cast_b + b
         elif op.kind == "attention":
-            attn = _attention_time(op, layer, mb, seq_local, cp, tp, flash, acc, peak, e, eff)
+            attn = _attention_time(op, layer, mb, seq_local, cp, tp, flash, acc, attn_peak, e,
+                                   eff)
+            attn_bwd = _attention_time(op, layer, mb, seq_local, cp, tp, flash, acc, attn_peak,
+                                       e, eff, backward=True)
         elif op.kind in ("scan", "conv"):
-            fwd_mm += _stream_time(op, tokens, tp, acc, e, eff)
-    # Element-wise work (norms, residual adds, activation, rotary): memory-bound streams.
+            fwd_scan += _stream_time(op, tokens, tp, acc, e, eff)
+    # Element-wise work (norms, residual adds, activation, rotary, MoE routing and permutation,
+    # FP8 casts): memory-bound streams.
     h = spec.hidden_size
-    elementwise = e * tokens * layer.elementwise_elements_per_token(h, tp, sp,
-                                                                    spec.ffn_kind == "gated")
-    ew = elementwise / (acc.memory_bandwidth_bytes_s * eff.memory_ceiling)
-    forward = fwd_mm + attn + ew
-    backward = 2 * fwd_mm + ATTENTION_BACKWARD_FACTOR[st.attention] * attn + 2 * ew
+    bw = acc.memory_bandwidth_bytes_s * eff.memory_ceiling
+    elementwise = e * tokens * (layer.elementwise_elements_per_token(
+        h, tp, sp, spec.ffn_kind == "gated") + layer.routing_elements_per_token(h))
+    ew = elementwise / bw
+    forward = fwd_mm + fwd_scan + attn + ew + cast_f / bw
+    backward = 2 * (fwd_mm + fwd_scan) + ATTENTION_BACKWARD_FACTOR[st.attention] * attn_bwd + \
+        2 * ew + cast_b / bw
     recompute_s = {"full": forward, "selective": attn}.get(recompute, 0.0)
 
     act, act_full = (layer_activations(spec, mb, seq_local, convention=st.activations,
@@ -180,7 +222,8 @@ def _layer_cost(st: Setting, layer_index: int, tp: int, cp: int, ep: int, mb: in
         kv = e * tokens * (attn_op.cache_elements_per_token(tp, "expanded") if attn_op else 0)
         ring = (cp - 1) * comm.p2p_s(kv, topo.link_for(cp, tp), eff) * 3  # fwd + 2× bwd
         cp_s = max(0.0, ring - forward)  # overlapped with the attention compute
-    return LayerCost(act, act_full, forward, backward, recompute_s, ep_s, cp_s)
+    return LayerCost(act, act_full, forward, backward, recompute_s, ep_s, cp_s,
+                     linear_s=3 * fwd_mm, ep_hideable_s=forward + backward - 3 * fwd_mm)
 
 
 @cache
@@ -210,6 +253,8 @@ class StageCosts:
     output_act_bytes: Floats  # the output head's (last stage only), one micro-batch at a time
     recompute_working_set: Floats
     compute_s: Floats  # forward + backward + recompute of one micro-batch
+    forward_s: Floats  # its forward part
+    linear_s: Floats  # its matrix products (forward and backward): what TP overlap hides
     comm_s: Floats  # tp + ep + cp communication of one micro-batch
     tp_comm_s: Floats
     ep_comm_s: Floats
@@ -240,11 +285,14 @@ def _micro_batch_costs(st: Setting, tp: int, cp: int, ep: int, micro_batch: int,
     # reduce-scatter + all-gather of the same cost); full recomputation repeats the forward ones.
     tp_layer = comm.all_reduce_s(e * tokens * spec.hidden_size, tp, topo.link_for(tp, 1),
                                  eff) * (4 + (2 if recompute == "full" else 0))
-    peak = acc.peak(st.precision.compute_dtype)
+    dtype = st.precision.compute_dtype
     head_op = build_graph(spec).head[-1]
     # the output head's products, and its fp32 logits written, read by the softmax and by the
     # cross-entropy backward (3 passes of 4 bytes over the rank's vocabulary share)
-    head_s = 3 * _linear_time(head_op, tokens, tp, 1, acc, peak, e, eff) + 3 * 4 * tokens * \
+    # (FP8 recipes keep the output layer in bf16: Megatron's output layer is not a Transformer
+    # Engine module, and torchao/torchtitan leave the LM head out of float8 conversion)
+    head_dtype = "bf16" if dtype == "fp8" else dtype
+    head_s = 3 * _linear_time(head_op, tokens, tp, 1, acc, head_dtype, e, eff) + 3 * 4 * tokens * \
         head_op.rank_dims(tp)[1] / (acc.memory_bandwidth_bytes_s * eff.memory_ceiling)
     out_act = output_activations(spec, micro_batch, seq_local, convention=st.activations,
                                  act_bytes=e, tp=tp, sequence_parallel=sp,
@@ -266,7 +314,7 @@ def stage_costs(st: Setting, g: Group) -> StageCosts:
     costs, tp_layer, head_s, out_act = mb.layers, mb.tp_layer_s, mb.head_s, mb.output_act_bytes
     n = g.pp
     act, comp, ep_s, cp_s = [0.0] * n, [0.0] * n, [0.0] * n, [0.0] * n
-    ws, largest = [0.0] * n, [0.0] * n
+    ws, largest, fwd, lin = [0.0] * n, [0.0] * n, [0.0] * n, [0.0] * n
     for r, counts in _stage_rep_counts(spec, n).items():
         c = costs[r]
         per_layer_compute = c.forward_s + c.backward_s + c.recompute_s
@@ -276,12 +324,15 @@ def stage_costs(st: Setting, g: Group) -> StageCosts:
                 continue
             act[s_] += k * c.act_bytes
             comp[s_] += k * per_layer_compute
+            fwd[s_] += k * c.forward_s
+            lin[s_] += k * c.linear_s
             ep_s[s_] += k * c.ep_comm_s
             cp_s[s_] += k * c.cp_comm_s
             largest[s_] = max(largest[s_], size)
             if g.recompute == "full":
                 ws[s_] = max(ws[s_], c.act_bytes_no_recompute)
     comp[-1] += head_s
+    fwd[-1] += head_s / 3
     tp_s = tuple(len(idx) * tp_layer for idx in layers)
     out = (0.0,) * (n - 1) + (out_act,)
     return StageCosts(
@@ -289,6 +340,6 @@ def stage_costs(st: Setting, g: Group) -> StageCosts:
         dense_params=tuple(float(h.held - h.expert) for h in held),
         expert_params=tuple(float(h.expert) for h in held),
         largest_layer_params=tuple(largest), act_bytes=tuple(act), output_act_bytes=out,
-        recompute_working_set=tuple(ws), compute_s=tuple(comp),
-        comm_s=tuple(a + b + c for a, b, c in zip(tp_s, ep_s, cp_s, strict=True)),
+        recompute_working_set=tuple(ws), compute_s=tuple(comp), forward_s=tuple(fwd),
+        linear_s=tuple(lin), comm_s=tuple(a + b + c for a, b, c in zip(tp_s, ep_s, cp_s, strict=True)),
         tp_comm_s=tp_s, ep_comm_s=tuple(ep_s), cp_comm_s=tuple(cp_s))

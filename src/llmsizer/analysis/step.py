@@ -9,12 +9,13 @@ docstrings of memory.py and training.py.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
-from llmsizer.analysis import comm
+from llmsizer.analysis import comm, frameworks
 from llmsizer.analysis.layer_costs import (
     DEFAULT_FRAMEWORK_OVERHEAD,
     Group,
@@ -79,6 +80,8 @@ class GroupResult:
     dp_comm_total_s: np.ndarray
     optimizer_s: np.ndarray
     step_s: np.ndarray
+    tp_comm_total_s: np.ndarray  # before overlap (tp_comm_s: what shows)
+    pp_comm_total_s: np.ndarray
 
 
 def in_flight(pp: int, accum: np.ndarray | int, schedule: np.ndarray, v: np.ndarray
@@ -105,13 +108,19 @@ class GroupCosts:
 
     stages: StageCosts
     t_mb: float  # the slowest stage's compute for one micro-batch
+    t_fwd: float  # … its forward part
     tp_s: float  # its tensor/expert/context-parallel communication per micro-batch
+    tp_linear_s: float  # its matrix products (what TP communication overlap hides behind)
     ep_s: float
     cp_s: float
     p2p_s: float  # pipeline hand-offs per micro-batch (forward and backward)
-    all_reduce_s: float  # gradients over the data-parallel group(s)
-    reduce_scatter_s: float
-    gather_s: float  # ZeRO-3 parameter all-gathers of one micro-batch (forward + backward)
+    buckets: float  # gradient buckets (the framework's bucket size)
+    all_reduce_s: float  # gradients over the data-parallel group(s), bucketed
+    reduce_scatter_s: float  # … reduce-scattered to a sharded optimizer
+    param_gather_s: float  # the updated shards gathered back (ZeRO-1/2)
+    layer_gather_s: float  # ZeRO-3: one layer's parameters all-gathered
+    layer_scatter_s: float  # ZeRO-3: one layer's gradients reduce-scattered
+    layers: int  # layers of the slowest stage
     params_worst: float  # parameters held by the time-critical stage
 
     def stage_array(self, attr: str) -> np.ndarray:
@@ -123,27 +132,40 @@ class GroupCosts:
         return a
 
 
+def _sharded(coll: Callable[..., float], nbytes_dense: float, nbytes_expert: float, n_d: int,
+             n_e: int, link: comm.Link, pieces: float = 1.0) -> float:
+    """One collective over dense parameters (data-parallel group) and expert parameters
+    (their smaller group), cut into `pieces` equal messages."""
+    return pieces * (coll(nbytes_dense / pieces, n_d, link) + coll(nbytes_expert / pieces, n_e,
+                                                                   link))
+
+
 @lru_cache(maxsize=8192)
 def group_costs(st: Setting, g: Group) -> GroupCosts:
     sc = stage_costs(st, g)
     worst = max(range(g.pp), key=lambda s: sc.compute_s[s] + sc.comm_s[s])
-    eff, topo, p = st.eff, st.topology, st.precision
+    topo, p = st.topology, st.precision
     act_msg = st.act_bytes * g.micro_batch * (st.seq // g.cp) * st.spec.hidden_size
     p2p = 2 * comm.p2p_s(act_msg / (g.tp if g.sequence_parallel else 1),
-                         topo.link_for(g.pp, g.tp * g.cp * g.dp), eff) if g.pp > 1 else 0.0
+                         topo.link_for(g.pp, g.tp * g.cp * g.dp)) if g.pp > 1 else 0.0
     dp_link = topo.link_for(g.dp, g.tp * g.cp)
     n_d, n_e = g.dp * g.cp, g.dp * g.cp // g.ep
     d_w, x_w = float(sc.dense_params[worst]), float(sc.expert_params[worst])
     grad_b = 2 if p.gradient_bytes == 2 else 4
-    ar = comm.all_reduce_s(grad_b * d_w, n_d, dp_link, eff) + comm.all_reduce_s(
-        grad_b * x_w, n_e, dp_link, eff)
-    rs = comm.reduce_scatter_s(grad_b * d_w, n_d, dp_link, eff) + comm.reduce_scatter_s(
-        grad_b * x_w, n_e, dp_link, eff)
-    gather = 2 * (comm.all_gather_s(p.weight_bytes * d_w, n_d, dp_link, eff)
-                  + comm.all_gather_s(p.weight_bytes * x_w, n_e, dp_link, eff))
-    return GroupCosts(sc, float(sc.compute_s[worst]), float(sc.tp_comm_s[worst]),
-                      float(sc.ep_comm_s[worst]), float(sc.cp_comm_s[worst]), p2p, ar, rs,
-                      gather, d_w + x_w)
+    nb = frameworks.profile(st.framework).buckets(d_w + x_w, n_d)
+    ar = _sharded(comm.all_reduce_s, grad_b * d_w, grad_b * x_w, n_d, n_e, dp_link, nb)
+    rs = _sharded(comm.reduce_scatter_s, grad_b * d_w, grad_b * x_w, n_d, n_e, dp_link, nb)
+    ag = _sharded(comm.all_gather_s, p.weight_bytes * d_w, p.weight_bytes * x_w, n_d, n_e,
+                  dp_link, nb)
+    n_layers = max(1, len(sc.layers[worst]))
+    layer_ag = _sharded(comm.all_gather_s, p.weight_bytes * d_w / n_layers,
+                        p.weight_bytes * x_w / n_layers, n_d, n_e, dp_link)
+    layer_rs = _sharded(comm.reduce_scatter_s, grad_b * d_w / n_layers, grad_b * x_w / n_layers,
+                        n_d, n_e, dp_link)
+    return GroupCosts(sc, float(sc.compute_s[worst]), float(sc.forward_s[worst]),
+                      float(sc.tp_comm_s[worst]), float(sc.linear_s[worst]),
+                      float(sc.ep_comm_s[worst]), float(sc.cp_comm_s[worst]), p2p, nb, ar, rs, ag,
+                      layer_ag, layer_rs, n_layers, d_w + x_w)
 
 
 def evaluate(st: Setting, gs: list[Group] | Group, vs: list[Variants] | Variants
@@ -214,34 +236,73 @@ def evaluate(st: Setting, gs: list[Group] | Group, vs: list[Variants] | Variants
     peak_total = total[np.arange(len(total)), peak_stage]
 
     # ---- time ----
+    # What the framework overlaps (llmsizer.analysis.frameworks): every communication term is
+    # kept whole (…_total) and as what shows on the critical path.
+    prof = frameworks.profile(st.framework)
+    overlap = st.dp_overlap
     t_mb = per_row([c.t_mb for c in costs])
+    t_fwd = per_row([c.t_fwd for c in costs])
+    t_bwd = t_mb - t_fwd
+    nb = per_row([c.buckets for c in costs])
     bubble_mb = np.where(sched == 2, (pp - 1) / vstages, pp - 1.0)
-    z3 = zero_r == 3
-    grad_sync = np.where(z3, per_row([c.reduce_scatter_s for c in costs]),
-                         per_row([c.all_reduce_s for c in costs]))
-    gather_s = per_row([c.gather_s for c in costs])
-    exposed_gather = np.maximum(0.0, gather_s - t_mb) if st.dp_overlap else gather_s
-    gather_exposed = np.where(z3, accum * exposed_gather, 0.0)
-    dp_total = grad_sync + np.where(z3, accum * gather_s, 0.0)
-    # Only the last micro-batch's backward can hide the gradient reduction.
-    last_backward = t_mb * 2 / 3
-    dp_exposed = (np.maximum(0.0, grad_sync - last_backward) if st.dp_overlap else grad_sync) + \
-        gather_exposed
+    z3, z12 = zero_r == 3, (zero_r == 1) | (zero_r == 2)
+
+    # Gradients: all-reduced (ZeRO-0), reduce-scattered to the optimizer shards (ZeRO-1/2, then
+    # the updated shards all-gathered), or per layer (ZeRO-3). Bucketed reduction overlaps the
+    # last micro-batch's backward; the gather overlaps the next step's first forward.
+    ar, rs = per_row([c.all_reduce_s for c in costs]), per_row([c.reduce_scatter_s for c in costs])
+    ag = per_row([c.param_gather_s for c in costs])
+    grad_overlap = overlap and prof.overlap_grad_reduce
+    ar_exposed = frameworks.exposed(ar, t_bwd, nb) if grad_overlap else ar
+    rs_exposed = frameworks.exposed(rs, t_bwd, nb) if grad_overlap else rs
+    ag_exposed = frameworks.exposed(ag, t_fwd, nb) if overlap and prof.overlap_param_gather \
+        else ag
+    # ZeRO-3 / FSDP, every micro-batch: each layer's parameters gathered before its forward and
+    # again before its backward, its gradients reduce-scattered after; with prefetch the next
+    # layer's gather runs under this layer's compute, so only the first gather, the last
+    # scatter and whatever a layer's communication exceeds its compute show.
+    layers = per_row([float(c.layers) for c in costs])
+    l_ag, l_rs = per_row([c.layer_gather_s for c in costs]), per_row(
+        [c.layer_scatter_s for c in costs])
+    f_l, b_l = t_fwd / layers, t_bwd / layers
+    if overlap and prof.prefetch_params:
+        z3_mb = (l_ag + (layers - 1) * np.maximum(0.0, l_ag - f_l)
+                 + l_ag + (layers - 1) * np.maximum(0.0, l_ag + l_rs - b_l) + l_rs)
+    else:
+        z3_mb = layers * (2 * l_ag + l_rs)
+    z3_total = accum * layers * (2 * l_ag + l_rs)
+    dp_total = np.where(z3, z3_total, np.where(z12, rs + ag, ar))
+    dp_exposed = np.where(z3, accum * z3_mb, np.where(z12, rs_exposed + ag_exposed, ar_exposed))
 
     shard = per_row([c.params_worst for c in costs]) / np.where(zero_r >= 1, n_d[:, 0], 1)
     traffic = shard * (2 * K + p.gradient_bytes + p.weight_bytes)
     acc, eff = st.cluster.accelerator, st.eff
-    on_device = traffic / (acc.memory_bandwidth_bytes_s * eff.memory_ceiling)
+    hbm = acc.memory_bandwidth_bytes_s * eff.memory_ceiling
+    on_device = traffic / hbm
     on_host = traffic / st.cluster.host_update_bytes_s + shard * (
         p.gradient_bytes + p.weight_bytes) / st.cluster.pcie_bytes_s
     optimizer_s = np.where(off_o_r, on_host, on_device)
 
     compute_s = accum * t_mb
+    if p.compute_dtype == "fp8":
+        # FP8 weight copies (row- and column-wise) cast once per step from the bf16 weights,
+        # every micro-batch under ZeRO-3 (gathered anew)
+        cast = 4 * per_row([c.params_worst for c in costs]) / hbm
+        compute_s = compute_s + np.where(z3, accum, 1.0) * cast
     bubble_s = bubble_mb * t_mb
-    tp_s = (accum + bubble_mb) * per_row([c.tp_s for c in costs])
-    ep_s = (accum + bubble_mb) * per_row([c.ep_s for c in costs])
-    cp_s = (accum + bubble_mb) * per_row([c.cp_s for c in costs])
-    pp_s = (accum + pp - 1) * per_row([c.p2p_s for c in costs])
+    passes = accum + bubble_mb  # micro-batch slots on the critical path, the bubble's included
+    tp_mb = per_row([c.tp_s for c in costs])
+    tp_total = passes * tp_mb
+    tp_s = passes * (frameworks.exposed(tp_mb, per_row([c.tp_linear_s for c in costs]),
+                                        np.maximum(1, per_row([g.tp for g in gs])))
+                     if prof.tp_comm_overlap else tp_mb)
+    ep_s = passes * per_row([c.ep_s for c in costs])
+    cp_s = passes * per_row([c.cp_s for c in costs])
+    p2p = per_row([c.p2p_s for c in costs])
+    # hand-offs: one per micro-batch and chunk and the pipeline's fill; on their own stream
+    # (Megatron with interleaving) only the fill shows
+    pp_total = (accum * np.where(sched == 2, vstages, 1) + pp - 1) * p2p
+    pp_s = np.where((sched == 2) & prof.overlap_p2p, (pp - 1) * p2p, pp_total)
     step_s = compute_s + bubble_s + tp_s + ep_s + cp_s + pp_s + dp_exposed + optimizer_s
     return GroupResult(
         weights=weights, gradients=grads, optimizer=optim, activations=act, other=other,
@@ -249,4 +310,5 @@ def evaluate(st: Setting, gs: list[Group] | Group, vs: list[Variants] | Variants
         buckets=buckets, recompute_ws=ws, peak_stage=peak_stage, peak_total=peak_total,
         compute_s=compute_s, bubble_s=bubble_s, tp_comm_s=tp_s, ep_comm_s=ep_s, cp_comm_s=cp_s,
         pp_comm_s=pp_s, dp_comm_exposed_s=dp_exposed, dp_comm_total_s=dp_total,
-        optimizer_s=optimizer_s, step_s=step_s)
+        optimizer_s=optimizer_s, step_s=step_s, tp_comm_total_s=tp_total,
+        pp_comm_total_s=pp_total)

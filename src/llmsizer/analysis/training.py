@@ -13,11 +13,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from llmsizer.analysis import step
+from llmsizer.analysis import frameworks, step
 from llmsizer.analysis.cluster import Cluster
 from llmsizer.analysis.efficiency import Efficiency
 from llmsizer.analysis.flops import StepFlops, training_step_flops
+from llmsizer.analysis.layer_costs import FP8_RECIPES
 from llmsizer.analysis.memory import TrainingMemory, group_and_variants, memory_from_result
+from llmsizer.errors import SpecError
 from llmsizer.specs.model import ModelSpec
 from llmsizer.specs.parallel import Parallelism
 from llmsizer.specs.precision import Optimizer, TrainingPrecision
@@ -36,6 +38,15 @@ class StepTime:
     dp_comm_exposed_s: float
     dp_comm_total_s: float
     optimizer_s: float
+    tp_comm_total_s: float = 0.0  # before the framework's overlap (tp_comm_s: what shows)
+    pp_comm_total_s: float = 0.0
+
+    def hidden(self) -> dict[str, tuple[float, float]]:
+        """Communication terms as (total, exposed) seconds: what the framework hides is the
+        difference."""
+        return {"tensor-parallel": (self.tp_comm_total_s, self.tp_comm_s),
+                "pipeline p2p": (self.pp_comm_total_s, self.pp_comm_s),
+                "data-parallel": (self.dp_comm_total_s, self.dp_comm_exposed_s)}
 
     @property
     def total_s(self) -> float:
@@ -90,11 +101,17 @@ def train_step(spec: ModelSpec, par: Parallelism, precision: TrainingPrecision, 
                seq: int, cluster: Cluster, eff: Efficiency | None = None, *,
                activations: str = "megatron", attention_backward: str = "flash",
                mfu_attention: str = "auto", framework_overhead: float | None = None,
-               dp_overlap: bool = True) -> TrainingResult:
+               dp_overlap: bool = True, framework: str = frameworks.DEFAULT,
+               fp8_recipe: str = "delayed") -> TrainingResult:
+    """One training step of `par` (see the module docstring). `framework` names the profile
+    whose overlaps apply (llmsizer.analysis.frameworks); `fp8_recipe` what FP8 casts cost."""
     eff = eff or Efficiency.for_accelerator(cluster.accelerator)
+    prof = frameworks.profile(framework)
+    if fp8_recipe not in FP8_RECIPES:
+        raise SpecError("fp8_recipe", fp8_recipe, "one of " + ", ".join(FP8_RECIPES))
     st = step.Setting(spec, seq, precision, opt, cluster, eff, activations, attention_backward,
                       step.DEFAULT_FRAMEWORK_OVERHEAD if framework_overhead is None
-                      else framework_overhead, dp_overlap)
+                      else framework_overhead, dp_overlap, prof.name, fp8_recipe)
     g, v = group_and_variants(par)
     r = step.evaluate(st, g, v)
     memory = memory_from_result(st, g, r)
@@ -103,7 +120,8 @@ def train_step(spec: ModelSpec, par: Parallelism, precision: TrainingPrecision, 
         tp_comm_s=float(r.tp_comm_s[0]), ep_comm_s=float(r.ep_comm_s[0]),
         cp_comm_s=float(r.cp_comm_s[0]), pp_comm_s=float(r.pp_comm_s[0]),
         dp_comm_exposed_s=float(r.dp_comm_exposed_s[0]),
-        dp_comm_total_s=float(r.dp_comm_total_s[0]), optimizer_s=float(r.optimizer_s[0]))
+        dp_comm_total_s=float(r.dp_comm_total_s[0]), optimizer_s=float(r.optimizer_s[0]),
+        tp_comm_total_s=float(r.tp_comm_total_s[0]), pp_comm_total_s=float(r.pp_comm_total_s[0]))
     if mfu_attention == "auto":
         # The numerator counts the attention pairs the timed kernels compute: flash kernels skip
         # masked tiles (causal), eager ones compute the full square (dense). Counting dense pairs
@@ -117,9 +135,25 @@ def train_step(spec: ModelSpec, par: Parallelism, precision: TrainingPrecision, 
     assumptions |= memory.assumptions
     assumptions["attention"] = (f"{attention_backward} kernels (time); MFU counts {mfu_attention} "
                                 "attention")
-    assumptions["dp overlap"] = ("gradient reduction hidden behind the last micro-batch's backward"
-                                 if dp_overlap else "none")
-    assumptions["inter-node"] = f"{cluster.inter_node_bytes_s / 1e9:g} GB/s per GPU per direction"
+    assumptions["framework"] = f"{prof.name}: {_overlaps(prof, dp_overlap)} ({prof.source})"
+    if precision.compute_dtype == "fp8":
+        assumptions["fp8"] = (f"{fp8_recipe} scaling: linear layers' products in FP8, attention "
+                              "and the output layer in bf16, casts as memory streams")
+    assumptions["inter-node"] = (f"{cluster.nic_bytes_s / 1e9:g} GB/s per GPU per direction "
+                                 "(one NIC per GPU; hierarchical collectives)")
     return TrainingResult(spec, par, seq, memory, cluster.accelerator.memory_bytes, step_flops,
                           time, cluster.accelerator.peak(precision.compute_dtype), assumptions,
                           precision, opt, activations, attention_backward == "flash")
+
+
+def _overlaps(prof: frameworks.Profile, dp_overlap: bool) -> str:
+    """The profile's overlaps in words."""
+    if not dp_overlap:
+        return "no data-parallel overlap (--no-dp-overlap)"
+    parts = [name for name, on in (
+        ("gradient reduction under backward", prof.overlap_grad_reduce),
+        ("parameter gather under the next forward", prof.overlap_param_gather),
+        ("ZeRO-3 per-layer prefetch", prof.prefetch_params),
+        ("TP communication under the linear layers", prof.tp_comm_overlap),
+        ("pipeline p2p on its own stream (interleaved)", prof.overlap_p2p)) if on]
+    return "overlaps " + ", ".join(parts) if parts else "no overlap"

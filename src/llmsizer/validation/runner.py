@@ -93,7 +93,8 @@ def _training_rows(case: Case, eff_for: Callable[[Any, str], Efficiency]) -> lis
                    Cluster(acc, gpus_per_node=d.get("gpus_per_node", 8)),
                    eff_for(acc, "training"),
                    # published MFU figures count attention dense (PaLM, Megatron-LM)
-                   mfu_attention="dense")
+                   mfu_attention="dense", framework=d.get("framework") or "megatron",
+                   fp8_recipe=d.get("fp8_recipe") or "delayed")
     m, gpus, tokens = d["measured"], d["gpus"], par.global_batch * d["seq"]
     rows = []
     measured_step, how = None, ""

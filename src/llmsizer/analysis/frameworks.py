@@ -1,0 +1,96 @@
+"""What each training framework overlaps with what, and how it buckets its collectives.
+
+A framework profile states, for the step model (llmsizer.analysis.step), which communication
+runs concurrently with which compute — the difference between a step dominated by data-parallel
+traffic and one that hides it — with the defaults each framework's documentation gives or its
+published performance recipes use (stated per field). The layouts a framework accepts (ZeRO
+stages, schedules, parallelism kinds) are in `Framework` of llmsizer.analysis.planner.
+
+Overlap of bucketed traffic with compute, written once here: G seconds of communication in nb
+equal buckets, the i-th ready after i/nb of T seconds of compute and sent one after another,
+finish at max(T + G/nb, G + T/nb); what shows beyond T is max(G + T/nb − T, G/nb).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from llmsizer.errors import SpecError
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    # gradient reduction (all-reduce, or reduce-scatter with a sharded optimizer) under backward
+    overlap_grad_reduce: bool
+    # the sharded optimizer's parameter all-gather under the next step's forward
+    overlap_param_gather: bool
+    # ZeRO-3 / FSDP: gather the next layer's parameters during this layer's compute
+    prefetch_params: bool
+    # tensor-parallel all-gathers/reduce-scatters pipelined with the linear layers' products
+    tp_comm_overlap: bool
+    # pipeline send/receive on their own stream (Megatron: automatic with interleaving)
+    overlap_p2p: bool
+    bucket_elements: float  # gradient bucket, elements (see `buckets`)
+    bucket_per_dp_rank: float  # … or this many elements per data-parallel rank, if larger
+    source: str
+
+    def buckets(self, params: float, dp: int) -> float:
+        """Gradient buckets of `params` parameters at data-parallel size `dp`."""
+        size = max(self.bucket_elements, self.bucket_per_dp_rank * dp)
+        return max(1.0, float(np.ceil(params / size)))
+
+
+_MEGATRON_SOURCE = (
+    "Megatron-LM megatron/training/arguments.py (--overlap-grad-reduce, --overlap-param-gather, "
+    "--tp-comm-overlap; P2P overlap automatic with the interleaved schedule) and megatron/core/"
+    "distributed/distributed_data_parallel_config.py (bucket = max(40M, 1M·dp) parameters); "
+    "the overlap flags as its performance examples set them")
+PROFILES: dict[str, Profile] = {
+    "megatron": Profile("megatron", True, True, False, False, True, 40e6, 1e6, _MEGATRON_SOURCE),
+    # NeMo's performance recipes switch on Transformer Engine's userbuffer TP overlap
+    "nemo": Profile("nemo", True, True, False, True, True, 40e6, 1e6,
+                    _MEGATRON_SOURCE + "; NeMo performance recipes: tp_comm_overlap on"),
+    # DeepSpeed: overlap_comm defaults to True only for ZeRO-3; reduce_bucket_size 5e8 elements
+    # (deepspeed/runtime/zero/config.py)
+    "deepspeed": Profile("deepspeed", False, False, True, False, False, 5e8, 0,
+                         "DeepSpeed deepspeed/runtime/zero/config.py: overlap_comm True only for "
+                         "stage 3, reduce_bucket_size 5e8, stage3_prefetch_bucket_size 5e7"),
+    # FSDP2: backward prefetch always, forward keeps two all-gathers in flight; DDP's 25 MiB
+    # buckets for replicated gradients (pytorch docs notes/fsdp.html; torch DDP bucket_cap_mb)
+    "fsdp2": Profile("fsdp2", True, False, True, False, False, 25 * 2**20 / 2, 0,
+                     "PyTorch FSDP2 (fully_shard): per-layer all-gather prefetch and reduce-"
+                     "scatter under backward; DDP bucket_cap_mb 25"),
+    "fsdp1": Profile("fsdp1", True, False, True, False, False, 25 * 2**20 / 2, 0,
+                     "PyTorch FSDP1: BACKWARD_PRE prefetch, forward prefetch implicit, "
+                     "limit_all_gathers"),
+    # torchtitan = FSDP2 (+ TP/PP); async TP is opt-in (torch.compile + symmetric memory)
+    "torchtitan": Profile("torchtitan", True, False, True, False, False, 25 * 2**20 / 2, 0,
+                          "pytorch/torchtitan docs/fsdp.md; async TP opt-in "
+                          "(benchmarks/asyncTP_llama3_h100_2025-06_torchtitan.md)"),
+    # llm-foundry trains with Composer's FSDP1 (FULL_SHARD, activation checkpointing options)
+    "foundry": Profile("foundry", True, False, True, False, False, 25 * 2**20 / 2, 0,
+                       "mosaicml/llm-foundry scripts/train/yamls: Composer FSDP (FULL_SHARD)"),
+}
+DEFAULT = "megatron"
+# what a validation case's "framework" may name that has no profile of its own
+ALIASES = {"maxtext": "fsdp2", "other": "megatron", "colossalai": "deepspeed",
+           "nanotron": "megatron"}
+
+
+def profile(name: str) -> Profile:
+    """The profile called `name` (case-insensitive); an error naming the choices otherwise."""
+    key = ALIASES.get(name.lower(), name.lower())
+    if key not in PROFILES:
+        raise SpecError("framework", name, "one of " + ", ".join(PROFILES))
+    return PROFILES[key]
+
+
+def exposed(comm: np.ndarray | float, compute: np.ndarray | float,
+            buckets: np.ndarray | float) -> np.ndarray:
+    """Seconds of `comm` (in `buckets` equal parts, each ready after its share of `compute`)
+    that show beyond `compute`: max(G + T/nb − T, G/nb) (module docstring)."""
+    g, t, nb = (np.asarray(x, dtype=float) for x in (comm, compute, buckets))
+    return np.maximum(g + t / nb - t, g / nb) * (g > 0)
