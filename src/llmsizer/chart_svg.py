@@ -261,30 +261,13 @@ def render(spec: dict[str, Any], x0: float = 0, y0: float = 0) -> tuple[str, flo
 
 
 def note_lines(text: str, width: float) -> list[str]:
-    """A note cut into lines that fit `width` pixels (at NOTE_CHAR per character; a wide CJK
+    """A note cut into lines that fit `width` pixels (at NOTE_CHAR per terminal cell: a wide CJK
     character counts twice)."""
-    from llmsizer.i18n import display_width
+    from llmsizer.i18n import wrap_cells
 
-    limit = max(20, int((width - 16) / NOTE_CHAR))
-    lines: list[str] = []
-    line, cells = "", 0
-    for word in _note_tokens(text):
-        if line and cells + display_width(word) > limit:
-            lines.append(line.rstrip())
-            line, cells, word = "", 0, word.lstrip()
-        line += word
-        cells += display_width(word)
-    if line.strip():
-        lines.append(line.rstrip())
-    return lines
-
-
-def _note_tokens(text: str) -> list[str]:
-    """Words with their leading space; each wide (CJK) character on its own, so it may wrap."""
-    import re
-
-    return re.findall(r"\s*[\u2e80-\u9fff\uac00-\ud7af\uff00-\uffef]|\s*[^\s\u2e80-\u9fff"
-                      r"\uac00-\ud7af\uff00-\uffef]+", " ".join(text.split()))
+    if not text.strip():
+        return []
+    return wrap_cells(text, max(20, int((width - 16) / NOTE_CHAR)))
 
 
 def render_many(specs: list[dict[str, Any]]) -> str:

@@ -17,7 +17,8 @@ import importlib
 import math
 import re
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -40,7 +41,24 @@ MAX_MICRO_BATCH = 2**16
 MAX_TOKENS = 1e18  # training tokens
 
 
-NOTES: list[str] = []  # one-line notes a command leaves for stderr (see cli_train.note)
+class _Notes(threading.local):
+    """One-line notes a command leaves for stderr (see cli_train.note); one list per thread,
+    since the web server runs commands on several threads at once."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def append(self, text: str) -> None:
+        self.lines.append(text)
+
+    def clear(self) -> None:
+        self.lines.clear()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self.lines))
+
+
+NOTES = _Notes()
 
 
 @dataclass(frozen=True)
@@ -389,8 +407,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     NOTES.clear()
+    from llmsizer.i18n import output_language
+
     try:
-        out = COMMANDS[args.command](args)
+        with output_language(getattr(args, "lang", "en")):  # tables translate as they lay out
+            out = COMMANDS[args.command](args)
     except LlmsizerError as e:
         from llmsizer.i18n import translate_text
 

@@ -31,13 +31,17 @@ def table(rows: Sequence[Sequence[Any]], header: Sequence[str], align: str = "",
           width: int | None = None) -> str:
     """A plain text table; `align` gives 'l' or 'r' per column (default: first l, rest r).
 
-    Wider than `width` (default: output_width()), the text columns wrap inside their cells; if
-    the numbers alone are too wide, each row is printed as a block of "header: value" lines."""
-    import textwrap
+    Cells are translated into the output language (llmsizer.i18n.output_language) before they
+    are measured, and measured in terminal cells (a Chinese character takes two), so columns
+    line up in every language. Wider than `width` (default: output_width()), the text columns
+    wrap inside their cells; if the numbers alone are too wide, each row is printed as a block of
+    "header: value" lines."""
+    from llmsizer.i18n import display_width, output_lang, pad, translate_text, wrap_cells
 
     width = width or output_width()
-    cells = [[str(c) for c in header]] + [[str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lang = output_lang()
+    cells = [[translate_text(str(c), lang) for c in r] for r in [header, *rows]]
+    widths = [max(display_width(r[i]) for r in cells) for i in range(len(header))]
     align = align or "l" + "r" * (len(header) - 1)
     total = sum(widths) + 2 * (len(widths) - 1)
     while total > width:
@@ -50,12 +54,12 @@ def table(rows: Sequence[Sequence[Any]], header: Sequence[str], align: str = "",
         total -= cut
 
     def fmt(row: list[str]) -> list[str]:
-        parts = [textwrap.wrap(c, w) or [""] if len(c) > w else [c]
+        parts = [wrap_cells(c, w) if display_width(c) > w else [c]
                  for c, w in zip(row, widths, strict=True)]
         out = []
         for k in range(max(len(p) for p in parts)):
             line = [p[k] if k < len(p) else "" for p in parts]
-            out.append("  ".join(c.ljust(w) if a == "l" else c.rjust(w)
+            out.append("  ".join(pad(c, w, a)
                                  for c, w, a in zip(line, widths, align, strict=True)).rstrip())
         return out
 
@@ -67,11 +71,13 @@ def table(rows: Sequence[Sequence[Any]], header: Sequence[str], align: str = "",
 
 def _records(cells: list[list[str]]) -> str:
     """A table too wide for the screen, one block per row."""
+    from llmsizer.i18n import display_width, pad
+
     header, rows = cells[0], cells[1:]
-    key = max(len(h) for h in header)
+    key = max(display_width(h) for h in header)
     blocks = []
     for r in rows:
-        blocks.append("\n".join(f"{h.rjust(key)}: {c}" for h, c in zip(header, r, strict=True)))
+        blocks.append("\n".join(f"{pad(h, key, 'r')}: {c}" for h, c in zip(header, r, strict=True)))
     return "\n\n".join(blocks)
 
 
