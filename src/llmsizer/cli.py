@@ -251,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     from llmsizer import cli_serve
 
     cli_serve.add_parser(sub)
+    from llmsizer import cli_measure
+
+    cli_measure.add_parser(sub, _positive_int)
     return p
 
 
@@ -344,6 +347,7 @@ LAZY_COMMANDS = {
     "simulate": ("llmsizer.cli_simulate", "run"),
     "finetune": ("llmsizer.cli_finetune", "run"),
     "serve": ("llmsizer.cli_serve", "run"),
+    "measure": ("llmsizer.cli_measure", "run"),  # torch only when it runs
 }
 
 
