@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from math import floor
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from llmsizer.serving.engines import EngineProfile
-from llmsizer.serving.speculative import cumulative_tokens, steps_to_reach
+from llmsizer.serving.speculative import steps_to_reach
 from llmsizer.serving.step_cost import StepCost
 
 MAX_RUN = 4096  # steps advanced at once, at most
@@ -85,7 +86,7 @@ def run_replica(cost: StepCost, engine: EngineProfile, num_blocks: int, max_num_
     q = cost.verify  # budget tokens per decoding sequence
 
     def A(step: int) -> int:  # tokens a decoding sequence gains over decode steps 0 … step−1
-        return step if E == 1.0 else cumulative_tokens(step, E)
+        return step if E == 1.0 else floor(step * E + 1e-9)  # = cumulative_tokens(step, E)
 
     def ceil_div(a: int) -> int:
         return -((-a) // bs)
@@ -93,6 +94,16 @@ def run_replica(cost: StepCost, engine: EngineProfile, num_blocks: int, max_num_
     tr = ReplicaTrace([nan] * n_req, [nan] * n_req, [nan] * n_req, total_blocks=num_blocks)
     send, first, finish = tr.send_s, tr.first_token_s, tr.finish_s
     itl_v, itl_w = tr.itl_values, tr.itl_weights
+    one_v: list[float] = []  # single ITL samples since the last run of steps (value, count)
+    one_w: list[float] = []
+
+    def flush_itl() -> None:
+        """Single samples become one array before a run's array (order kept)."""
+        if one_v:
+            itl_v.append(np.array(one_v))
+            itl_w.append(np.array(one_w))
+            one_v.clear()
+            one_w.clear()
 
     # Client: requests leave in order; a semaphore slot frees when a request finishes.
     free_slots: deque[float] = deque([0.0] * concurrency) if concurrency else deque()
@@ -149,11 +160,18 @@ def run_replica(cost: StepCost, engine: EngineProfile, num_blocks: int, max_num_
         return ceil_div(x + 1 + L - (A(D) - A(D - 1)))
 
     def step_need(step: int) -> int:
-        """Blocks the decoding sequences need for decode step `step`."""
+        """Blocks the decoding sequences need for decode step `step`. A sequence of residue r
+        needs ⌈(r + a1)/bs⌉ − ⌈(r + a0)/bs⌉ = #{multiples of bs in [r + a0, r + a1 − 1]}: every
+        sequence one per whole bs of a1 − a0, and those with r ≡ −(a0 + j) for j below the
+        rest."""
         if not spec:
             return res[(1 - step) % bs]
-        a0, a1 = A(step - 1), A(step)
-        return sum(n * (ceil_div(r + a1) - ceil_div(r + a0)) for r, n in enumerate(res) if n)
+        a0 = A(step - 1)
+        full, part = divmod(A(step) - a0, bs)
+        need = full * B
+        for j in range(part):
+            need += res[-(a0 + j) % bs]
+        return need
 
     def finish_step(rid: int) -> int:
         """The decode step after which a decoding sequence has all its tokens."""
@@ -192,13 +210,13 @@ def run_replica(cost: StepCost, engine: EngineProfile, num_blocks: int, max_num_
         old = B
         for rid, t in joined.items():
             if d_join[rid] >= 0:
-                itl_v.append(np.array([now + d - t]))
-                itl_w.append(np.array([1.0]))
+                one_v.append(now + d - t)
+                one_w.append(1.0)
                 old -= 1
         joined.clear()
         if old:
-            itl_v.append(np.array([first_gap]))
-            itl_w.append(np.array([float(old)]))
+            one_v.append(first_gap)
+            one_w.append(float(old))
 
     def claim_decode_blocks() -> bool:
         """Blocks for this step's decode tokens, preempting the newest requests if short;
@@ -252,26 +270,31 @@ def run_replica(cost: StepCost, engine: EngineProfile, num_blocks: int, max_num_
                 heapq.heappop(heap)
             k = min(heap[0][0] - D + 1, MAX_RUN)
             if not reserve and not spec:
-                cyc = [res[(1 - (D + j)) % bs] for j in range(bs)]
+                s0 = (1 - D) % bs  # blocks needed at steps D, D+1, …: res[(1 − D − j) % bs]
+                cyc = res[s0::-1] + res[:s0:-1]
                 qq, rem = divmod(free, B)
                 j = 0
                 while j < bs and cyc[j] <= rem:
                     rem -= cyc[j]
                     j += 1
                 k = min(k, qq * bs + j)
-            elif not reserve:
+            elif not reserve:  # step_need over the run, vectorized
                 k = min(k, 1024)
-                a = np.array([A(D - 1 + j) for j in range(k + 1)], dtype=np.int64)
-                rs = np.array([r for r, n in enumerate(res) if n], dtype=np.int64)
-                ns = np.array([res[r] for r in rs], dtype=np.int64)
-                cells = -((-(rs[:, None] + a[None, :])) // bs)
-                step_demand = ns @ np.diff(cells, axis=1)
+                a = np.floor((D - 1 + np.arange(k + 1)) * E + 1e-9).astype(np.int64)
+                full, part = np.divmod(np.diff(a), bs)
+                rot = np.array([res[-m % bs] for m in range(bs)] * 2, dtype=np.int64)
+                window = np.concatenate(([0], np.cumsum(rot)))
+                start = a[:-1] % bs
+                step_demand = full * B + window[start + part] - window[start]
                 k = min(k, int(np.searchsorted(np.cumsum(step_demand), free, side="right")))
             t_arr = next_send() if not waiting and len(running) < max_num_seqs else math.inf
             const = cost.decode_constant_s(B)
-            steps = D + np.arange(k)
-            adv = steps if not spec else np.floor(steps * E + 1e-9)
-            ctx = S0 + B * adv.astype(float)
+            if spec and not reserve:
+                adv = a[1:k + 1].astype(float)
+            else:
+                steps = D + np.arange(k)
+                adv = (steps if not spec else np.floor(steps * E + 1e-9)).astype(float)
+            ctx = S0 + B * adv
             d = const + cost.decode_attention_s(B, ctx)
             if t_arr < math.inf:
                 starts = now + np.concatenate(([0.0], np.cumsum(d[:-1])))
@@ -284,11 +307,12 @@ def run_replica(cost: StepCost, engine: EngineProfile, num_blocks: int, max_num_
                 used = num_blocks - free + demand
                 free -= int(demand[-1])
             else:
-                demand = np.cumsum(np.resize(np.array(cyc, dtype=float), k))
+                demand = np.cumsum(np.tile(np.array(cyc, dtype=float), -(-k // bs))[:k])
                 used = num_blocks - free + demand
                 free -= int(demand[-1])
             decode_itl(now - t_dec_end + float(d[0]), float(d[0]))
             if k > 1:
+                flush_itl()
                 itl_v.append(d[1:])
                 itl_w.append(np.full(k - 1, float(B)))
             span = float(d.sum())
@@ -402,8 +426,8 @@ def run_replica(cost: StepCost, engine: EngineProfile, num_blocks: int, max_num_
             if math.isnan(first[rid]):
                 first[rid] = now
             else:
-                itl_v.append(np.array([now - t_last[rid]]))
-                itl_w.append(np.array([1.0]))
+                one_v.append(now - t_last[rid])
+                one_w.append(1.0)
             t_last[rid] = now
             if gen[rid] >= olen[rid]:
                 finished(rid, ceil_div(c + L) - hitb[rid])
@@ -419,5 +443,6 @@ def run_replica(cost: StepCost, engine: EngineProfile, num_blocks: int, max_num_
         tr.sample_t.append(now)
         tr.sample_kv_blocks.append(num_blocks - free)
         tr.sample_queue.append(len(waiting))
+    flush_itl()
     tr.end_s = max(tr.end_s, now)
     return tr

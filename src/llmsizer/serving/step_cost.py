@@ -110,6 +110,7 @@ class StepCost:
         self.launch_s = launch
         self.step_overhead_s = step_overhead_s
         self.seq_overhead_s = seq_overhead_s
+        self._constant: dict[int, float] = {}  # decode_constant_s by batch (a copy gets its own)
         self.groups, self.rate_attn, self.rate_mem = _attention_groups(run)
 
     # -- pieces -------------------------------------------------------------------------------
@@ -142,54 +143,83 @@ class StepCost:
         """One step: `decode_seqs` sequences whose contexts (new token included) sum to
         `decode_context`, plus prefill `chunks` of (new tokens, context reached)."""
         q = self.verify
-        tokens = decode_seqs * q
-        rows = decode_seqs * q + len(chunks)
-        pairs, keys = [], []
-        for g in self.groups:
-            w = g.window
-            dk = decode_context if w is None else min(decode_context, decode_seqs * w)
-            # q queries per sequence at contexts ctx … ctx + q − 1, over the same keys
-            p, k = q * dk + decode_seqs * q * (q - 1) / 2, dk + decode_seqs * (q - 1)
-            for n, c in chunks:
-                p += causal_pairs(n, c, w)
-                k += c if w is None else min(c, w)
-            pairs.append(p)
-            keys.append(k)
+        d = decode_seqs
+        tokens = d * q
+        rows = d * q + len(chunks)
         for n, _ in chunks:
             tokens += n
-        t = self.body(tokens) + self.head(rows) + self.attention(tokens, pairs, keys)
+        # Pair and key counts are whole numbers far below 2⁵³: summed as integers they equal
+        # the float sums term by term.
+        extra_pairs, extra_keys = d * q * (q - 1) // 2, d * (q - 1)
+        t = self.body(tokens) + self.head(rows)
+        ra, rm = self.rate_attn, self.rate_mem
+        a = 0.0
+        for g in self.groups:
+            w = g.window
+            dk = decode_context if w is None else min(decode_context, d * w)
+            p, k = q * dk + extra_pairs, dk + extra_keys
+            for n, c in chunks:
+                p += causal_pairs(n, c, w)
+                k += c if w is None or c <= w else w
+            a += max(g.flops_per_pair * p / ra, (g.bytes_per_key * k + g.bytes_per_token * tokens)
+                     / rm)
+        t += a
         if not chunks:
             t += self.launch_s
         if self.draft is not None:
-            if decode_seqs:
-                t += self.draft.decode_constant_s(decode_seqs) + float(
-                    self.draft.decode_attention_s(decode_seqs, np.array([float(decode_context)]))[0])
+            if d:
+                t += self.draft.decode_constant_s(d) + self.draft.decode_attention_1(
+                    d, float(decode_context))
             if chunks:
                 t += self.draft.prefill_s(chunks)
-        return t + self.step_overhead_s + self.seq_overhead_s * (decode_seqs + len(chunks))
+        return t + self.step_overhead_s + self.seq_overhead_s * (d + len(chunks))
 
     def decode_constant_s(self, seqs: int) -> float:
         """The part of a decode-only step that does not depend on the contexts."""
-        q = self.verify
-        t = (self.body(seqs * q) + self.head(seqs * q) + self.launch_s + self.step_overhead_s
-             + self.seq_overhead_s * seqs)
-        if self.draft is not None:
-            t += self.draft.decode_constant_s(seqs)
+        t = self._constant.get(seqs)
+        if t is None:
+            q = self.verify
+            t = (self.body(seqs * q) + self.head(seqs * q) + self.launch_s
+                 + self.step_overhead_s + self.seq_overhead_s * seqs)
+            if self.draft is not None:
+                t += self.draft.decode_constant_s(seqs)
+            self._constant[seqs] = t
         return t
 
     def decode_attention_s(self, seqs: int, contexts: np.ndarray) -> np.ndarray:
         """Attention time of decode-only steps, vectorized over Σ context values."""
         q = self.verify
-        t = np.zeros_like(contexts, dtype=float)
+        ra, rm = self.rate_attn, self.rate_mem
+        t: np.ndarray | None = None
         for g in self.groups:
             k = contexts if g.window is None else np.minimum(contexts, seqs * g.window)
+            if q == 1:
+                pairs, keys = k, k
+            else:
+                pairs = q * k + seqs * q * (q - 1) / 2
+                keys = k + seqs * (q - 1)
+            part = np.maximum(g.flops_per_pair * pairs / ra,
+                              (g.bytes_per_key * keys + g.bytes_per_token * seqs * q) / rm)
+            t = part if t is None else t + part
+        if t is None:
+            t = np.zeros_like(contexts, dtype=float)
+        if self.draft is not None:
+            t = t + self.draft.decode_attention_s(seqs, contexts)
+        return t
+
+    def decode_attention_1(self, seqs: int, context: float) -> float:
+        """decode_attention_s for one Σ context value, in scalar arithmetic (the same operations
+        in the same order, so the same result to the last bit)."""
+        q = self.verify
+        t = 0.0
+        for g in self.groups:
+            k = context if g.window is None else min(context, seqs * g.window)
             pairs = q * k + seqs * q * (q - 1) / 2
             keys = k + seqs * (q - 1)
-            t += np.maximum(g.flops_per_pair * pairs / self.rate_attn,
-                            (g.bytes_per_key * keys + g.bytes_per_token * seqs * q)
-                            / self.rate_mem)
+            t += max(g.flops_per_pair * pairs / self.rate_attn,
+                     (g.bytes_per_key * keys + g.bytes_per_token * seqs * q) / self.rate_mem)
         if self.draft is not None:
-            t += self.draft.decode_attention_s(seqs, contexts)
+            t += self.draft.decode_attention_1(seqs, context)
         return t
 
     def layer_attention_s(self, tokens: float, pairs: np.ndarray, keys: np.ndarray
@@ -199,6 +229,14 @@ class StepCost:
         return np.maximum(g.flops_per_pair / g.layers * pairs / self.rate_attn,
                           (g.bytes_per_key * keys + g.bytes_per_token * tokens) / g.layers
                           / self.rate_mem)
+
+
+    def layer_attention_1(self, tokens: float, pairs: float, keys: float) -> float:
+        """layer_attention_s for one value, in scalar arithmetic (same operations, same order)."""
+        g = max(self.groups, key=lambda x: x.layers)
+        return max(g.flops_per_pair / g.layers * pairs / self.rate_attn,
+                   (g.bytes_per_key * keys + g.bytes_per_token * tokens) / g.layers
+                   / self.rate_mem)
 
 
 class DraftCost:
@@ -224,6 +262,13 @@ class DraftCost:
             return self.k * self.own.decode_attention_s(d, mean)
         return self.k * self.target.layer_attention_s(d, mean, mean)
 
+    def decode_attention_1(self, d: int, context: float) -> float:
+        """decode_attention_s for one value, in scalar arithmetic."""
+        mean = context + d * (self.k - 1) / 2
+        if self.own is not None:
+            return self.k * self.own.decode_attention_1(d, mean)
+        return self.k * self.target.layer_attention_1(d, mean, mean)
+
     def prefill_s(self, chunks: list[tuple[int, int]]) -> float:
         if self.own is not None:
             return self.own.step_s(0, 0, chunks)
@@ -231,8 +276,7 @@ class DraftCost:
         tokens = sum(n for n, _ in chunks)
         pairs = sum(causal_pairs(n, c, None) for n, c in chunks)
         keys = sum(c for _, c in chunks)
-        return t.body(tokens) / t.layers + float(
-            t.layer_attention_s(tokens, np.array([float(pairs)]), np.array([float(keys)]))[0])
+        return t.body(tokens) / t.layers + t.layer_attention_1(tokens, float(pairs), float(keys))
 
 
 def _attention_groups(run) -> tuple[list[AttentionGroup], float, float]:  # type: ignore[no-untyped-def]
