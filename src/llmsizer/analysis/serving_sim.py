@@ -220,6 +220,7 @@ def speculative_cost(target: StepCost, spec: ModelSpec, acc: Accelerator, cfg: S
     """The target's step model verifying k + 1 tokens per sequence, with the drafter's cost."""
     out = copy.copy(target)  # the cached target model stays as it is
     out.verify = speculation.verify_tokens
+    out._constant = {}  # its decode constants differ from the target's
     own = None
     if speculation.draft is not None:
         from llmsizer.analysis.params import validate_parallel
