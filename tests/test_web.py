@@ -222,6 +222,107 @@ def test_an_uploaded_config_answers_like_the_cli_given_the_file(server, tmp_path
     assert answer["total"] == expected["total"] and answer["breakdown"] == expected["breakdown"]
 
 
+# -- concurrency ----------------------------------------------------------------------------------
+
+CONCURRENT_QUERIES = [
+    *[("train", [("model", "llama-2-7b"), ("gpu", "a100"), ("gpus", "8"), ("zero", z),
+                 ("global-batch", "64")]) for z in "0123"],
+    ("train", [("model", "gpt2"), ("gpu", "a100")]),  # leaves a note: --seq at gpt2's limit
+    ("train", [("model", "llama-2-7b"), ("gpu", "h100"), ("gpus", "16"),
+               ("global-batch-tokens", "4M")]),  # a note: 4M read as binary
+    ("train", [("model", "llama-2-70b"), ("gpu", "h100"), ("gpus", "64"), ("tp", "8"),
+               ("pp", "4"), ("schedule", "interleaved:2"), ("global-batch", "128")]),
+    ("infer", [("model", "llama-2-7b"), ("gpu", "a100"), ("batch", "8")]),
+    ("infer", [("model", "mixtral-8x7b"), ("gpu", "h100"), ("tp", "2"), ("prompt", "4k")]),
+    ("params", [("model", "llama-2-13b"), ("tp", "2")]),
+    ("infer", [("model", "llama-2-7b"), ("gpu", "h101")]),  # a refusal
+    ("plan", [("model", "llama-2-7b"), ("gpu", "a100"), ("gpus", "8"), ("seq", "2k")]),
+]
+
+
+def answers(cli, queries, threads):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from llmsizer.web.api import ApiError
+
+    def one(query):
+        try:
+            a = cli.run(*query)
+            return a.text, a.status, a.notes
+        except ApiError as e:
+            return e.message, e.status, ()
+
+    if threads == 1:
+        return [one(q) for q in queries]
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(one, queries))
+
+
+def test_concurrent_requests_answer_as_sequential_ones():
+    from llmsizer.web.api import Cli
+
+    sequential = answers(Cli(), CONCURRENT_QUERIES, 1)
+    concurrent = answers(Cli(), CONCURRENT_QUERIES * 2, 8)  # each twice, cold cache
+    assert concurrent == sequential * 2
+    assert any(notes for _, _, notes in sequential)  # notes stay with their own request
+
+
+def test_requests_run_in_parallel_not_one_at_a_time(monkeypatch):
+    # Two requests that can only finish together: with one lock around every command, the
+    # first would wait at the barrier for a second that never starts.
+    from llmsizer import cli
+    from llmsizer.web.api import Cli
+
+    barrier = threading.Barrier(2, timeout=20)
+
+    def models(args):
+        barrier.wait()
+        return cli.Outcome('{"models": []}', wrap=False)
+
+    monkeypatch.setitem(cli.COMMANDS, "models", models)
+    got = answers(Cli(), [("models", [])] * 2, 2)
+    assert got == [('{"models": []}', 0, ())] * 2
+
+
+def test_the_serving_simulation_still_runs_one_at_a_time(monkeypatch):
+    import time
+
+    from llmsizer import cli
+    from llmsizer.web.api import Cli
+
+    running, most = [0], [0]
+
+    def simulate(args):
+        running[0] += 1
+        most[0] = max(most[0], running[0])
+        time.sleep(0.05)
+        running[0] -= 1
+        return cli.Outcome("{}", wrap=False)
+
+    monkeypatch.setitem(cli.COMMANDS, "simulate", simulate)
+    queries = [("simulate", [("model", "llama-2-7b"), ("gpu", "a100"), ("qps", str(q))])
+               for q in (1, 2, 3, 4)]
+    answers(Cli(), queries, 4)
+    assert most[0] == 1
+
+
+def test_concurrent_http_requests_get_the_sequential_bodies(server):
+    from concurrent.futures import ThreadPoolExecutor
+    from urllib.parse import urlencode
+
+    from llmsizer.web.api import Cli
+
+    queries = [q for q in CONCURRENT_QUERIES if q[0] != "plan"]
+    paths = [f"/api/{command}?{urlencode(query)}" for command, query in queries]
+    with ThreadPoolExecutor(6) as pool:
+        got = list(pool.map(lambda p: request(server, "GET", p), paths))
+    for (status, _, body), (text, code, _) in zip(got, answers(Cli(), queries, 1), strict=True):
+        if code == 400:
+            assert status == 400 and json.loads(body) == {"error": text}
+        else:
+            assert status == 200 and json.loads(body) == json.loads(text)
+
+
 # -- the schema -----------------------------------------------------------------------------------
 
 def test_schema_describes_every_command_and_every_flag_of_the_parser(server):

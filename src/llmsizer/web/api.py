@@ -26,6 +26,12 @@ SERVER_ONLY_FLAGS = frozenset({"calibration", "output-file", "plot", "trace", "t
 TRUE_WORDS = ("", "1", "true", "on", "yes")
 FALSE_WORDS = ("0", "false", "off", "no")
 MAX_PARAMS = 64
+# Commands that run one at a time. The others run concurrently: the CLI's notes are kept per
+# thread, its caches are functools caches (thread-safe) or memos written with the value any
+# thread would compute. The serving simulation's step-cost cache (analysis/serving_sim.py,
+# `_COSTS`) is a plain dict tested, cleared and read in three steps, so two simulations at once
+# could lose an entry between them (KeyError).
+SERIAL_COMMANDS = frozenset({"simulate", "plan-serve"})
 MAX_VALUE_CHARS = 1024
 UPLOAD_PREFIX = "upload:"
 
@@ -85,7 +91,9 @@ class Cli:
                          if name not in NOT_IN_API}
         for sub in self.commands.values():
             _patched_exit(sub)
-        self.lock = threading.Lock()  # commands share module state (notes); one at a time
+        self.cache_lock = threading.Lock()  # guards the answer cache only, never a command
+        self.serial_lock = threading.Lock()  # SERIAL_COMMANDS, one at a time
+        self.upload_lock = threading.Lock()
         self.cache: OrderedDict[tuple[str, ...], Answer] = OrderedDict()
         self.uploads: dict[str, str] = {}  # token -> path of a checked config.json
         self._schema: dict[str, Any] | None = None
@@ -171,16 +179,21 @@ class Cli:
     def _cached(self, command: str, query: list[tuple[str, str]]) -> Answer:
         argv = self.argv(command, query)
         key = tuple(argv)
-        with self.lock:
+        with self.cache_lock:
             hit = self.cache.get(key)
             if hit is not None:
                 self.cache.move_to_end(key)
                 return hit
-            answer = self._run(argv)
+        if command in SERIAL_COMMANDS:
+            with self.serial_lock:
+                answer = self._run(argv)
+        else:
+            answer = self._run(argv)  # concurrently with other requests
+        with self.cache_lock:
             self.cache[key] = answer
             while len(self.cache) > 256:
                 self.cache.popitem(last=False)
-            return answer
+        return answer
 
     def _run(self, argv: list[str]) -> Answer:
         from llmsizer import cli
@@ -218,7 +231,7 @@ class Cli:
 
         token = hashlib.sha256(body).hexdigest()[:24]
         path = os.path.join(folder, token + ".json")
-        with self.lock:
+        with self.upload_lock:
             if token not in self.uploads:
                 with open(path, "wb") as f:
                     f.write(body)
@@ -239,7 +252,7 @@ class Cli:
 
     def _unpath(self, message: str) -> str:
         """Messages name an uploaded config by its token, not by the server's temporary path."""
-        for token, path in self.uploads.items():
+        for token, path in list(self.uploads.items()):  # a snapshot: uploads may arrive meanwhile
             message = message.replace(path, UPLOAD_PREFIX + token)
         return message
 
