@@ -93,6 +93,35 @@ def test_training_view_shows_the_cli_numbers_and_its_charts(page, base_url):
     assert page.console_errors == []
 
 
+def test_pipeline_timeline_draws_every_pass_as_the_svg_writer_does(page, base_url):
+    import xml.etree.ElementTree as ET
+
+    from llmsizer.chart_svg import render_many
+    from llmsizer.charts import charts_for
+
+    argv = ["train", "llama-2-7b", "--gpu", "a100", "--gpus", "8", "--tp", "2", "--pp", "4",
+            "--schedule", "interleaved:2", "--global-batch", "8"]
+    load(page, base_url + "/?view=train&model=llama-2-7b&gpu=a100&gpus=8&tp=2&pp=4"
+         "&schedule=interleaved:2&global-batch=8")
+    charts = page.locator("svg.llmsizer-chart")
+    assert charts.count() == 3
+    timeline = charts.nth(2)
+    assert "Pipeline schedule" in timeline.locator(".chart-title").text_content()
+    drawn = timeline.locator("rect.mark-bar").evaluate_all(
+        "rs => rs.map(r => ['x', 'y', 'width', 'height'].map(k => +r.getAttribute(k)))")
+    assert len(drawn) == 2 * 4 * 2 * 8  # F and B, 4 stages, 2 chunks, 8 micro-batches
+    assert timeline.locator(".chart-note").count() >= 2
+    # the same spec through the Python SVG writer: the same bars, to the tenth of a pixel
+    spec = charts_for("train", cli_json(*argv))[2]
+    svg = "{http://www.w3.org/2000/svg}"
+    written = [[float(r.get(k)) for k in ("x", "y", "width", "height")]
+               for r in ET.fromstring(render_many([spec])).iter(svg + "rect")
+               if r.get("class") == "mark-bar"]
+    flat = [v for r in drawn for v in r]
+    assert flat == pytest.approx([v for r in written for v in r], abs=0.06)
+    assert page.console_errors == []
+
+
 def test_inputs_set_on_the_page_give_the_cli_answer_and_the_url(page, base_url):
     load(page, base_url + "/")
     page.click("nav button[data-view='infer']")
