@@ -167,3 +167,39 @@ def test_zero_reference_agrees_with_our_model_states():
     for zero in range(4):
         ref = zero_model_states(psi, 16, zero).value
         assert model_states(spec, dp=16, zero=zero) == pytest.approx(ref)
+
+
+def _layer_kinds():
+    from llmsizer.catalog import list_models
+
+    for entry in list_models():
+        spec = entry.spec()
+        firsts = {}
+        for i in range(spec.num_layers):
+            firsts.setdefault((spec.layer_type(i), spec.is_moe_layer(i)), i)
+        for i in firsts.values():
+            yield entry.name, i
+
+
+@given(st.sampled_from(list(_layer_kinds())), st.sampled_from(["megatron", "hf-eager", "hf-sdpa"]),
+       st.sampled_from([1, 2, 4, 8]), st.booleans(), st.sampled_from([1, 2]),
+       st.sampled_from([512, 1000, 4096]))
+@settings(max_examples=150, deadline=None)
+def test_recomputation_and_sharding_never_keep_more(layer, convention, tp, flash, b, s):
+    """Any layer of any catalog model: selective recomputation keeps no more than none and full
+    no more than selective; doubling TP or adding sequence parallelism keeps no more."""
+    name, index = layer
+    spec = get_model(name)
+
+    def kept(**kw):
+        args = dict(convention=convention, tp=tp, flash=flash, layer_index=index) | kw
+        return layer_activations(spec, b, s, **args).bytes
+
+    try:
+        none = kept()
+    except SpecError:  # the hf conventions describe RMSNorm + gated-FFN layers only
+        assert convention != "megatron"
+        return
+    assert kept(recompute="full") <= kept(recompute="selective") <= none
+    assert kept(tp=2 * tp) <= none
+    assert kept(sequence_parallel=True) <= none
