@@ -5,13 +5,16 @@ Targets (issue 12): an answer for train/infer in <= 50 ms server-side (the Serve
 from the request line read to the answer ready, parsing and the command included; every query
 differs, so no answer comes from the server's cache); the page interactive in <= 1 s (the time,
 from navigation start, at which the form is built and takes input; measured in Debian's chromium
-through Playwright when both are installed).
+through Playwright when both are installed). Also: the round trip of a train answer while a slow
+plan request is in flight (commands run concurrently: a quick answer does not queue behind a slow
+one).
 """
 
 from __future__ import annotations
 
 import argparse
 import http.client
+import os
 import statistics
 import threading
 import time
@@ -39,6 +42,23 @@ QUERIES = {
     "infer --sweep": "/api/infer?model=llama-2-7b&gpu=a100&batch={n}&sweep=1",
     "plan (16 GPUs)": "/api/plan?model=llama-2-7b&gpu=a100&gpus=16&seq=4096&global-batch={n}",
 }
+
+
+SLOW = "/api/plan?model=llama-2-70b&gpu=h100&gpus=256&seq=4096&global-batch={n}"
+
+
+def answer_during_slow_ms(port: int, runs: int) -> tuple[float, float]:
+    """(alone, with a slow plan request in flight) median round-trip ms of a train answer: the
+    API runs commands concurrently, so a quick answer no longer waits for a slow one."""
+    alone, during = [], []
+    for i in range(runs):
+        alone.append(server_ms(port, QUERIES["train"].format(n=8 * (30_000 + i)))[1])
+        slow = threading.Thread(target=server_ms, args=(port, SLOW.format(n=512 * (20 + i))))
+        slow.start()
+        time.sleep(0.03)  # the plan is running
+        during.append(server_ms(port, QUERIES["train"].format(n=8 * (40_000 + i)))[1])
+        slow.join()
+    return statistics.median(alone), statistics.median(during)
 
 
 def page_ms(base: str, runs: int) -> list[tuple[float, float]] | None:
@@ -89,6 +109,10 @@ def main() -> None:
             ("  OK (<= 50 ms)" if statistics.median(server) <= 50 else "  OVER (> 50 ms)")
         print(f"  {name:20s} median {statistics.median(server):6.1f}  max {max(server):6.1f}  "
               f"round trip {statistics.median(wall):6.1f}  cached {cached:5.2f}{target}")
+    server_ms(port, SLOW.format(n=512 * 10))
+    alone, during = answer_during_slow_ms(port, min(args.runs, 10))
+    print(f"a train answer while a 256-GPU plan is in flight: median round trip {during:.1f} ms "
+          f"(alone {alone:.1f} ms; {os.cpu_count()} CPUs)")
     loads = page_ms(f"http://127.0.0.1:{port}", min(args.runs, 10))
     if loads is None:
         print("page: playwright or /usr/bin/chromium not installed; not measured")

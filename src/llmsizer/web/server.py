@@ -200,6 +200,16 @@ class Handler(BaseHTTPRequestHandler):
         self._send(200, body, CONTENT_TYPES.get(suffix, "application/octet-stream"))
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away mid-answer (a closed browser tab) is not an error to print."""
+        import sys
+
+        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            return
+        super().handle_error(request, client_address)
+
+
 def make_server(host: str = "127.0.0.1", port: int = 8000, verbose: bool = False
                 ) -> tuple[ThreadingHTTPServer, App]:
     """A server bound to host:port (port 0: any free port) and its shared state."""
@@ -207,11 +217,11 @@ def make_server(host: str = "127.0.0.1", port: int = 8000, verbose: bool = False
     if host in LOOPBACK_NAMES:
         app.allowed_hosts = LOOPBACK_NAMES
     handler = type("BoundHandler", (Handler,), {"app": app})
-    server_class = ThreadingHTTPServer
+    server_class: type[ThreadingHTTPServer] = _Server
     if ":" in host:
         import socket
 
-        server_class = type("V6Server", (ThreadingHTTPServer,),
+        server_class = type("V6Server", (_Server,),
                             {"address_family": socket.AF_INET6})
     server = server_class((host.strip("[]"), port), handler)
     server.daemon_threads = True
