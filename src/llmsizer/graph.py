@@ -203,6 +203,11 @@ class Saving:
     flash: bool = False
     fp32_activations: bool = False
 
+    def __post_init__(self) -> None:
+        if self.convention not in ACTIVATION_CONVENTIONS:
+            raise ValueError(f"activation convention {self.convention!r}: one of "
+                             + ", ".join(ACTIVATION_CONVENTIONS))
+
     @property
     def megatron(self) -> bool:
         return self.convention == "megatron"
