@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llmsizer.errors import SpecError
-from llmsizer.graph import ACTIVATION_CONVENTIONS, Saving, SavedTensor, build_graph
+from llmsizer.graph import ACTIVATION_CONVENTIONS, SavedTensor, Saving, build_graph
 from llmsizer.specs.model import ModelSpec
 
 CONVENTIONS = ACTIVATION_CONVENTIONS
