@@ -30,6 +30,7 @@ import math
 from math import floor
 from collections import deque
 from collections.abc import Callable, Sequence
+from itertools import accumulate
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -269,6 +270,14 @@ def run_replica(cost: StepCost, engine: EngineProfile, num_blocks: int, max_num_
             while heap and (d_join[heap[0][1]] < 0 or heap[0][0] != finish_step(heap[0][1])):
                 heapq.heappop(heap)
             k = min(heap[0][0] - D + 1, MAX_RUN)
+            t_arr = next_send() if not waiting and len(running) < max_num_seqs else math.inf
+            const = cost.decode_constant_s(B)
+            if t_arr < math.inf:
+                # Steps only grow longer as contexts grow, so at most (t_arr − now)/d₀ + 1 of
+                # them start before the arrival; + 3 leaves room for rounding. Only the arrays
+                # get shorter: the run stops at the same step.
+                d0 = const + cost.decode_attention_1(B, float(S0 + B * A(D)))
+                k = min(k, max(1, int((t_arr - now) / d0) + 3))
             if not reserve and not spec:
                 s0 = (1 - D) % bs  # blocks needed at steps D, D+1, …: res[(1 − D − j) % bs]
                 cyc = res[s0::-1] + res[:s0:-1]
@@ -278,6 +287,18 @@ def run_replica(cost: StepCost, engine: EngineProfile, num_blocks: int, max_num_
                     rem -= cyc[j]
                     j += 1
                 k = min(k, qq * bs + j)
+            elif not reserve and k <= 8:  # step_need over the run, step by step
+                a_run = [A(D - 1 + j) for j in range(k + 1)]
+                cum, demand_run = 0, []
+                for j in range(k):
+                    full, part = divmod(a_run[j + 1] - a_run[j], bs)
+                    cum += full * B + sum(res[-(a_run[j] + i) % bs] for i in range(part))
+                    if cum > free:
+                        k = j
+                        break
+                    demand_run.append(cum)
+                a = np.array(a_run, dtype=np.int64)
+                step_demand = None
             elif not reserve:  # step_need over the run, vectorized
                 k = min(k, 1024)
                 a = np.floor((D - 1 + np.arange(k + 1)) * E + 1e-9).astype(np.int64)
@@ -287,27 +308,30 @@ def run_replica(cost: StepCost, engine: EngineProfile, num_blocks: int, max_num_
                 start = a[:-1] % bs
                 step_demand = full * B + window[start + part] - window[start]
                 k = min(k, int(np.searchsorted(np.cumsum(step_demand), free, side="right")))
-            t_arr = next_send() if not waiting and len(running) < max_num_seqs else math.inf
-            const = cost.decode_constant_s(B)
             if spec and not reserve:
-                adv = a[1:k + 1].astype(float)
-            else:
-                steps = D + np.arange(k)
-                adv = (steps if not spec else np.floor(steps * E + 1e-9)).astype(float)
-            ctx = S0 + B * adv
+                ctx = S0 + B * a[1:k + 1].astype(float)
+            elif spec:
+                ctx = S0 + B * np.floor((D + np.arange(k)) * E + 1e-9)
+            else:  # S0 + B·(D + j): whole numbers, exact in floating point
+                ctx = np.arange(S0 + B * D, S0 + B * (D + k), B, dtype=float)
             d = const + cost.decode_attention_s(B, ctx)
-            if t_arr < math.inf:
-                starts = now + np.concatenate(([0.0], np.cumsum(d[:-1])))
-                k = max(1, int(np.searchsorted(starts, t_arr, side="left")))
+            if t_arr < math.inf:  # steps that start before the next arrival
+                k = max(1, int(now < t_arr) + int(np.searchsorted(
+                    now + np.cumsum(d[:-1]), t_arr, side="left")))
                 d = d[:k]
             if reserve:
                 used = np.full(k, num_blocks - free, dtype=float)
             elif spec:
-                demand = np.cumsum(step_demand[:k]).astype(float)
+                demand = (np.array(demand_run[:k], dtype=float) if step_demand is None
+                          else np.cumsum(step_demand[:k]).astype(float))
                 used = num_blocks - free + demand
                 free -= int(demand[-1])
             else:
-                demand = np.cumsum(np.tile(np.array(cyc, dtype=float), -(-k // bs))[:k])
+                if k <= 4 * bs:
+                    demand = np.array(list(accumulate(cyc[j % bs] for j in range(k))),
+                                      dtype=float)
+                else:
+                    demand = np.cumsum(np.tile(np.array(cyc, dtype=float), -(-k // bs))[:k])
                 used = num_blocks - free + demand
                 free -= int(demand[-1])
             decode_itl(now - t_dec_end + float(d[0]), float(d[0]))

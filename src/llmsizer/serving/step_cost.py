@@ -112,6 +112,7 @@ class StepCost:
         self.seq_overhead_s = seq_overhead_s
         self._constant: dict[int, float] = {}  # decode_constant_s by batch (a copy gets its own)
         self.groups, self.rate_attn, self.rate_mem = _attention_groups(run)
+        self.largest_group = max(self.groups, key=lambda x: x.layers)
 
     # -- pieces -------------------------------------------------------------------------------
     def _table(self, values: list[float], x: float) -> float:
@@ -225,7 +226,7 @@ class StepCost:
     def layer_attention_s(self, tokens: float, pairs: np.ndarray, keys: np.ndarray
                           ) -> np.ndarray:
         """Attention of one average layer of the largest group (a draft head's own layer)."""
-        g = max(self.groups, key=lambda x: x.layers)
+        g = self.largest_group
         return np.maximum(g.flops_per_pair / g.layers * pairs / self.rate_attn,
                           (g.bytes_per_key * keys + g.bytes_per_token * tokens) / g.layers
                           / self.rate_mem)
@@ -233,7 +234,7 @@ class StepCost:
 
     def layer_attention_1(self, tokens: float, pairs: float, keys: float) -> float:
         """layer_attention_s for one value, in scalar arithmetic (same operations, same order)."""
-        g = max(self.groups, key=lambda x: x.layers)
+        g = self.largest_group
         return max(g.flops_per_pair / g.layers * pairs / self.rate_attn,
                    (g.bytes_per_key * keys + g.bytes_per_token * tokens) / g.layers
                    / self.rate_mem)
@@ -248,13 +249,19 @@ class DraftCost:
 
     def __init__(self, target: StepCost, k: int, own: StepCost | None):
         self.target, self.k, self.own = target, k, own
+        self._constant: dict[int, float] = {}
 
     def decode_constant_s(self, d: int) -> float:
-        if self.own is not None:
-            o = self.own
-            return self.k * (o.body(d) + o.head(d) + o.launch_s)
-        t = self.target
-        return self.k * (t.body(d) / t.layers + t.head(d) + t.launch_s / t.layers)
+        c = self._constant.get(d)
+        if c is None:
+            if self.own is not None:
+                o = self.own
+                c = self.k * (o.body(d) + o.head(d) + o.launch_s)
+            else:
+                t = self.target
+                c = self.k * (t.body(d) / t.layers + t.head(d) + t.launch_s / t.layers)
+            self._constant[d] = c
+        return c
 
     def decode_attention_s(self, d: int, contexts: np.ndarray) -> np.ndarray:
         mean = contexts + d * (self.k - 1) / 2  # drafts j = 0 … k−1 see context + j
