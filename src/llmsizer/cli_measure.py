@@ -219,7 +219,7 @@ def _run_compare(args: argparse.Namespace) -> str:
                     "step_times_s": r["step_times_s"],
                     "saved_activation_bytes": r["saved_activation_bytes"],
                     "framework_bytes": r["baseline_rss_bytes"], "memory_kind": r["memory_kind"],
-                    "params": r["params"]}
+                    "params": r["params"], "cpu_share": r["cpu_share"]}
         predicted = {"step_time_s": res.time.total_s,
                      "peak_memory_bytes": int(res.memory.peak.total),
                      "activation_bytes": int(res.memory.peak.activations),

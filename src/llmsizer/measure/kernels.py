@@ -11,7 +11,7 @@ import math
 from typing import Any
 
 from llmsizer.measure import shapes
-from llmsizer.measure.runtime import Context, median_time
+from llmsizer.measure.runtime import Context, best_time
 
 # Square sizes for the peak sweep: large enough to leave the cache-bound regime, small enough
 # to take a fraction of a second each (a CPU core: ~0.1 TFLOP/s; an H100: ~1 PFLOP/s).
@@ -39,6 +39,11 @@ def worker(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
 
     spec = get_model(payload["model"])
     tokens = payload["micro_batch"] * payload["seq"]
+    import time
+
+    from llmsizer.measure.runtime import cpu_share
+
+    c0, t0 = time.process_time(), time.perf_counter()
     out: dict[str, Any] = {"threads": ctx.threads}
     ctx.progress("GEMM peak sweep")
     out["peak_flops"] = {d: gemm_sweep(ctx, d) for d in PEAK_DTYPES[ctx.device]}
@@ -52,6 +57,7 @@ def worker(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
                                      payload["dtype"])
     out["stream"] = stream(ctx)
     out["kernel_overhead_s"] = kernel_overhead(ctx)
+    out["cpu_share"] = cpu_share(time.process_time() - c0, time.perf_counter() - t0, ctx)
     if ctx.world > 1:
         ctx.progress(f"collectives over {ctx.world} processes ({ctx.backend})")
         grad_bytes = 4 * sum(lin.count * lin.in_features * lin.out_features
@@ -67,7 +73,7 @@ def _product_time(ctx: Context, m: int, k: int, n: int, dtype: str) -> float:
     a = torch.randn(m, k, dtype=torch_dtype(dtype), device=dev)
     b = torch.randn(k, n, dtype=torch_dtype(dtype), device=dev)
     c = torch.empty(m, n, dtype=torch_dtype(dtype), device=dev)
-    return median_time(lambda: torch.matmul(a, b, out=c), ctx.device, BUDGET_S[ctx.device])
+    return best_time(lambda: torch.matmul(a, b, out=c), ctx.device, BUDGET_S[ctx.device])
 
 
 def gemm_sweep(ctx: Context, dtype: str) -> float:
@@ -117,8 +123,8 @@ def attention(ctx: Context, spec: Any, batch: int, seq: int, dtype: str) -> dict
         F.scaled_dot_product_attention(q, k, v, is_causal=True).backward(grad)
 
     fwd = shapes.attention_forward_flops(batch, spec.num_heads, seq, spec.head_size)
-    t_f = median_time(forward, ctx.device, BUDGET_S[ctx.device])
-    t_fb = median_time(forward_backward, ctx.device, BUDGET_S[ctx.device])
+    t_f = best_time(forward, ctx.device, BUDGET_S[ctx.device])
+    t_fb = best_time(forward_backward, ctx.device, BUDGET_S[ctx.device])
     return {"batch": batch, "heads": spec.num_heads, "seq": seq, "head_dim": spec.head_size,
             "forward_flops": fwd, "forward_s": t_f, "forward_backward_s": t_fb,
             "training_flops": fwd * (1 + shapes.ATTENTION_BACKWARD_OVER_FORWARD)}
@@ -139,10 +145,23 @@ def _rotate(x: Any, cos: Any, sin: Any) -> Any:
     return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
 
 
+def _activation(name: str) -> Any:
+    """The model's own activation module as transformers runs it (ACT2FN), else torch's."""
+    import torch.nn.functional as F
+
+    try:
+        from transformers.activations import ACT2FN
+
+        return ACT2FN[name]
+    except (ImportError, KeyError):
+        return F.silu if name in ("silu", "swish") else F.gelu
+
+
 def elementwise(ctx: Context, spec: Any, batch: int, seq: int, dtype: str) -> dict[str, Any]:
-    """One layer's element-wise work, forward and backward, as unfused eager kernels: the norms,
-    the residual adds, the FFN activation and rotary embedding at the model's shapes. Its
-    `model_bytes` are what llmsizer counts for them (3 passes: forward, 2× backward)."""
+    """One layer's element-wise work, forward and backward, as unfused eager kernels: the norms
+    (RMSNorm or LayerNorm), the residual adds, the FFN activation (the model's own) and rotary
+    embedding at the model's shapes. Its `model_bytes` are what llmsizer counts for them
+    (3 passes: forward, 2× backward)."""
     import torch
     import torch.nn.functional as F
 
@@ -151,27 +170,27 @@ def elementwise(ctx: Context, spec: Any, batch: int, seq: int, dtype: str) -> di
     def leaf(*shape: int) -> Any:
         return torch.randn(*shape, dtype=dt, device=dev, requires_grad=True)
 
-    x, attn_out, w1, w2 = leaf(batch, seq, h), leaf(batch, seq, h), leaf(h), leaf(h)
+    x, attn_out, w1, w2, b = leaf(batch, seq, h), leaf(batch, seq, h), leaf(h), leaf(h), leaf(h)
     gate, up = leaf(batch, seq, spec.ffn_size), leaf(batch, seq, spec.ffn_size)
     q, k = leaf(batch, spec.num_heads, seq, spec.head_size), leaf(batch, spec.kv_heads, seq,
                                                                   spec.head_size)
     cos = torch.randn(seq, spec.head_size, dtype=dt, device=dev)
     sin = torch.randn(seq, spec.head_size, dtype=dt, device=dev)
-    gated = spec.ffn_kind == "gated"
-    rotary = spec.position == "rotary"
+    act = _activation(spec.activation)
+    gated, rotary = spec.ffn_kind == "gated", spec.position == "rotary"
+
+    def norm(t: Any, w: Any) -> Any:
+        return _rms_norm(t, w) if spec.norm == "rmsnorm" else F.layer_norm(t, (h,), w, b)
 
     def step() -> None:
-        n1 = _rms_norm(x, w1)
+        outs = [norm(x, w1)]
         r1 = x + attn_out
-        n2 = _rms_norm(r1, w2)
-        a = F.silu(gate) * up if gated else F.gelu(up)
-        r2 = r1 + n2
-        outs = [n1, r2, a]
+        outs += [r1 + norm(r1, w2), act(gate) * up if gated else act(up)]
         if rotary:
             outs += [_rotate(q, cos, sin), _rotate(k, cos, sin)]
         torch.autograd.backward(outs, [torch.ones_like(o) for o in outs])
 
-    t = median_time(step, ctx.device, BUDGET_S[ctx.device])
+    t = best_time(step, ctx.device, BUDGET_S[ctx.device])
     e = torch.finfo(dt).bits // 8
     per_token = shapes.elementwise_elements_per_token(spec)
     return {"seconds": t, "model_bytes": 3 * e * batch * seq * per_token}
@@ -185,8 +204,8 @@ def stream(ctx: Context) -> dict[str, float]:
     n = STREAM_BYTES[ctx.device] // 4
     dev = ctx.torch_device()
     a, b, c = (torch.rand(n, device=dev) for _ in range(3))
-    t_copy = median_time(lambda: a.copy_(b), ctx.device, BUDGET_S[ctx.device])
-    t_triad = median_time(lambda: torch.add(b, c, alpha=3.0, out=a), ctx.device,
+    t_copy = best_time(lambda: a.copy_(b), ctx.device, BUDGET_S[ctx.device])
+    t_triad = best_time(lambda: torch.add(b, c, alpha=3.0, out=a), ctx.device,
                           BUDGET_S[ctx.device])
     return {"copy_bytes_s": 2 * 4 * n / t_copy, "triad_bytes_s": 3 * 4 * n / t_triad}
 
@@ -202,53 +221,60 @@ def kernel_overhead(ctx: Context) -> float:
         for _ in range(100):
             torch.add(a, a, out=b)
 
-    return median_time(hundred, ctx.device, BUDGET_S[ctx.device]) / 100
+    return best_time(hundred, ctx.device, BUDGET_S[ctx.device]) / 100
 
 
 def collectives(ctx: Context, grad_bytes: int) -> list[dict[str, Any]]:
     """All-reduce, all-gather, reduce-scatter, all-to-all and a p2p ping-pong, each at a tiny
-    size (latency) and at the model's gradient size (bandwidth, 1-32 MiB). Bus bandwidth as
+    size (latency) and at the model's gradient size (bandwidth: 1 MiB to 8 MiB on a CPU, 256 MiB on GPUs). Bus bandwidth as
     nccl-tests defines it (nccl-tests doc/PERFORMANCE.md): all-reduce moves 2(n-1)/n of the
     buffer per rank, all-gather, reduce-scatter and all-to-all (n-1)/n, p2p the buffer."""
+
+
+    n = ctx.world
+    big = int(min(COLLECTIVE_MAX_BYTES[ctx.device], max(2**20, grad_bytes))) // (4 * n) * (4 * n)
+    return [row for size in (4 * n, big) for row in _collectives_at(ctx, size)]
+
+
+def _collectives_at(ctx: Context, size: int) -> list[dict[str, Any]]:
+    """Each collective on a buffer of `size` bytes per rank, timed over COLLECTIVE_REPS."""
     import time
 
     import torch
     import torch.distributed as dist
 
     n, dev = ctx.world, ctx.torch_device()
-    big = int(min(COLLECTIVE_MAX_BYTES[ctx.device], max(2**20, grad_bytes))) // (4 * n) * (4 * n)
-    rows = []
-    for size in (4 * n, big):
-        elems = size // 4
-        x = torch.ones(elems, device=dev)
-        gathered = torch.empty(elems * n, device=dev)
-        shard = torch.empty(elems // n, device=dev)
-        swapped = torch.empty_like(x)
-        ops = {
-            "all_reduce": (lambda: dist.all_reduce(x), 2 * (n - 1) / n),
-            "all_gather": (lambda: _all_gather(gathered, x), (n - 1) / n),
-            "reduce_scatter": (lambda: _reduce_scatter(shard, x), (n - 1) / n),
-            "all_to_all": (lambda: dist.all_to_all_single(swapped, x), (n - 1) / n),
-            "p2p": (lambda: _ping_pong(ctx, x), 1.0),
-        }
-        for name, (op, factor) in ops.items():
-            nbytes = size * (n if name == "all_gather" else 1)
-            try:
-                warm, reps = COLLECTIVE_REPS
-                for _ in range(warm):
-                    op()
-                _sync(ctx)
-                t0 = time.perf_counter()
-                for _ in range(reps):
-                    op()
-                _sync(ctx)
-                seconds = (time.perf_counter() - t0) / reps / (2 if name == "p2p" else 1)
-            except (RuntimeError, NotImplementedError) as e:
-                rows.append({"op": name, "bytes": nbytes, "error": str(e).splitlines()[0][:120]})
-                dist.barrier()
-                continue
-            rows.append({"op": name, "bytes": nbytes, "seconds": seconds,
-                         "bus_bytes_s": factor * nbytes / seconds if seconds > 0 else math.inf})
+    elems = size // 4
+    x = torch.ones(elems, device=dev)
+    gathered = torch.empty(elems * n, device=dev)
+    shard = torch.empty(elems // n, device=dev)
+    swapped = torch.empty_like(x)
+    ops = {
+        "all_reduce": (lambda: dist.all_reduce(x), 2 * (n - 1) / n),
+        "all_gather": (lambda: _all_gather(gathered, x), (n - 1) / n),
+        "reduce_scatter": (lambda: _reduce_scatter(shard, x), (n - 1) / n),
+        "all_to_all": (lambda: dist.all_to_all_single(swapped, x), (n - 1) / n),
+        "p2p": (lambda: _ping_pong(ctx, x), 1.0),
+    }
+    rows: list[dict[str, Any]] = []
+    warm, reps = COLLECTIVE_REPS
+    for name, (op, factor) in ops.items():
+        nbytes = size * (n if name == "all_gather" else 1)
+        try:
+            for _ in range(warm):
+                op()
+            _sync(ctx)
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                op()
+            _sync(ctx)
+        except (RuntimeError, NotImplementedError) as e:
+            rows.append({"op": name, "bytes": nbytes, "error": str(e).splitlines()[0][:120]})
+            dist.barrier()
+            continue
+        seconds = (time.perf_counter() - t0) / reps / (2 if name == "p2p" else 1)
+        rows.append({"op": name, "bytes": nbytes, "seconds": seconds,
+                     "bus_bytes_s": factor * nbytes / seconds if seconds > 0 else math.inf})
     return rows
 
 

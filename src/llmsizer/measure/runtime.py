@@ -14,7 +14,6 @@ import os
 import platform
 import resource
 import socket
-import statistics
 import sys
 import tempfile
 import time
@@ -142,10 +141,14 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def median_time(fn: Callable[[], object], device: str, budget_s: float = 0.25,
-                min_reps: int = 3, warmup: int = 1) -> float:
-    """Median seconds per call of `fn` over at least `min_reps` timed calls and about
-    `budget_s` of wall time, after `warmup` untimed calls (caches, lazy initialisation)."""
+def best_time(fn: Callable[[], object], device: str, budget_s: float = 0.25,
+              min_reps: int = 3, warmup: int = 1) -> float:
+    """Fastest seconds per call of `fn` over at least `min_reps` timed calls and about
+    `budget_s` of wall time, after `warmup` untimed calls. The minimum, as Python's timeit
+    recommends (docs.python.org/3/library/timeit.html, Timer.repeat: "the lowest value gives a
+    lower bound for how fast your machine can run the given code snippet; higher values ... are
+    typically ... caused by other processes interfering"): a kernel's speed on this device, not
+    the load its neighbours happened to put on it."""
     for _ in range(warmup):
         fn()
     synchronize(device)
@@ -157,7 +160,16 @@ def median_time(fn: Callable[[], object], device: str, budget_s: float = 0.25,
         fn()
         synchronize(device)
         samples.append(time.perf_counter() - t0)
-    return statistics.median(samples)
+    return min(samples)
+
+
+def cpu_share(cpu_s: float, wall_s: float, ctx: Context) -> float:
+    """The share of its cores a CPU worker actually got: process CPU seconds over wall seconds
+    times its threads (1.0 on a quiet machine; 0.5 when other programs took half the cores).
+    A timing taken at a low share measures the neighbours' load, not the device."""
+    if ctx.device != "cpu" or wall_s <= 0:
+        return 1.0
+    return min(1.0, cpu_s / (wall_s * ctx.threads))
 
 
 def cpu_name() -> str:

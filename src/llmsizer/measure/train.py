@@ -7,7 +7,7 @@ import statistics
 import time
 from typing import Any
 
-from llmsizer.measure.runtime import Context, peak_rss_bytes, rss_bytes, synchronize
+from llmsizer.measure.runtime import Context, cpu_share, peak_rss_bytes, rss_bytes, synchronize
 
 
 def _saved_bytes(model: Any, run: Any) -> int:
@@ -77,20 +77,24 @@ def worker(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
         step()
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    times = []
+    times, shares = [], []
     for i in range(payload["steps"]):
         dist.barrier()
         synchronize(ctx.device)
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         loss = step()
         synchronize(ctx.device)
-        t = torch.tensor([time.perf_counter() - t0], dtype=torch.float64, device=dev)
+        wall = time.perf_counter() - t0
+        share = cpu_share(time.process_time() - c0, wall, ctx)
+        t = torch.tensor([wall, -share], dtype=torch.float64, device=dev)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)  # a step lasts as long as its slowest rank
-        times.append(float(t.item()))
+        times.append(float(t[0]))
+        shares.append(-float(t[1]))
         ctx.progress(f"step {i + 1}/{payload['steps']}: {times[-1]:.3f} s, loss {loss:.3f}")
     peak = int(torch.cuda.max_memory_allocated()) if cuda else peak_rss_bytes()
     return {"step_times_s": times, "step_time_s": statistics.median(times),
             "peak_memory_bytes": peak, "baseline_rss_bytes": baseline,
             "saved_activation_bytes": saved, "params": n_params,
+            "cpu_share": statistics.median(shares) if ctx.device == "cpu" else None,
             "memory_kind": "CUDA allocator peak (torch.cuda.max_memory_allocated)" if cuda
             else "process peak resident set (getrusage ru_maxrss)"}
