@@ -378,3 +378,160 @@ def test_bad_speculative_and_find_flags_exit_2(argv, flag):
     code, out, err = _cli(["simulate", "llama-2-7b", "--gpu", "a100-80gb", *argv])
     assert code == 2 and out == ""
     assert len(err.strip().splitlines()) == 1 and flag in err
+
+
+# ---- disaggregated prefill/decode ---------------------------------------------------------------
+
+def _disagg(work: Workload, x: int = 1, y: int = 2, gpus_per_node: int = 8):  # type: ignore[no-untyped-def]
+    from llmsizer.serving.disaggregated import Disaggregation
+
+    return _run(work, disaggregation=Disaggregation(x, y, 1, 1), gpus_per_node=gpus_per_node)
+
+
+# Llama-2-7B caches K and V of 32 heads x 128 in 32 layers, 2 bytes each: 524,288 B per token.
+LLAMA2_KV_PER_TOKEN = 2 * 32 * 32 * 128 * 2
+
+
+def test_disaggregated_ttft_is_at_least_prefill_plus_transfer():
+    r = _disagg(synthetic(300, 1024, 64, qps=6.0, concurrency=None, seed=3,
+                          prompt_spread="uniform:0.5"))
+    info = r.disaggregation
+    floor = info.prefill_done_s + info.transfer.transfer_s - r.send_s
+    assert np.all(r.ttft >= floor - 1e-12)
+    assert np.all(r.first_token_s >= info.decode_arrival_s - 1e-12)
+    assert np.all(info.decode_arrival_s >= info.prefill_done_s + info.transfer.transfer_s - 1e-12)
+
+
+def test_a_request_alone_pays_prefill_then_transfer_then_one_token_on_the_decode_instance():
+    prompt = 1000
+    r = _disagg(synthetic(1, prompt, 2, qps=1.0, concurrency=None))
+    host = VLLM.step_overhead_s + VLLM.seq_overhead_s
+    link = ACC.intra_node_link_bytes_s / 2 * EFF.comm_efficiency  # one direction, NCCL's share
+    transfer = prompt * LLAMA2_KV_PER_TOKEN / link + EFF.collective_latency_s
+    ttft = (_pass_s(1, prompt, prompt, decode=False) + host + transfer
+            + _pass_s(1, 1, prompt, decode=False) + host)  # the last prompt token, recomputed
+    assert r.disaggregation.transfer.bytes_per_token == LLAMA2_KV_PER_TOKEN
+    assert r.disaggregation.transfer.transfer_s[0] == pytest.approx(transfer, rel=1e-9)
+    assert r.dist("ttft").mean == pytest.approx(ttft, rel=1e-9)
+
+
+def test_pools_larger_than_a_node_move_the_kv_over_the_network():
+    prompt = 2048
+    r = _disagg(synthetic(1, prompt, 4, qps=1.0, concurrency=None), gpus_per_node=2)
+    nic = 400e9 / 8 * EFF.inter_node_efficiency  # 400 Gb/s per GPU
+    assert r.disaggregation.transfer.link == "network"
+    assert r.disaggregation.transfer.transfer_s[0] == pytest.approx(
+        prompt * LLAMA2_KV_PER_TOKEN / nic + 2 * EFF.collective_latency_s, rel=1e-9)
+
+
+def test_disaggregation_serves_every_request_once_and_reports_both_pools():
+    work = synthetic(400, 512, 128, qps=8.0, concurrency=None, seed=5,
+                     output_spread="uniform:0.5")
+    r = _disagg(work, x=2, y=3)
+    info = r.disaggregation
+    assert np.all(np.isfinite(r.finish_s)) and np.all(r.finish_s >= r.first_token_s)
+    assert r.outputs.sum() == sum(work.output_tokens)
+    assert info.prefill.instances == 2 and info.decode.instances == 3
+    for pool in (info.prefill, info.decode):
+        assert 0 < pool.busy_fraction <= 1 and 0 <= pool.kv_cache_utilization <= 1
+    # every prompt is prefilled once: the prefill pool computes Σ prompt tokens, no more
+    assert info.prefill.preemptions == 0
+
+
+def test_cli_disaggregate_json_and_text():
+    argv = ["simulate", "llama-2-7b", "--gpu", "a100-80gb", "--qps", "4", "--requests", "60",
+            "--prompt", "512", "--output", "32", "--disaggregate", "1P:2D"]
+    code, out, _ = _cli([*argv, "--json"])
+    assert code == 0
+    data = json.loads(out)
+    d = data["disaggregated"]
+    assert d["prefill_instances"] == 1 and d["decode_instances"] == 2
+    assert data["config"]["gpus"] == 3
+    assert {"busy_fraction", "kv_cache_utilization"} <= set(d["prefill_pool"])
+    assert d["kv_transfer"]["kv_bytes_per_prompt_token"] == LLAMA2_KV_PER_TOKEN
+    code, out, _ = _cli(argv)
+    assert code == 0 and "KV transfer over" in out
+    assert max(len(line) for line in out.splitlines()) <= 80
+
+
+# ---- data-parallel attention with expert parallelism -------------------------------------------
+
+def test_dp_attention_over_one_rank_is_the_plain_instance():
+    from llmsizer.serving.dp_attention import DpAttention
+
+    spec, acc = get_model("qwen1.5-moe-a2.7b"), get_accelerator("h100")
+    eff = Efficiency.for_accelerator(acc, workload="serving")
+    work = synthetic(200, 512, 64, qps=10.0, concurrency=None, seed=1)
+    eng = engine_profile("vllm", acc)
+    a = simulate(spec, acc, CFG, eng, work, eff=eff)
+    b = simulate(spec, acc, CFG, eng, work, eff=eff, dp_attention=DpAttention(1))
+    assert np.array_equal(a.first_token_s, b.first_token_s)
+    assert np.array_equal(a.finish_s, b.finish_s)
+
+
+def test_dp_attention_rank_holds_whole_attention_and_a_share_of_the_experts():
+    from llmsizer.analysis.inference import serving_memory
+    from llmsizer.serving.dp_attention import DpAttention
+
+    spec, acc = get_model("qwen1.5-moe-a2.7b"), get_accelerator("h100")
+    eng = engine_profile("vllm", acc)
+    n = 4
+    moe = spec.moe
+    # routed experts: gate, up and down of h x f_e each, in every layer, bf16
+    experts = spec.num_layers * moe.num_experts * 3 * spec.hidden_size * moe.expert_ffn_size * 2
+    whole = serving_memory(spec, acc, replace(CFG, prefill_chunk=eng.max_num_batched_tokens // 1),
+                           1, 16).weights
+    pool = kv_pool(spec, acc, replace(CFG, tp=n), eng, dp_attention=DpAttention(n))
+    assert pool.weights == pytest.approx(whole - experts * (1 - 1 / n), rel=1e-12)
+    one = kv_pool(spec, acc, CFG, eng)
+    assert pool.num_blocks > one.num_blocks * (n - 1)  # n pools, each with less weight beside it
+
+
+def test_dp_attention_pays_two_all_to_alls_per_moe_layer():
+    from llmsizer.serving.dp_attention import DpAttention, DpEpStepCost
+
+    spec, acc = get_model("qwen1.5-moe-a2.7b"), get_accelerator("h100")
+    eff = Efficiency.for_accelerator(acc, workload="serving")
+    n = 4
+    cost = DpEpStepCost(spec, acc, CFG, eff, DpAttention(n), max_tokens=4096)
+    link = acc.intra_node_link_bytes_s / 2 * eff.comm_efficiency
+    for t, a2a in zip(cost.grid, cost.a2a_s, strict=True):
+        per_rank = t * spec.moe.top_k * spec.hidden_size * 2  # bf16 activations to top-k experts
+        one = (n - 1) / n * per_rank / link + eff.collective_latency_s
+        assert a2a == pytest.approx(2 * spec.num_layers * one, rel=1e-9)
+
+
+def test_dp_attention_holds_more_mla_tokens_than_tensor_parallel_attention():
+    spec = get_model("deepseek-v2-lite")
+    base = ["simulate", "deepseek-v2-lite", "--gpu", "h100", "--tp", "4", "--qps", "4",
+            "--requests", "40", "--prompt", "512", "--output", "32", "--json"]
+    code, tp_out, _ = _cli(base)
+    code2, dp_out, _ = _cli([*base, "--dp-attention"])
+    assert code == 0 and code2 == 0
+    tp_tokens = json.loads(tp_out)["config"]["kv_pool_tokens"]
+    dp = json.loads(dp_out)
+    # TP replicates MLA's latent on every rank; DP ranks each keep their own requests' latents
+    assert dp["config"]["kv_pool_tokens"] > 3 * tp_tokens
+    assert dp["dp_attention"]["ranks"] == 4 and dp["dp_attention"]["ep"] == 4
+    assert spec.mla is not None
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["--qps", "1", "--disaggregate", "0P:1D"], "--disaggregate"),
+    (["--qps", "1", "--disaggregate", "two"], "--disaggregate"),
+    (["--qps", "1", "--prefill-tp", "2"], "--prefill-tp"),
+    (["--concurrency", "4", "--disaggregate", "1P:1D"], "--concurrency"),
+    (["--qps", "1", "--disaggregate", "1P:1D", "--replicas", "2"], "--replicas"),
+    (["--qps", "1", "--dp-attention"], "--dp-attention"),
+    (["--qps", "1", "--ep", "2"], "--ep"),
+])
+def test_bad_disaggregation_and_dp_attention_flags_exit_2(argv, flag):
+    code, out, err = _cli(["simulate", "llama-2-7b", "--gpu", "a100-80gb", *argv])
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and flag in err
+
+
+def test_ep_other_than_tp_is_refused():
+    code, out, err = _cli(["simulate", "qwen1.5-moe-a2.7b", "--gpu", "h100", "--tp", "2",
+                           "--qps", "1", "--dp-attention", "--ep", "4"])
+    assert code == 2 and "--ep" in err and len(err.strip().splitlines()) == 1

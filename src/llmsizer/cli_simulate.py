@@ -56,6 +56,13 @@ def add_parser(sub: Any, positive_int: Any) -> None:
     add_model_and_gpu(p)
     p.add_argument("--tp", type=arg_int(1, MAX_PARALLEL), default=1)
     p.add_argument("--pp", type=arg_int(1, MAX_PARALLEL), default=1)
+    p.add_argument("--dp-attention", action="store_true",
+                   help="MoE serving as SGLang/vLLM run DeepSeek-V3: attention data-parallel "
+                   "over the --tp GPUs of an instance (each rank its own requests and KV cache),"
+                   " routed experts sharded over them (--ep = --tp) with an all-to-all dispatch"
+                   " and combine per MoE layer; default: off (tensor parallelism throughout)")
+    p.add_argument("--ep", type=arg_int(1, MAX_PARALLEL),
+                   help="with --dp-attention: expert-parallel ranks (must equal --tp)")
     p.add_argument("--replicas", type=arg_int(1, 4096), default=1,
                    help="engine instances; requests dealt round-robin")
     p.add_argument("--qps", type=_rate("qps"),
@@ -94,6 +101,17 @@ def add_parser(sub: Any, positive_int: Any) -> None:
                    help="tokens drafted per step, k (default 3 with --speculative)")
     p.add_argument("--acceptance", type=arg_float(0, 1, what="a rate"), default=None,
                    help="per-token acceptance rate alpha (default 0.7 with --speculative)")
+    p.add_argument("--disaggregate", metavar="XP:YD",
+                   help="disaggregated prefill/decode: X prefill and Y decode instances (e.g. "
+                   "1P:3D); the prompt's KV moves over NVLink when both pools fit in one node "
+                   "(--gpus-per-node), else over the network; default: off (every instance "
+                   "does both, --replicas of them)")
+    p.add_argument("--prefill-tp", type=arg_int(1, MAX_PARALLEL),
+                   help="with --disaggregate: tensor parallelism of a prefill instance "
+                   "(default --tp)")
+    p.add_argument("--decode-tp", type=arg_int(1, MAX_PARALLEL),
+                   help="with --disaggregate: tensor parallelism of a decode instance "
+                   "(default --tp)")
     p.add_argument("--find", choices=FINDS, metavar="QUESTION",
                    help="inverse question: max-rate (highest --qps meeting the SLOs), "
                    "min-gpus (fewest replicas for --qps), max-context, max-seqs (what the KV "
@@ -165,7 +183,47 @@ def build(args: argparse.Namespace) -> tuple[Any, ...]:
     slo_tpot = parse_seconds(args.slo_tpot, "slo-tpot") if args.slo_tpot else None
     args._workload = workload
     args._speculation = speculation(args)
+    args._disaggregation = disaggregation(args, spec)
+    args._dp_attention = None
+    if getattr(args, "dp_attention", False):
+        from llmsizer.serving.dp_attention import check
+
+        if args._disaggregation is not None or args._speculation is not None:
+            raise SpecError("dp-attention", "on", "not combined with --disaggregate or "
+                            "--speculative")
+        args._dp_attention = check(spec, args.tp, args.pp, args.ep)
+    elif getattr(args, "ep", None) is not None:
+        raise SpecError("ep", args.ep, "given with --dp-attention")
     return spec, acc, cfg, engine, work, slo_ttft, slo_tpot
+
+
+def disaggregation(args: argparse.Namespace, spec: Any) -> Any:
+    """--disaggregate XP:YD with --prefill-tp / --decode-tp."""
+    from llmsizer.analysis.params import validate_parallel
+    from llmsizer.serving.disaggregated import Disaggregation, parse_disaggregate
+
+    text = getattr(args, "disaggregate", None)
+    if not text:
+        for flag in ("prefill_tp", "decode_tp"):
+            if getattr(args, flag, None) is not None:
+                raise SpecError(flag.replace("_", "-"), getattr(args, flag),
+                                "given with --disaggregate XP:YD")
+        return None
+    x, y = parse_disaggregate(text)
+    for flag, bad, what in (
+            ("replicas", args.replicas != 1, "1 with --disaggregate (it sets the instances)"),
+            ("concurrency", args.concurrency is not None,
+             "not given with --disaggregate (open-loop arrivals only)"),
+            ("find", getattr(args, "find", None) is not None, "not given with --disaggregate"),
+            ("speculative", bool(getattr(args, "speculative", None)),
+             "not given with --disaggregate")):
+        if bad:
+            raise SpecError(flag, getattr(args, flag), what)
+    tp_p = args.prefill_tp or args.tp
+    tp_d = args.decode_tp or args.tp
+    validate_parallel(spec, tp_p, args.pp)
+    validate_parallel(spec, tp_d, args.pp)
+    return Disaggregation(x, y, tp_p, tp_d)
 
 
 def speculation(args: argparse.Namespace) -> Any:
@@ -210,7 +268,8 @@ def run(args: argparse.Namespace) -> str:
     try:
         r = simulate(spec, acc, cfg, engine, work, replicas=args.replicas, eff=eff,
                      slo_ttft_s=slo_ttft, slo_tpot_s=slo_tpot, gpus_per_node=args.gpus_per_node,
-                     progress=progress if show else None, speculation=args._speculation)
+                     progress=progress if show else None, speculation=args._speculation,
+                     disaggregation=args._disaggregation, dp_attention=args._dp_attention)
     finally:
         if show:
             print("\r\033[K", end="", file=sys.stderr, flush=True)
@@ -225,11 +284,13 @@ def simulation_json(r: Any, args: argparse.Namespace, qps: float | None = None
                     ) -> dict[str, Any]:
     e, w, pool = r.engine, r.workload, r.pool
     qps = args.qps if qps is None else qps
+    dis = r.disaggregation
+    gpus = dis.plan.gpus(r.cfg.pp) if dis else r.cfg.tp * r.cfg.pp * r.replicas
     return {
         "model": r.spec.name, "gpu": r.acc.name,
         "config": {
             "engine": e.name, "tp": r.cfg.tp, "pp": r.cfg.pp, "replicas": r.replicas,
-            "gpus": r.cfg.tp * r.cfg.pp * r.replicas,
+            "gpus": gpus,
             "weights": r.cfg.weights.name if r.cfg.weights else "bf16",
             "kv_dtype_bytes": r.cfg.kv_dtype_bytes,
             "max_num_seqs": r.max_num_seqs, "max_num_batched_tokens": e.max_num_batched_tokens,
@@ -253,6 +314,12 @@ def simulation_json(r: Any, args: argparse.Namespace, qps: float | None = None
             "slo_ttft_s": r.slo_ttft_s, "slo_tpot_s": r.slo_tpot_s,
             "speculative": speculation_json(r.speculation),
         },
+        "disaggregated": dis.as_dict() if dis else None,
+        "dp_attention": None if r.expert_parallel is None else {
+            "ranks": r.expert_parallel.ranks, "ep": r.expert_parallel.ep,
+            "attention_tp": 1, "kv_pool_blocks_per_rank": pool.num_blocks
+            // r.expert_parallel.ranks, "source": "serving/dp_attention.py: SGLang "
+            "--enable-dp-attention, vLLM --enable-expert-parallel"},
         "capacity": capacity_json(r),
         "ttft_s": r.dist("ttft").as_dict(), "tpot_s": r.dist("tpot").as_dict(),
         "itl_s": r.dist("itl").as_dict(), "e2e_latency_s": r.dist("e2e").as_dict(),
@@ -271,14 +338,24 @@ def simulation_json(r: Any, args: argparse.Namespace, qps: float | None = None
 
 
 def simulation_text(r: Any) -> str:
+    import numpy as np
+
     from llmsizer.report import table
     from llmsizer.units import format_bytes, format_seconds
 
     e, pool = r.engine, r.pool
     gpus = r.cfg.tp * r.cfg.pp
+    dis = r.disaggregation
+    head = (f"{r.replicas} x (tp {r.cfg.tp} x pp {r.cfg.pp}) = {r.replicas * gpus} GPUs"
+            if dis is None else
+            f"{dis.plan.prefill_instances} prefill x (tp {dis.plan.prefill_tp} x pp {r.cfg.pp})"
+            f" + {dis.plan.decode_instances} decode x (tp {dis.plan.decode_tp} x pp {r.cfg.pp})"
+            f" = {dis.plan.gpus(r.cfg.pp)} GPUs")
+    if r.expert_parallel is not None:
+        head += (f" (attention data-parallel over {r.expert_parallel.ranks} ranks, experts "
+                 f"over ep {r.expert_parallel.ep})")
     lines = [
-        f"{r.spec.name} on {r.acc.display_name}: {r.replicas} x (tp {r.cfg.tp} x pp "
-        f"{r.cfg.pp}) = {r.replicas * gpus} GPUs, engine {e.name}",
+        f"{r.spec.name} on {r.acc.display_name}: {head}, engine {e.name}",
         f"  {r.max_num_seqs:,} seqs and {e.max_num_batched_tokens:,} tokens per step, "
         + ("mixed prefill+decode" if e.mixed_batches else "prefill-first")
         + (", chunked prefill" if e.chunked_prefill else ""),
@@ -308,6 +385,17 @@ def simulation_text(r: Any) -> str:
         f"{r.preemptions:,} preemptions; {r.steps:,} steps in {format_seconds(r.duration_s)}; "
         f"{r.mean_in_flight:,.1f} requests in flight on average",
     ]
+    if dis is not None:
+        t = dis.transfer
+        lines += [
+            f"disaggregated: prefill pool busy {dis.prefill.busy_fraction:.0%} (KV "
+            f"{dis.prefill.kv_cache_utilization:.0%}), decode pool busy "
+            f"{dis.decode.busy_fraction:.0%} (KV {dis.decode.kv_cache_utilization:.0%})",
+            f"KV transfer over {t.link}: {format_bytes(t.bytes_per_token)} per prompt token, "
+            f"mean {format_seconds(float(t.transfer_s.mean()))} (+ "
+            f"{format_seconds(float(t.wait_s.mean()))} waiting for the link), p99 "
+            f"{format_seconds(float(np.percentile(t.transfer_s, 99)))}",
+            "(the KV-cache line above is the decode pool's)"]
     return "\n".join(lines)
 
 
@@ -349,7 +437,8 @@ def run_find(args: argparse.Namespace, spec: Any, acc: Any, cfg: Any, engine: An
     def sim(w: Any, replicas: int) -> Any:
         return simulate(spec, acc, cfg, engine, w, replicas=replicas, eff=eff,
                         slo_ttft_s=slo_ttft, slo_tpot_s=slo_tpot,
-                        gpus_per_node=args.gpus_per_node, speculation=sp)
+                        gpus_per_node=args.gpus_per_node, speculation=sp,
+                        dp_attention=args._dp_attention)
 
     def log(p: Any) -> None:
         if tty:
@@ -359,6 +448,8 @@ def run_find(args: argparse.Namespace, spec: Any, acc: Any, cfg: Any, engine: An
 
     gpus = cfg.tp * cfg.pp
     if args.find in ("max-context", "max-seqs"):
+        if args._dp_attention is not None:
+            raise SpecError("find", args.find, "max-rate or min-gpus with --dp-attention")
         pool, max_seqs = instance_limits(spec, acc, cfg, engine, sp)
         longest = max(a + b for a, b in zip(work.prompt_tokens, work.output_tokens, strict=True))
         cap = search.memory_capacity(pool, spec.max_seq_len, longest,

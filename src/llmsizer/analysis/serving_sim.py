@@ -13,6 +13,7 @@ import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -67,10 +68,21 @@ def draft_memory(spec: ModelSpec, acc: Accelerator, cfg: ServingConfig, block_si
 
 
 def kv_pool(spec: ModelSpec, acc: Accelerator, cfg: ServingConfig, engine: EngineProfile,
-            speculation: Speculation | None = None) -> KvPool:
-    """Blocks of KV cache an instance holds, sized as the engine sizes it (see EngineProfile)."""
+            speculation: Speculation | None = None, dp_attention: Any = None) -> KvPool:
+    """Blocks of KV cache an instance holds, sized as the engine sizes it (see EngineProfile).
+    With `dp_attention` (serving/dp_attention.py) every rank sizes a pool of its own beside the
+    whole attention weights and 1/n of the experts, and the instance holds n of them."""
+    ranks = 1
     c = replace(cfg, block_size=None, prefill_chunk=engine.max_num_batched_tokens)
+    if dp_attention is not None:
+        from llmsizer.serving import dp_attention as dpa
+
+        ranks = dp_attention.ranks
+        c = replace(dpa.rank_config(c), prefill_chunk=max(1, c.prefill_chunk // ranks))
     mem = serving_memory(spec, acc, c, 1, engine.block_size)  # kv_cache: one block's bytes
+    if ranks > 1:
+        mem = replace(mem, weights=mem.weights - dpa.expert_weight_bytes(spec, c)
+                      * (1 - 1 / ranks))
     dw, db = draft_memory(spec, acc, c, engine.block_size, speculation)
     mem = replace(mem, weights=mem.weights + dw, kv_cache=mem.kv_cache + db)
     cap, f = float(acc.memory_bytes), engine.memory_fraction
@@ -85,6 +97,9 @@ def kv_pool(spec: ModelSpec, acc: Accelerator, cfg: ServingConfig, engine: Engin
         pool = f * (cap - rest)
         rule = f"{f:g} x (memory - weights - workspace - overhead)"
     blocks = max(0, math.floor(pool / mem.kv_cache)) if mem.kv_cache > 0 else 0
+    if ranks > 1:
+        blocks *= ranks
+        rule += f", per rank; x {ranks} data-parallel attention ranks"
     return KvPool(cap, mem.weights, mem.workspace, mem.overhead, max(0.0, pool), mem.kv_cache,
                   engine.block_size, blocks, rule, dw, db)
 
@@ -117,6 +132,8 @@ class SimulationResult:
     steps: int
     preemptions: int
     speculation: Speculation | None = None
+    disaggregation: Any = None  # serving/disaggregated.py DisaggregatedInfo
+    expert_parallel: Any = None  # serving/dp_attention.py DpAttention
 
     @property
     def ttft(self) -> np.ndarray:
@@ -168,19 +185,38 @@ def simulate(spec: ModelSpec, acc: Accelerator, cfg: ServingConfig, engine: Engi
              workload: Workload, *, replicas: int = 1, eff: Efficiency | None = None,
              slo_ttft_s: float | None = None, slo_tpot_s: float | None = None,
              gpus_per_node: int = 8, progress: Callable[[int], None] | None = None,
-             speculation: Speculation | None = None, cost_tokens: int | None = None
-             ) -> SimulationResult:
+             speculation: Speculation | None = None, cost_tokens: int | None = None,
+             disaggregation: Any = None, dp_attention: Any = None) -> SimulationResult:
     """`cost_tokens`: tabulate step times up to this many tokens (a search that varies the
-    batch limits shares one table; default: what this configuration can schedule)."""
+    batch limits shares one table; default: what this configuration can schedule).
+    `disaggregation` (serving/disaggregated.py Disaggregation): x prefill and y decode
+    instances instead of `replicas` alike ones. `dp_attention` (serving/dp_attention.py
+    DpAttention): attention data-parallel over the instance's GPUs, experts over them."""
     if not isinstance(replicas, int) or replicas < 1:
         raise SpecError("replicas", replicas, "a positive integer")
     eff = eff or Efficiency.for_accelerator(acc, workload="serving")
-    pool, max_seqs = instance_limits(spec, acc, cfg, engine, speculation)
+    if disaggregation is not None:
+        from llmsizer.serving.disaggregated import simulate_disaggregated
+
+        if speculation is not None:
+            raise SpecError("speculative", speculation.method, "not combined with "
+                            "--disaggregate (the draft's KV transfer is not modelled)")
+        return simulate_disaggregated(spec, acc, cfg, engine, workload, disaggregation,
+                                      eff=eff, slo_ttft_s=slo_ttft_s, slo_tpot_s=slo_tpot_s,
+                                      gpus_per_node=gpus_per_node, progress=progress)
+    if dp_attention is not None:
+        if speculation is not None:
+            raise SpecError("speculative", speculation.method, "not combined with "
+                            "--dp-attention")
+        n = dp_attention.ranks  # every rank schedules its own share of the limits
+        engine = replace(engine, max_num_seqs=engine.max_num_seqs * n,
+                         max_num_batched_tokens=engine.max_num_batched_tokens * n)
+    pool, max_seqs = instance_limits(spec, acc, cfg, engine, speculation, dp_attention)
     q = speculation.verify_tokens if speculation else 1
     _check_requests(spec, engine, pool, workload, speculation)
     cost = step_cost(spec, acc, cfg, eff, cost_tokens or max(engine.max_num_batched_tokens,
                                                               max_seqs * q),
-                     gpus_per_node, engine.step_overhead_s, engine.seq_overhead_s)
+                     gpus_per_node, engine.step_overhead_s, engine.seq_overhead_s, dp_attention)
     if speculation is not None:
         cost = speculative_cost(cost, spec, acc, cfg, eff, max(engine.max_num_batched_tokens,
                                                                max_seqs), gpus_per_node,
@@ -211,7 +247,8 @@ def simulate(spec: ModelSpec, acc: Accelerator, cfg: ServingConfig, engine: Engi
                          speculation.reserved_slots if speculation else 0)
         traces.append((idx, tr))
     return replace(_collect(spec, acc, cfg, engine, n_rep, pool, max_seqs, workload, slo_ttft_s,
-                            slo_tpot_s, traces), speculation=speculation)
+                            slo_tpot_s, traces), speculation=speculation,
+                   expert_parallel=dp_attention)
 
 
 def speculative_cost(target: StepCost, spec: ModelSpec, acc: Accelerator, cfg: ServingConfig,
@@ -233,11 +270,11 @@ def speculative_cost(target: StepCost, spec: ModelSpec, acc: Accelerator, cfg: S
 
 
 def instance_limits(spec: ModelSpec, acc: Accelerator, cfg: ServingConfig,
-                    engine: EngineProfile, speculation: Speculation | None = None
-                    ) -> tuple[KvPool, int]:
+                    engine: EngineProfile, speculation: Speculation | None = None,
+                    dp_attention: Any = None) -> tuple[KvPool, int]:
     """One instance's KV pool and the sequences it runs at once (the engine's limit; SGLang's
     from the pool; a mixed step's token budget bounds it, q tokens per decoding sequence)."""
-    pool = kv_pool(spec, acc, cfg, engine, speculation)
+    pool = kv_pool(spec, acc, cfg, engine, speculation, dp_attention)
     if pool.num_blocks < 1:
         raise SpecError("gpu", acc.name, f"a device with room for a KV cache ({pool.rule} is "
                         f"{pool.pool_bytes / 2**30:.2f} GiB)", "try a larger --tp or --weights "
@@ -255,17 +292,26 @@ _COSTS: dict[tuple[object, ...], StepCost] = {}
 
 
 def step_cost(spec: ModelSpec, acc: Accelerator, cfg: ServingConfig, eff: Efficiency,
-              max_tokens: int, gpus_per_node: int, step_overhead_s: float, seq_overhead_s: float
-              ) -> StepCost:
+              max_tokens: int, gpus_per_node: int, step_overhead_s: float, seq_overhead_s: float,
+              dp_attention: Any = None) -> StepCost:
     """The step-time model of a configuration, built once per process (sweeps and tests reuse
     it: building it runs forward_pass ~150 times)."""
-    key = (spec, acc, cfg, eff, max_tokens, gpus_per_node, step_overhead_s, seq_overhead_s)
+    key = (spec, acc, cfg, eff, max_tokens, gpus_per_node, step_overhead_s, seq_overhead_s,
+           dp_attention)
     if key not in _COSTS:
         if len(_COSTS) > 32:
             _COSTS.clear()
-        _COSTS[key] = StepCost(spec, acc, cfg, eff, max_tokens=max_tokens,
-                               gpus_per_node=gpus_per_node, step_overhead_s=step_overhead_s,
-                               seq_overhead_s=seq_overhead_s)
+        if dp_attention is not None:
+            from llmsizer.serving.dp_attention import DpEpStepCost
+
+            _COSTS[key] = DpEpStepCost(spec, acc, cfg, eff, dp_attention, max_tokens=max_tokens,
+                                       gpus_per_node=gpus_per_node,
+                                       step_overhead_s=step_overhead_s,
+                                       seq_overhead_s=seq_overhead_s)
+        else:
+            _COSTS[key] = StepCost(spec, acc, cfg, eff, max_tokens=max_tokens,
+                                   gpus_per_node=gpus_per_node, step_overhead_s=step_overhead_s,
+                                   seq_overhead_s=seq_overhead_s)
     return _COSTS[key]
 
 

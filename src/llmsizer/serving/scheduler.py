@@ -27,11 +27,11 @@ from __future__ import annotations
 
 import heapq
 import math
-from math import floor
 from collections import deque
 from collections.abc import Callable, Sequence
-from itertools import accumulate
 from dataclasses import dataclass, field
+from itertools import accumulate
+from math import floor
 
 import numpy as np
 
@@ -70,13 +70,16 @@ def run_replica(cost: StepCost, engine: EngineProfile, num_blocks: int, max_num_
                 scheduled_s: Sequence[float], concurrency: int | None,
                 progress: Callable[[int], None] | None = None,
                 cached: Sequence[int] | None = None, expected_tokens: float = 1.0,
-                lookahead: int = 0) -> ReplicaTrace:
+                lookahead: int = 0, loaded: Sequence[int] | None = None) -> ReplicaTrace:
     """Simulate one engine instance serving `prompts`/`outputs`, sent at `scheduled_s` (at most
     `concurrency` in flight when given: a client-side semaphore, as in vllm bench serve).
     `cached`: prompt tokens per request found in the prefix cache (whole blocks of one shared
     prefix, kept resident: their blocks are taken from the pool once and never freed).
     Speculative decoding: every decoding sequence gains ⌊n·E⌋ tokens over the first n decode
-    steps (`expected_tokens` E) and holds `lookahead` KV slots beyond its context."""
+    steps (`expected_tokens` E) and holds `lookahead` KV slots beyond its context.
+    `loaded` (a decode instance of a disaggregated deployment, instead of `cached`): prompt tokens
+    per request whose KV arrives with it from a prefill instance: not computed again, but held in
+    blocks of the request's own, and lost if it is preempted (then recomputed here)."""
     n_req = len(prompts)
     bs = engine.block_size
     max_tokens = engine.max_num_batched_tokens
@@ -116,8 +119,8 @@ def run_replica(cost: StepCost, engine: EngineProfile, num_blocks: int, max_num_
         return max(scheduled_s[nxt], free_slots[0]) if concurrency else scheduled_s[nxt]
 
     # Engine state.
-    hit = list(cached) if cached else [0] * n_req
-    hitb = [h // bs for h in hit]
+    hit = list(loaded) if loaded else list(cached) if cached else [0] * n_req
+    hitb = [0] * n_req if loaded else [h // bs for h in hit]
     free = num_blocks - max(hitb, default=0)
     now = 0.0
     D = 0  # decode steps so far: the clock of every decoding sequence
@@ -191,6 +194,8 @@ def run_replica(cost: StepCost, engine: EngineProfile, num_blocks: int, max_num_
             prefilling.remove(rid)
         free += held[rid] if reserve else blocks
         computed[rid] = held[rid] = 0
+        if loaded:
+            hit[rid] = 0  # the transferred KV went with the blocks
         waiting.appendleft(rid)
         tr.preemptions += 1
 

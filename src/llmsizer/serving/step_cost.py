@@ -64,6 +64,10 @@ class AttentionGroup:
     flops_per_pair: float
     bytes_per_key: float
     bytes_per_token: float
+    # MLA decode with weight absorption (forward_pass's "attention.core (absorbed)"): W_UK/W_UV
+    # are read once per step and the query/output pass through them once per token
+    bytes_per_step: float = 0.0
+    flops_per_token: float = 0.0
 
 
 def _grid(limit: int, tile: int) -> list[int]:
@@ -101,7 +105,8 @@ class StepCost:
         launch = 0.0
         for t in self.grid:
             p = run(t, 1, 1, True)
-            body.append(sum(o.time_s for o in p.ops if o.layer is not None and o.op != ATTENTION)
+            body.append(sum(o.time_s for o in p.ops if o.layer is not None
+                            and not o.op.startswith(ATTENTION))
                         + p.comm_s)
             head.append(sum(o.time_s for o in p.ops if o.layer is None))
             launch = p.overhead_s
@@ -134,8 +139,11 @@ class StepCost:
     def attention(self, tokens: float, pairs: list[float], keys: list[float]) -> float:
         t = 0.0
         for g, p, k in zip(self.groups, pairs, keys, strict=True):
-            t += max(g.flops_per_pair * p / self.rate_attn,
-                     (g.bytes_per_key * k + g.bytes_per_token * tokens) / self.rate_mem)
+            t += max((g.flops_per_pair * p + g.flops_per_token * tokens) / self.rate_attn,
+                     (g.bytes_per_key * k + g.bytes_per_token * tokens + g.bytes_per_step)
+                     / self.rate_mem) if g.bytes_per_step or g.flops_per_token else max(
+                g.flops_per_pair * p / self.rate_attn,
+                (g.bytes_per_key * k + g.bytes_per_token * tokens) / self.rate_mem)
         return t
 
     # -- whole steps --------------------------------------------------------------------------
@@ -162,8 +170,13 @@ class StepCost:
             for n, c in chunks:
                 p += causal_pairs(n, c, w)
                 k += c if w is None or c <= w else w
-            a += max(g.flops_per_pair * p / ra, (g.bytes_per_key * k + g.bytes_per_token * tokens)
-                     / rm)
+            if g.bytes_per_step or g.flops_per_token:
+                a += max((g.flops_per_pair * p + g.flops_per_token * tokens) / ra,
+                         (g.bytes_per_key * k + g.bytes_per_token * tokens + g.bytes_per_step)
+                         / rm)
+            else:
+                a += max(g.flops_per_pair * p / ra,
+                         (g.bytes_per_key * k + g.bytes_per_token * tokens) / rm)
         t += a
         if not chunks:
             t += self.launch_s
@@ -199,8 +212,13 @@ class StepCost:
             else:
                 pairs = q * k + seqs * q * (q - 1) / 2
                 keys = k + seqs * (q - 1)
-            part = np.maximum(g.flops_per_pair * pairs / ra,
-                              (g.bytes_per_key * keys + g.bytes_per_token * seqs * q) / rm)
+            if g.bytes_per_step or g.flops_per_token:
+                part = np.maximum((g.flops_per_pair * pairs + g.flops_per_token * seqs * q) / ra,
+                                  (g.bytes_per_key * keys + g.bytes_per_token * seqs * q
+                                   + g.bytes_per_step) / rm)
+            else:
+                part = np.maximum(g.flops_per_pair * pairs / ra,
+                                  (g.bytes_per_key * keys + g.bytes_per_token * seqs * q) / rm)
             t = part if t is None else t + part
         if t is None:
             t = np.zeros_like(contexts, dtype=float)
@@ -217,8 +235,15 @@ class StepCost:
             k = context if g.window is None else min(context, seqs * g.window)
             pairs = q * k + seqs * q * (q - 1) / 2
             keys = k + seqs * (q - 1)
-            t += max(g.flops_per_pair * pairs / self.rate_attn,
-                     (g.bytes_per_key * keys + g.bytes_per_token * seqs * q) / self.rate_mem)
+            if g.bytes_per_step or g.flops_per_token:
+                t += max((g.flops_per_pair * pairs + g.flops_per_token * seqs * q)
+                         / self.rate_attn,
+                         (g.bytes_per_key * keys + g.bytes_per_token * seqs * q
+                          + g.bytes_per_step) / self.rate_mem)
+            else:
+                t += max(g.flops_per_pair * pairs / self.rate_attn,
+                         (g.bytes_per_key * keys + g.bytes_per_token * seqs * q)
+                         / self.rate_mem)
         if self.draft is not None:
             t += self.draft.decode_attention_1(seqs, context)
         return t
@@ -227,6 +252,11 @@ class StepCost:
                           ) -> np.ndarray:
         """Attention of one average layer of the largest group (a draft head's own layer)."""
         g = self.largest_group
+        if g.bytes_per_step or g.flops_per_token:
+            return np.maximum((g.flops_per_pair * pairs + g.flops_per_token * tokens) / g.layers
+                              / self.rate_attn,
+                              (g.bytes_per_key * keys + g.bytes_per_token * tokens
+                               + g.bytes_per_step) / g.layers / self.rate_mem)
         return np.maximum(g.flops_per_pair / g.layers * pairs / self.rate_attn,
                           (g.bytes_per_key * keys + g.bytes_per_token * tokens) / g.layers
                           / self.rate_mem)
@@ -235,6 +265,11 @@ class StepCost:
     def layer_attention_1(self, tokens: float, pairs: float, keys: float) -> float:
         """layer_attention_s for one value, in scalar arithmetic (same operations, same order)."""
         g = self.largest_group
+        if g.bytes_per_step or g.flops_per_token:
+            return max((g.flops_per_pair * pairs + g.flops_per_token * tokens) / g.layers
+                       / self.rate_attn,
+                       (g.bytes_per_key * keys + g.bytes_per_token * tokens
+                        + g.bytes_per_step) / g.layers / self.rate_mem)
         return max(g.flops_per_pair / g.layers * pairs / self.rate_attn,
                    (g.bytes_per_key * keys + g.bytes_per_token * tokens) / g.layers
                    / self.rate_mem)
@@ -289,23 +324,37 @@ class DraftCost:
 def _attention_groups(run) -> tuple[list[AttentionGroup], float, float]:  # type: ignore[no-untyped-def]
     """Per-layer attention coefficients from forward_pass's attention ops, grouped by window."""
     def att(p: PassCost) -> dict[int | None, OpCost]:
-        return {o.layer: o for o in p.ops if o.op == ATTENTION}
+        return {o.layer: o for o in p.ops if o.op.startswith(ATTENTION)}
 
     far = 1 << 20
     a, b, c = att(run(1, 1, 1, True)), att(run(1, 1, 2, True)), att(run(1, 1, far, True))
+    two = None
     groups: dict[int | None, list[float]] = {}
     for layer, oa in a.items():
         ob, oc = b[layer], c[layer]
         per_key = ob.bytes - oa.bytes
-        per_token = oa.bytes - per_key
-        kept = (oc.bytes - per_token) / per_key if per_key else far
+        per_step = per_pair_flops = per_token_flops = 0.0
+        if oa.op == ATTENTION:
+            per_token = oa.bytes - per_key
+            per_pair_flops = oa.flops  # pairs = 1
+        else:  # absorbed MLA: a second sequence tells per-token from per-step bytes
+            two = two or att(run(2, 1, 1, True))
+            od = two[layer]
+            per_token = od.bytes - oa.bytes - per_key
+            per_step = oa.bytes - per_key - per_token
+            per_pair_flops = ob.flops - oa.flops
+            per_token_flops = oa.flops - per_pair_flops
+        kept = (oc.bytes - per_token - per_step) / per_key if per_key else far
         window = None if kept > far - 0.5 else round(kept)
-        g = groups.setdefault(window, [0, 0.0, 0.0, 0.0])
+        g = groups.setdefault(window, [0, 0.0, 0.0, 0.0, 0.0, 0.0])
         g[0] += 1
-        g[1] += oa.flops  # pairs = 1
+        g[1] += per_pair_flops
         g[2] += per_key
         g[3] += per_token
-    out = [AttentionGroup(w, int(v[0]), v[1], v[2], v[3]) for w, v in groups.items()]
+        g[4] += per_step
+        g[5] += per_token_flops
+    out = [AttentionGroup(w, int(v[0]), v[1], v[2], v[3], v[4], v[5])
+           for w, v in groups.items()]
     # Rates: a long prefill's attention is compute-bound, a long decode's memory-bound.
     big = 16384
     rate_attn = rate_mem = math.nan
