@@ -17,6 +17,7 @@ from llmsizer.analysis.efficiency import Efficiency
 from llmsizer.analysis.inference import ServingConfig
 from llmsizer.analysis.serving_sim import simulate, step_cost
 from llmsizer.catalog import get_accelerator, get_model
+from llmsizer.serving.disaggregated import Disaggregation
 from llmsizer.serving.engines import engine_profile
 from llmsizer.serving.speculative import Speculation
 from llmsizer.serving.workload import synthetic
@@ -35,15 +36,18 @@ def main() -> None:
     cases = [("vllm, 15 req/s, 1024±50% in, 256±50% out", "vllm", 15.0, None),
              ("vllm, 40 req/s (overloaded, preempting)", "vllm", 40.0, None),
              ("sglang, 15 req/s", "sglang", 15.0, None),
-             ("vllm + EAGLE k=3 a=0.7, 15 req/s", "vllm", 15.0, Speculation("eagle", 3, 0.7))]
+             ("vllm + EAGLE k=3 a=0.7, 15 req/s", "vllm", 15.0, Speculation("eagle", 3, 0.7)),
+             ("vllm disaggregated 1P:2D, 30 req/s", "vllm", 30.0, Disaggregation(1, 2, 1, 1))]
     for label, engine, qps, sp in cases:
+        dis = sp if isinstance(sp, Disaggregation) else None
+        sp = None if dis else sp
         work = synthetic(10_000, 1024, 256, qps=qps, concurrency=None, seed=0,
                          prompt_spread="uniform:0.5", output_spread="uniform:0.5")
         times = []
         for _ in range(args.runs):
             t0 = time.perf_counter()
             r = simulate(spec, acc, cfg, engine_profile(engine, acc), work, eff=eff,
-                         speculation=sp)
+                         speculation=sp, disaggregation=dis)
             times.append(time.perf_counter() - t0)
         t = statistics.median(times)
         print(f"{label:44s} 10,000 requests in {t:5.2f} s  {'OK' if t <= 1 else 'OVER'} (<= 1 s)"
