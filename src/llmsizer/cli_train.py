@@ -88,6 +88,14 @@ def add_parser(sub: Any, positive_int: Any) -> None:
                    "generation's usual NIC: 200 for A100 (DGX A100: HDR), 400 for H100/B200 "
                    "(NDR))")
     t.add_argument("--calibration", help="efficiency calibration file (llmsizer calibrate)")
+    t.add_argument("--framework", default="megatron",
+                   help="whose overlaps time the step: megatron, nemo, deepspeed, fsdp2, fsdp1, "
+                   "torchtitan or foundry, optionally with switches such as "
+                   "megatron+tp-comm-overlap or deepspeed+overlap-grad-reduce (default: "
+                   "megatron, with --overlap-grad-reduce and --overlap-param-gather on)")
+    t.add_argument("--fp8-recipe", default="delayed",
+                   help="with --precision fp8: delayed, current, tensorwise, rowwise, blockwise "
+                   "or mxfp8 scaling (what the casts cost; default: delayed)")
     t.add_argument("--no-dp-overlap", action="store_true",
                    help="do not hide gradient reduction behind the backward pass")
     m = t.add_mutually_exclusive_group()
@@ -203,9 +211,11 @@ def build(args: argparse.Namespace) -> tuple[Any, ...]:
                       offload=offload, offload_device=args.offload_device,
                       recompute=args.recompute, micro_batch=args.micro_batch, grad_accum=accum,
                       schedule=schedule, virtual_stages=v)
-    if schedule == "interleaved" and spec.num_layers % (args.pp * v):
+    if schedule == "interleaved" and spec.num_layers < args.pp * v:
+        # Megatron and torchtitan split layers unevenly over the pp·V chunks; each chunk needs
+        # one layer at least
         raise SpecError("schedule", args.schedule,
-                        f"V with num_layers ({spec.num_layers}) divisible by pp·V")
+                        f"V with pp·V at most num_layers ({spec.num_layers})")
     overrides = {k: v for k, v in (("matmul_ceiling", args.matmul_efficiency),
                                     ("memory_ceiling", args.memory_efficiency),
                                     ("comm_efficiency", args.comm_efficiency)) if v is not None}
@@ -293,7 +303,8 @@ def run(args: argparse.Namespace) -> Any:
     result = train_step(spec, par, precision, opt, args.seq, cluster, eff,
                         activations=args.activations, attention_backward=args.attention,
                         mfu_attention=args.mfu_attention, framework_overhead=overhead,
-                        dp_overlap=not args.no_dp_overlap)
+                        dp_overlap=not args.no_dp_overlap, framework=args.framework,
+                        fp8_recipe=args.fp8_recipe)
     check_training(result)
     inverse = achieved(result, gpu_hours=args.gpu_hours, step_time_s=args.step_time,
                        tokens_per_s=args.tokens_per_s, tokens=tokens)

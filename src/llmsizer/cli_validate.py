@@ -18,13 +18,18 @@ def add_parsers(sub: Any, positive_int: Any) -> None:
     v = sub.add_parser(
         "validate", help="predict published measurements and print the errors",
         description="Run every validation case (cited training and serving measurements), print "
-        "measured vs predicted with the relative error, and a summary per metric for the "
-        "fitting and held-out splits.")
+        "measured vs predicted with the relative error, a summary per metric for the "
+        "fitting and held-out splits, and the leave-one-source-out table: for each source "
+        "family, the error of a fit that never saw it.")
     v.add_argument("--json", action="store_true", help="print one JSON object")
     v.add_argument("--markdown", action="store_true", help="the summary as a Markdown table")
     v.add_argument("--training-cases", help="a training cases file (default: the packaged one)")
     v.add_argument("--inference-cases", help="an inference cases file (default: packaged)")
     v.add_argument("--calibration", help="efficiency calibration file to validate instead")
+    v.add_argument("--loso", default="training", choices=("training", "serving", "all", "none"),
+                   help="which workloads get the leave-one-source-out table (it refits once per "
+                   "source family: about a minute for training, three for serving) (default: "
+                   "training)")
 
     c = sub.add_parser(
         "calibrate", help="write an efficiency calibration file from your measurements",
@@ -64,12 +69,15 @@ def run_validate(args: argparse.Namespace) -> str:
         return Efficiency.for_accelerator(acc, args.calibration, workload=workload)
     report = run(eff_for, cases)
     summary = report.summary()
+    loso = None if args.loso == "none" else loso_summaries(
+        cases, ("training", "serving") if args.loso == "all" else (args.loso,))
     if args.json:
         return dumps({"rows": [r.__dict__ | {"error": r.error} for r in report.rows],
                       "skipped": [{"case": c, "why": w} for c, w in report.skipped],
-                      "summary": summary})
+                      "summary": summary} | ({"loso": loso} if loso is not None else {}))
     if args.markdown:
-        return summary_markdown(summary, report)
+        return summary_markdown(summary, report) + (
+            "\n\n" + loso_markdown(loso) if loso is not None else "")
     from llmsizer.report import table
 
     rows = [(r.case[:58], r.split, r.metric.replace("inference ", "inf. ").replace(
@@ -79,10 +87,56 @@ def run_validate(args: argparse.Namespace) -> str:
         for r in sorted(report.rows, key=lambda r: (r.metric, r.case))]
     lines = [table(rows, ["case", "split", "metric", "measured", "predicted", "error"],
                    "lllrrr"), "", summary_markdown(summary, report)]
+    if loso is not None:
+        lines += ["", loso_markdown(loso)]
     if report.skipped:
         lines += ["", f"skipped {len(report.skipped)} cases:"]
         lines += [f"  {c}: {w}" for c, w in report.skipped]
     lines.append("\nsources: `llmsizer validate --json` (each row carries its citation)")
+    return "\n".join(lines)
+
+
+LOSO_METRICS = {"training": ("training step time", "training peak memory"),
+                "serving": ("inference throughput", "inference TTFT", "inference TPOT")}
+
+
+def loso_summaries(cases: list[Any], workloads: tuple[str, ...] = ("training",)
+                   ) -> list[dict[str, Any]]:
+    """Leave-one-source-out summaries per metric (progress on a terminal's stderr)."""
+    from llmsizer.validation.calibrate import leave_one_source_out
+
+    def progress(msg: str) -> None:
+        if sys.stderr.isatty():
+            print(f"\r{msg[:78]:78s}", end="", file=sys.stderr, flush=True)
+
+    out = []
+    for workload in workloads:
+        metrics = LOSO_METRICS[workload]
+        loso = leave_one_source_out(cases, workload, progress=progress)
+        out += [s for m in metrics if (s := loso.summary(m))["families"]]
+    if sys.stderr.isatty():
+        print("\r" + " " * 78 + "\r", end="", file=sys.stderr, flush=True)
+    return out
+
+
+def loso_markdown(loso: list[dict[str, Any]]) -> str:
+    """The leave-one-source-out tables: the summary per metric, then every family."""
+    def pct(v: float) -> str:
+        return f"{100 * v:.1f} %"
+
+    lines = ["Leave-one-source-out (each family predicted by a fit that never saw it):", "",
+             "| metric | families | cases | median of family medians | p90 of cases | "
+             "worst family (median) |", "|---|---:|---:|---:|---:|---|"]
+    for s in loso:
+        lines.append(f"| {s['metric']} | {s['families']} | {s['cases']} | "
+                     f"{pct(s['median_of_family_medians'])} | {pct(s['p90_all_cases'])} | "
+                     f"{s['worst_family']} ({pct(s['worst_family_median'])}) |")
+    lines += ["", "| metric | source family | cases | median abs error | max abs error |",
+              "|---|---|---:|---:|---:|"]
+    for s in loso:
+        for fam, f in s["per_family"].items():
+            lines.append(f"| {s['metric']} | {fam} | {f['cases']} | "
+                         f"{pct(f['median_abs_error'])} | {pct(f['max_abs_error'])} |")
     return "\n".join(lines)
 
 

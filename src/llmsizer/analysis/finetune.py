@@ -312,7 +312,7 @@ def finetune(spec: ModelSpec, ft: FineTune, par: Parallelism, precision: Trainin
     acc = cluster.accelerator
     peak_flops = acc.peak(precision.compute_dtype)
     tokens = mb * seq
-    frozen_wgrad = sum(_linear_time(op, tokens, 1, 1, acc, peak_flops, e, eff)
+    frozen_wgrad = sum(_linear_time(op, tokens, 1, 1, acc, precision.compute_dtype, e, eff)
                        for _, op in g.all_ops() if op.kind in ("linear", "router"))
     adapter_s = sum(_adapter_time(a, tokens, cluster, eff, peak_flops) for a in ads)
     bw = acc.memory_bandwidth_bytes_s * eff.memory_ceiling

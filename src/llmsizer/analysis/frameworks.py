@@ -13,7 +13,7 @@ finish at max(T + G/nb, G + T/nb); what shows beyond T is max(G + T/nb − T, G/
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -80,12 +80,28 @@ ALIASES = {"maxtext": "fsdp2", "other": "megatron", "colossalai": "deepspeed",
            "nanotron": "megatron"}
 
 
+# switches a run may turn on or off over its framework's defaults: "megatron+tp-comm-overlap",
+# "deepspeed+overlap-grad-reduce", "nemo-tp-comm-overlap" (a leading "-" turns one off)
+SWITCHES = {"tp-comm-overlap": "tp_comm_overlap", "overlap-grad-reduce": "overlap_grad_reduce",
+            "overlap-param-gather": "overlap_param_gather", "overlap-p2p": "overlap_p2p",
+            "prefetch-params": "prefetch_params"}
+
+
 def profile(name: str) -> Profile:
-    """The profile called `name` (case-insensitive); an error naming the choices otherwise."""
-    key = ALIASES.get(name.lower(), name.lower())
+    """The profile called `name` (case-insensitive), with any "+switch"/"-switch" suffixes
+    applied; an error naming the choices otherwise."""
+    import re
+
+    base, *mods = re.split(r"(?=[+-](?:" + "|".join(SWITCHES) + r")\b)", name.lower())
+    key = ALIASES.get(base, base)
     if key not in PROFILES:
-        raise SpecError("framework", name, "one of " + ", ".join(PROFILES))
-    return PROFILES[key]
+        raise SpecError("framework", name, "one of " + ", ".join(PROFILES)
+                        + " (optionally +/-" + ", +/-".join(SWITCHES) + ")")
+    prof = PROFILES[key]
+    if not mods:
+        return prof
+    changes = {SWITCHES[m[1:]]: m[0] == "+" for m in mods}
+    return replace(prof, **changes, name=key + "".join(mods))
 
 
 def exposed(comm: np.ndarray | float, compute: np.ndarray | float,

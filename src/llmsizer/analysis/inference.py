@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from llmsizer.analysis import comm
 from llmsizer.analysis.efficiency import Efficiency, gemm_efficiency, roofline, vector_peak
@@ -235,10 +236,19 @@ def _linear_cost(op: Op, layer: int | None, tokens: int, cfg: ServingConfig, acc
                  peak: float, bw: float, w_bytes: float, e: float, eff: Efficiency) -> OpCost:
     """One linear op on one device: its product from the graph (MoE: only the experts that
     receive a token are read), weights once, activations in and out."""
+    flops, nbytes, t, bound = _linear_timing(op, tokens, cfg, acc, peak, bw, w_bytes, e, eff)
+    return OpCost(layer, op.component, flops, nbytes, t, bound)
+
+
+@lru_cache(maxsize=65536)
+def _linear_timing(op: Op, tokens: int, cfg: ServingConfig, acc: Accelerator, peak: float,
+                   bw: float, w_bytes: float, e: float, eff: Efficiency
+                   ) -> tuple[float, float, float, str]:
+    """(FLOPs, bytes, seconds, bound) of `_linear_cost`: the same op repeats in every layer."""
     g = op.rank_gemm(tokens, cfg.tp)
     nbytes = g.weight_elements * w_bytes + g.activation_elements * e
     t, bound = roofline(g.flops, nbytes, peak, bw, gemm_efficiency(g, eff, acc), eff)
-    return OpCost(layer, op.component, g.flops, nbytes, t, bound)
+    return g.flops, nbytes, t, bound
 
 
 def _kept(layer: LayerGraph, context: int) -> int:

@@ -160,6 +160,16 @@ class LayerCost:
     ep_hideable_s: float = 0.0  # compute an overlapped expert all-to-all can hide behind
 
 
+@lru_cache(maxsize=8192)
+def _saved_bytes(spec: ModelSpec, mb: int, seq_local: int, convention: str, e: int, tp: int,
+                 sp: bool, recompute: str, moe: bool, flash: bool, layer_index: int) -> float:
+    """Bytes one layer keeps for backward: independent of the time model, so cached apart from
+    it (a calibration fit re-times the same layers many times)."""
+    return layer_activations(spec, mb, seq_local, convention=convention, act_bytes=e, tp=tp,
+                             sequence_parallel=sp, recompute=recompute, moe_layer=moe,
+                             flash=flash, layer_index=layer_index).bytes
+
+
 @lru_cache(maxsize=4096)
 def _layer_cost(st: Setting, layer_index: int, tp: int, cp: int, ep: int, mb: int,
                 recompute: str, sp: bool) -> LayerCost:
@@ -204,11 +214,8 @@ def _layer_cost(st: Setting, layer_index: int, tp: int, cp: int, ep: int, mb: in
         2 * ew + cast_b / bw
     recompute_s = {"full": forward, "selective": attn}.get(recompute, 0.0)
 
-    act, act_full = (layer_activations(spec, mb, seq_local, convention=st.activations,
-                                       act_bytes=e, tp=tp, sequence_parallel=sp,
-                                       recompute=rc, moe_layer=moe, flash=flash,
-                                       layer_index=layer_index).bytes
-                     for rc in (recompute, "none"))
+    act, act_full = (_saved_bytes(spec, mb, seq_local, st.activations, e, tp, sp, rc, moe,
+                                  flash, layer_index) for rc in (recompute, "none"))
 
     topo = st.topology
     ep_s = cp_s = 0.0

@@ -1,12 +1,17 @@
-"""Fit the efficiency model on the fitting split of the validation cases.
+"""Fit how much of each generation's microbenchmarks whole steps reach, and judge the fit on
+sources it never saw (leave-one-source-out).
 
-Coordinate descent over a few named factors, each on a grid of physically plausible values,
-minimising the mean over metrics of the mean of min(|log(predicted/measured)|, 1) on the
-*fitting* cases only (capped, so that one case whose published configuration was partly inferred
-cannot drag the fit, yet every case counts); the held-out cases are never looked at here. A
-global fit comes first; then, for each accelerator with enough fitting rows, its matrix and
-memory efficiencies are refined on its own rows. The result is written to
-catalog/data/efficiency.json with what it was fitted on.
+What is fitted is small and physical: per workload, the fraction of the measured matmul and
+attention ceilings (generations.json) that a framework's whole step reaches (and for serving the
+fraction of the STREAM bandwidth, and the per-kernel overhead of a decode step), one set for all
+generations, refined per generation where the validation set has at least two source families of
+that generation. Search: golden-section over each fraction in turn (the objective is one-dimensional
+and unimodal along each), minimising the mean over metrics of the mean of min(|log(predicted/
+measured)|, 1) (capped, so that one case whose configuration was partly inferred cannot drag the
+fit). A fraction that ends on its bound is reported as a missing term, not shipped silently.
+
+Leave-one-source-out: for each source family, fit on every other family and predict it; the
+per-family errors are what a user meets on a source the model never saw.
 """
 
 from __future__ import annotations
@@ -15,28 +20,23 @@ import datetime
 import math
 import statistics
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
-from llmsizer.analysis.efficiency import Efficiency
+from llmsizer.analysis.efficiency import Efficiency, apply_table, generation_efficiency, \
+    generation_of
 from llmsizer.validation.cases import Case, load_cases
-from llmsizer.validation.runner import Report, run
+from llmsizer.validation.runner import Report, Row, run
 
-# Plausible ranges: a large GEMM reaches 50-90 % of the dense peak, fused attention 30-80 %,
-# a memory stream 60-95 % of HBM bandwidth, NCCL 50-95 % of link bandwidth; a decode kernel's
-# launch and tail cost 1-30 µs.
-GRIDS: dict[str, list[float]] = {
-    "matmul_ceiling": [round(float(x), 3) for x in np.arange(0.50, 0.901, 0.025)],
-    "attention_efficiency": [round(float(x), 3) for x in np.arange(0.30, 0.801, 0.05)],
-    "memory_ceiling": [round(float(x), 3) for x in np.arange(0.60, 0.951, 0.05)],
-    "comm_efficiency": [round(float(x), 3) for x in np.arange(0.50, 0.951, 0.05)],
-    "inter_node_efficiency": [round(float(x), 3) for x in np.arange(0.50, 0.951, 0.05)],
-    "kernel_overhead_s": [x * 1e-6 for x in (1, 2, 4, 6, 8, 12, 16, 24, 30)],
-}
-PER_ACCELERATOR = ("matmul_ceiling", "memory_ceiling")
-MIN_ROWS_PER_ACCELERATOR = 4
+# Fractions of the measured ceilings: 1.0 is the microbenchmark itself (a step cannot beat it);
+# below 0.4 a term is missing, not an efficiency.
+BOUNDS = (0.4, 1.0)
+# what each workload's fit may scale; serving also fits its decode kernels' overhead (seconds)
+SCALED = {"training": ("matmul_ceiling", "attention_efficiency"),
+          "serving": ("matmul_ceiling", "attention_efficiency", "memory_ceiling")}
+OVERHEAD_BOUNDS = (1e-6, 30e-6)
+MIN_FAMILIES_PER_GENERATION = 2
+KIND = {"training": "training", "serving": "inference"}
 
 
 def objective(report: Report) -> float:
@@ -46,100 +46,196 @@ def objective(report: Report) -> float:
         if row.predicted and row.measured:
             err = min(1.0, abs(math.log(row.predicted / row.measured)))
             by_metric.setdefault(row.metric, []).append(err)
+    if not by_metric:
+        return 0.0
     return statistics.fmean(statistics.fmean(v) for v in by_metric.values())
 
 
-def _descend(eff: Efficiency, names: tuple[str, ...], score: Callable[[Efficiency], float],
-             rounds: int, progress: Callable[[str], None] | None, label: str
-             ) -> tuple[Efficiency, float]:
-    best = score(eff)
-    for r in range(rounds):
-        changed = False
-        for name in names:
-            for value in GRIDS[name]:
-                trial = replace(eff, **{name: value})  # type: ignore[arg-type]
-                s = score(trial)
-                if s < best - 1e-9:
-                    best, eff, changed = s, trial, True
-            if progress:
-                progress(f"{label} round {r + 1}: {name} = {getattr(eff, name):g} "
-                         f"(objective {best:.4f})")
-        if not changed:
-            break
-    return eff, best
+def family_of(case: Case) -> str:
+    """The case's source family (its `family`, else the id up to the first dash)."""
+    return str(case.data.get("family") or case.id.split("-")[0])
 
 
-# What each workload's fit may move: training has no decode kernels; serving within a node
-# seldom crosses the network.
-WORKLOAD_FACTORS = {
-    "training": ("matmul_ceiling", "attention_efficiency", "memory_ceiling", "comm_efficiency",
-                 "inter_node_efficiency"),
-    "serving": ("matmul_ceiling", "attention_efficiency", "memory_ceiling", "comm_efficiency",
-                "kernel_overhead_s"),
-}
+def generation_of_case(case: Case) -> str:
+    from llmsizer.catalog import get_accelerator
+
+    return generation_of(get_accelerator(case.data["gpu"]))
 
 
-def fit_workload(cases: list[Case], workload: str, rounds: int = 3,
-                 progress: Callable[[str], None] | None = None
-                 ) -> tuple[Efficiency, dict[str, Efficiency], float]:
-    """Fit one workload's factors on its fitting cases: (default, per accelerator, objective)."""
+def eff_from_table(table: dict[str, Any]) -> Callable[[Any, str], Efficiency]:
+    """What the runner asks: the factors of (accelerator, workload) under a fitted table."""
+    def eff_for(acc: Any, workload: str) -> Efficiency:
+        base = generation_efficiency(generation_of(acc))
+        return apply_table(base, table, acc, workload, "fit")
+    return eff_for
 
-    def scorer(subset: list[Case], per: dict[str, Efficiency] | None = None
-               ) -> Callable[[Efficiency], float]:
-        def score(e: Efficiency) -> float:
-            return objective(run(lambda acc, _w: (per or {}).get(acc.name, e), subset))
-        return score
 
-    # Coordinate descent finds local optima: start from the defaults and from the lower and upper
-    # quartiles of every grid, keep the start whose fit is best on the fitting cases.
-    names = WORKLOAD_FACTORS[workload]
-    starts = [Efficiency()] + [
-        replace(Efficiency(),
-                **{n: GRIDS[n][int(q * (len(GRIDS[n]) - 1))] for n in names})  # type: ignore[arg-type]
-        for q in (0.25, 0.75)]
-    fits = [_descend(s, names, scorer(cases), rounds, progress, f"{workload} start {k}")
-            for k, s in enumerate(starts)]
-    eff, _ = min(fits, key=lambda f: f[1])
-    per: dict[str, Efficiency] = {}
-    by_gpu: dict[str, list[Case]] = {}
+def _golden(f: Callable[[float], float], lo: float, hi: float, steps: int = 7
+            ) -> tuple[float, float]:
+    """Minimum of a unimodal f on [lo, hi] by golden-section search: (x, f(x)); the bounds
+    themselves are tried too, so a minimum on a bound is found (and reported as such)."""
+    g = (math.sqrt(5) - 1) / 2
+    a, b = lo, hi
+    c, d = b - g * (b - a), a + g * (b - a)
+    fc, fd = f(c), f(d)
+    for _ in range(steps):
+        if fc <= fd:
+            b, d, fd = d, c, fc
+            c = b - g * (b - a)
+            fc = f(c)
+        else:
+            a, c, fc = c, d, fd
+            d = a + g * (b - a)
+            fd = f(d)
+    x, fx = (c, fc) if fc <= fd else (d, fd)
+    for edge in (lo, hi):
+        fe = f(edge)
+        if fe < fx - 1e-12:
+            x, fx = edge, fe
+    return float(f"{x:.3g}"), fx
+
+
+@dataclass
+class WorkloadFit:
+    scale: dict[str, float]
+    overhead_s: float | None
+    generations: dict[str, dict[str, float]] = field(default_factory=dict)
+    objective: float = 0.0
+    bounds_hit: list[str] = field(default_factory=list)
+    cases: int = 0
+
+    def table(self, workload: str, note: str = "") -> dict[str, Any]:
+        entry: dict[str, Any] = {"scale": dict(self.scale), "cases": self.cases,
+                                 "bounds_hit": list(self.bounds_hit)}
+        if note:
+            entry["source"] = note
+        if self.overhead_s is not None:
+            entry["default"] = {"kernel_overhead_s": self.overhead_s}
+        if self.generations:
+            entry["generations"] = {g: {"scale": s} for g, s in self.generations.items()}
+        return {workload: entry}
+
+
+def fit_workload(cases: list[Case], workload: str, rounds: int = 2,
+                 progress: Callable[[str], None] | None = None) -> WorkloadFit:
+    """Fit one workload's fractions on `cases` (all of its kind)."""
+    cases = [c for c in cases if c.kind == KIND[workload]]
+    names = SCALED[workload]
+    fit = WorkloadFit({n: 1.0 for n in names}, 8e-6 if workload == "serving" else None,
+                      cases=len(cases))
+
+    def score(subset: list[Case], trial: WorkloadFit) -> float:
+        return objective(run(eff_from_table(trial.table(workload)), subset))
+
+    def descend(subset: list[Case], label: str, target: dict[str, float],
+                keys: tuple[str, ...]) -> float:
+        best = score(subset, fit)
+        for r in range(rounds):
+            for name in keys:
+                def f(x: float, name: str = name) -> float:
+                    target[name] = x
+                    return score(subset, fit)
+                old = target[name]
+                x, fx = _golden(f, *BOUNDS)
+                target[name] = x if fx < best - 1e-12 else old
+                best = min(best, fx)
+                if progress:
+                    progress(f"{workload} {label} round {r + 1}: {name} × {target[name]:.3f} "
+                             f"(objective {best:.4f})")
+            if fit.overhead_s is not None and label == "all":
+                def h(x: float) -> float:
+                    fit.overhead_s = x
+                    return score(subset, fit)
+                old_h = fit.overhead_s
+                x, fx = _golden(h, *OVERHEAD_BOUNDS, steps=6)
+                fit.overhead_s = x if fx < best - 1e-12 else old_h
+                best = min(best, fx)
+        return best
+
+    fit.objective = descend(cases, "all", fit.scale, names)
+    # per generation: the matmul fraction only, where two source families or more say so
+    by_gen: dict[str, list[Case]] = {}
     for c in cases:
-        by_gpu.setdefault(c.data["gpu"], []).append(c)
-    for gpu, subset in sorted(by_gpu.items()):
-        if len(run(lambda acc, _w: eff, subset).rows) < MIN_ROWS_PER_ACCELERATOR:
+        by_gen.setdefault(generation_of_case(c), []).append(c)
+    for gen, subset in sorted(by_gen.items()):
+        if len({family_of(c) for c in subset}) < MIN_FAMILIES_PER_GENERATION:
             continue
-        refined, _ = _descend(eff, PER_ACCELERATOR, scorer(subset), rounds, progress,
-                              f"{workload} {gpu}")
-        if refined != eff:
-            per[gpu] = refined
-    return eff, per, scorer(cases, per)(eff)
+        fit.generations[gen] = {"matmul_ceiling": fit.scale["matmul_ceiling"]}
+        descend(subset, gen, fit.generations[gen], ("matmul_ceiling",))
+    fit.objective = score(cases, fit)
+    for where, scales in [("all generations", fit.scale)] + [
+            (g, s) for g, s in fit.generations.items()]:
+        for name, v in scales.items():
+            if v <= BOUNDS[0] + 1e-9 or v >= BOUNDS[1] - 1e-9:
+                fit.bounds_hit.append(
+                    f"{workload} {name} × {v:g} ({where}) sits on its bound {BOUNDS}: a term is "
+                    + ("missing that makes predictions too slow" if v >= BOUNDS[1] - 1e-9 else
+                       "missing that makes predictions too fast"))
+    return fit
 
 
-def fit(cases: list[Case] | None = None, rounds: int = 3,
+def fit(cases: list[Case] | None = None, rounds: int = 2,
         progress: Callable[[str], None] | None = None) -> tuple[dict[str, Any], str]:
     """Fit training and serving apart on the fitting split: (efficiency table, summary)."""
     cases = cases if cases is not None else load_cases("training") + load_cases("inference")
     today = datetime.date.today().isoformat()
     table: dict[str, Any] = {}
     summary = []
-    for workload, kind in (("training", "training"), ("serving", "inference")):
-        fitting = [c for c in cases if c.split == "fit" and c.kind == kind]
-        eff, per, score = fit_workload(fitting, workload, rounds, progress)
+    for workload in ("training", "serving"):
+        fitting = [c for c in cases if c.split == "fit" and c.kind == KIND[workload]]
+        f = fit_workload(fitting, workload, rounds, progress)
         note = (f"fitted by `llmsizer calibrate --from-validation` on the {len(fitting)} fitting "
-                f"{kind} cases ({today}); objective (mean over metrics of mean capped "
-                f"|log error|) {score:.3f}")
-        table[workload] = {
-            "default": to_json(replace(eff, source=note)),
-            "accelerators": {g: to_json(replace(e, source=note + f"; refined on the {g} cases"))
-                             for g, e in per.items()},
-        }
-        summary.append(f"{workload}: objective {score:.3f} on {len(fitting)} fitting cases")
+                f"{KIND[workload]} cases ({today}): fractions of the generations' measured "
+                f"ceilings; objective (mean over metrics of mean capped |log error|) "
+                f"{f.objective:.3f}")
+        table |= f.table(workload, note)
+        summary.append(f"{workload}: objective {f.objective:.3f} on {len(fitting)} fitting cases"
+                       + (f"; on a bound: {'; '.join(f.bounds_hit)}" if f.bounds_hit else ""))
     return table, "; ".join(summary)
 
 
-def to_json(eff: Efficiency) -> dict[str, Any]:
-    return {"matmul_ceiling": float(eff.matmul_ceiling),
-            "attention_efficiency": float(eff.attention_efficiency),
-            "memory_ceiling": float(eff.memory_ceiling),
-            "comm_efficiency": float(eff.comm_efficiency),
-            "inter_node_efficiency": float(eff.inter_node_efficiency),
-            "kernel_overhead_s": float(eff.kernel_overhead_s), "source": eff.source}
+@dataclass
+class Loso:
+    """Leave-one-source-out rows (each predicted by a fit that never saw its family)."""
+
+    rows: list[tuple[str, Row]]  # (family, row)
+
+    def by_family(self, metric: str) -> dict[str, list[float]]:
+        out: dict[str, list[float]] = {}
+        for fam, r in self.rows:
+            if r.metric == metric and r.error is not None:
+                out.setdefault(fam, []).append(abs(r.error))
+        return out
+
+    def summary(self, metric: str) -> dict[str, Any]:
+        """Median over families of each family's median error, the 90th percentile over all
+        cases, the worst family's median."""
+        fams = self.by_family(metric)
+        if not fams:
+            return {"metric": metric, "families": 0, "cases": 0}
+        medians = {f: statistics.median(v) for f, v in fams.items()}
+        errs = sorted(e for v in fams.values() for e in v)
+        worst = max(medians, key=lambda f: medians[f])
+        return {"metric": metric, "families": len(fams), "cases": len(errs),
+                "median_of_family_medians": statistics.median(medians.values()),
+                "p90_all_cases": errs[min(len(errs) - 1, math.ceil(0.9 * len(errs)) - 1)],
+                "worst_family": worst, "worst_family_median": medians[worst],
+                "per_family": {f: {"cases": len(fams[f]), "median_abs_error": medians[f],
+                                   "max_abs_error": max(fams[f])} for f in sorted(fams)}}
+
+
+def leave_one_source_out(cases: list[Case], workload: str, rounds: int = 1,
+                         progress: Callable[[str], None] | None = None) -> Loso:
+    """For each source family of `workload`'s cases: fit on the others, predict it."""
+    cases = [c for c in cases if c.kind == KIND[workload]]
+    families = sorted({family_of(c) for c in cases})
+    rows: list[tuple[str, Row]] = []
+    for k, fam in enumerate(families):
+        if progress:
+            progress(f"leave-one-source-out {workload}: {k + 1}/{len(families)} ({fam})")
+        held = [c for c in cases if family_of(c) == fam]
+        rest = [c for c in cases if family_of(c) != fam]
+        f = fit_workload(rest, workload, rounds)
+        report = run(eff_from_table(f.table(workload)), held)
+        rows += [(fam, r) for r in report.rows]
+    return Loso(rows)
