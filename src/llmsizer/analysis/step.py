@@ -247,15 +247,30 @@ def evaluate(st: Setting, gs: list[Group] | Group, vs: list[Variants] | Variants
     bubble_mb = np.where(sched == 2, (pp - 1) / vstages, pp - 1.0)
     z3, z12 = zero_r == 3, (zero_r == 1) | (zero_r == 2)
 
+    # Tensor/expert/context-parallel communication of one micro-batch: TP's hidden under the
+    # linear layers' products where the framework overlaps it, the rest serial.
+    tp_mb = per_row([c.tp_s for c in costs])
+    tp_exp_mb = frameworks.exposed(tp_mb, per_row([c.tp_linear_s for c in costs]),
+                                   np.maximum(1, per_row([g.tp for g in gs]))) \
+        if prof.tp_comm_overlap else tp_mb
+    ep_mb, cp_mb = per_row([c.ep_s for c in costs]), per_row([c.cp_s for c in costs])
+    # A micro-batch's forward and backward as the clock sees them, stalls included (a third of
+    # the serial communication in the forward, two thirds in the backward, as the products it
+    # waits on split): what data-parallel traffic can hide behind. Counting the stalls once
+    # here, rather than letting two kinds of traffic hide behind the same compute, keeps a
+    # faster chip from ever predicting a longer step.
+    stalls = tp_exp_mb + ep_mb + cp_mb
+    w_fwd, w_bwd = t_fwd + stalls / 3, t_bwd + 2 * stalls / 3
+
     # Gradients: all-reduced (ZeRO-0), reduce-scattered to the optimizer shards (ZeRO-1/2, then
     # the updated shards all-gathered), or per layer (ZeRO-3). Bucketed reduction overlaps the
     # last micro-batch's backward; the gather overlaps the next step's first forward.
     ar, rs = per_row([c.all_reduce_s for c in costs]), per_row([c.reduce_scatter_s for c in costs])
     ag = per_row([c.param_gather_s for c in costs])
     grad_overlap = overlap and prof.overlap_grad_reduce
-    ar_exposed = frameworks.exposed(ar, t_bwd, nb) if grad_overlap else ar
-    rs_exposed = frameworks.exposed(rs, t_bwd, nb) if grad_overlap else rs
-    ag_exposed = frameworks.exposed(ag, t_fwd, nb) if overlap and prof.overlap_param_gather \
+    ar_exposed = frameworks.exposed(ar, w_bwd, nb) if grad_overlap else ar
+    rs_exposed = frameworks.exposed(rs, w_bwd, nb) if grad_overlap else rs
+    ag_exposed = frameworks.exposed(ag, w_fwd, nb) if overlap and prof.overlap_param_gather \
         else ag
     # ZeRO-3 / FSDP, every micro-batch: each layer's parameters gathered before its forward and
     # again before its backward, its gradients reduce-scattered after; with prefetch the next
@@ -264,7 +279,7 @@ def evaluate(st: Setting, gs: list[Group] | Group, vs: list[Variants] | Variants
     layers = per_row([float(c.layers) for c in costs])
     l_ag, l_rs = per_row([c.layer_gather_s for c in costs]), per_row(
         [c.layer_scatter_s for c in costs])
-    f_l, b_l = t_fwd / layers, t_bwd / layers
+    f_l, b_l = w_fwd / layers, w_bwd / layers
     if overlap and prof.prefetch_params:
         z3_mb = (l_ag + (layers - 1) * np.maximum(0.0, l_ag - f_l)
                  + l_ag + (layers - 1) * np.maximum(0.0, l_ag + l_rs - b_l) + l_rs)
@@ -291,13 +306,10 @@ def evaluate(st: Setting, gs: list[Group] | Group, vs: list[Variants] | Variants
         compute_s = compute_s + np.where(z3, accum, 1.0) * cast
     bubble_s = bubble_mb * t_mb
     passes = accum + bubble_mb  # micro-batch slots on the critical path, the bubble's included
-    tp_mb = per_row([c.tp_s for c in costs])
     tp_total = passes * tp_mb
-    tp_s = passes * (frameworks.exposed(tp_mb, per_row([c.tp_linear_s for c in costs]),
-                                        np.maximum(1, per_row([g.tp for g in gs])))
-                     if prof.tp_comm_overlap else tp_mb)
-    ep_s = passes * per_row([c.ep_s for c in costs])
-    cp_s = passes * per_row([c.cp_s for c in costs])
+    tp_s = passes * tp_exp_mb
+    ep_s = passes * ep_mb
+    cp_s = passes * cp_mb
     p2p = per_row([c.p2p_s for c in costs])
     # hand-offs: one per micro-batch and chunk and the pipeline's fill; on their own stream
     # (Megatron with interleaving) only the fill shows

@@ -1,0 +1,115 @@
+"""Physics the time model must respect (issue 10): a part with more of everything is never slower.
+
+Efficiency factors belong to a chip *generation*; a SKU gets none of its own. So two SKUs of one
+generation differ only in their datasheet peaks, bandwidths and links, and raising any of those
+can never raise a predicted time. The rankings that per-SKU fits used to produce (H800 faster than
+H100, A800 slower than A100 on compute-bound work, H200 1.19x faster than H100 with the same
+compute) are checked by name, and the general rule over random layouts.
+"""
+
+from dataclasses import replace
+
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from llmsizer.analysis.cluster import Cluster
+from llmsizer.analysis.efficiency import Efficiency, generation_of
+from llmsizer.analysis.training import train_step
+from llmsizer.catalog import get_accelerator, get_model
+from llmsizer.errors import SpecError
+from llmsizer.specs.parallel import Parallelism
+from llmsizer.specs.precision import optimizer, training_precision
+
+MIXED, ADAM = training_precision("mixed"), optimizer("adam")
+
+
+def step_s(model: str, gpu, par: Parallelism, seq: int = 4096, gpus_per_node: int = 8,
+           nic: float | None = None, framework: str = "megatron", precision=MIXED) -> float:
+    acc = get_accelerator(gpu) if isinstance(gpu, str) else gpu
+    cluster = Cluster(acc, gpus_per_node=gpus_per_node, inter_node_bytes_s=nic)
+    return train_step(get_model(model), par, precision, ADAM, seq, cluster,
+                      Efficiency.for_accelerator(acc), framework=framework).time.total_s
+
+
+LAYOUTS = [
+    ("llama-2-7b", Parallelism(dp=8, zero=1, micro_batch=1, grad_accum=8)),
+    ("llama-2-70b", Parallelism(dp=4, tp=8, pp=2, zero=1, sequence_parallel=True,
+                                micro_batch=1, grad_accum=16)),
+    ("llama-2-13b", Parallelism(dp=64, zero=3, micro_batch=2, grad_accum=1)),
+    ("mixtral-8x7b", Parallelism(dp=16, ep=8, tp=2, zero=1, micro_batch=1, grad_accum=4)),
+]
+
+
+@pytest.mark.parametrize("model,par", LAYOUTS, ids=[m for m, _ in LAYOUTS])
+def test_sibling_skus_rank_as_their_datasheets(model, par):
+    # H800 and A800 are H100 and A100 with less NVLink (400 GB/s): never faster
+    assert step_s(model, "h800-sxm-80gb", par) >= step_s(model, "h100", par)
+    assert step_s(model, "a800-sxm-80gb", par) >= step_s(model, "a100-sxm-80gb", par)
+    # H200 is H100 with more HBM bandwidth: never slower, and only its memory-bound work gains
+    h100, h200 = step_s(model, "h100", par), step_s(model, "h200", par)
+    assert h200 <= h100
+    assert h200 >= 0.8 * h100
+
+
+def test_h200_gains_nothing_on_compute_bound_work():
+    # A large dense model at long sequence is dominated by big GEMMs: same compute, same time
+    # within what the memory-bound kernels (norms, activations, optimizer) account for.
+    par = Parallelism(dp=1, tp=8, zero=0, sequence_parallel=True, micro_batch=1, grad_accum=8)
+    h100, h200 = step_s("llama-2-70b", "h100", par), step_s("llama-2-70b", "h200", par)
+    assert 0.9 * h100 <= h200 <= h100
+
+
+def test_skus_share_their_generations_factors():
+    for a, b in (("h100", "h800-sxm-80gb"), ("h100", "h200"), ("a100-sxm-80gb", "a800-sxm-80gb"),
+                 ("b200", "gb200")):
+        ea, eb = (Efficiency.for_accelerator(get_accelerator(x)) for x in (a, b))
+        assert generation_of(get_accelerator(a)) == generation_of(get_accelerator(b))
+        assert (ea.matmul_ceiling, ea.attention_efficiency, ea.memory_ceiling,
+                ea.comm_efficiency) == (eb.matmul_ceiling, eb.attention_efficiency,
+                                        eb.memory_ceiling, eb.comm_efficiency)
+
+
+def _faster(acc, what: str, factor: float):
+    """`acc` with one datasheet figure raised by `factor`."""
+    if what == "peak":
+        return replace(acc, peak_flops={k: v * factor for k, v in acc.peak_flops.items()})
+    if what == "hbm":
+        return replace(acc, memory_bandwidth_bytes_s=acc.memory_bandwidth_bytes_s * factor)
+    if what == "nvlink":
+        return replace(acc, intra_node_link_bytes_s=acc.intra_node_link_bytes_s * factor)
+    raise AssertionError(what)
+
+
+@given(model=st.sampled_from(["llama-2-7b", "mixtral-8x7b", "qwen3-30b-a3b", "gpt2-xl"]),
+       gpu=st.sampled_from(["a100-sxm-80gb", "h100", "b200", "mi300x"]),
+       tp=st.sampled_from([1, 2, 8]), pp=st.sampled_from([1, 2, 4]),
+       dp=st.sampled_from([1, 2, 16, 64]), zero=st.sampled_from([0, 1, 3]),
+       mb=st.sampled_from([1, 4]), accum=st.sampled_from([1, 8]),
+       recompute=st.sampled_from(["none", "selective", "full"]),
+       framework=st.sampled_from(["megatron", "nemo", "deepspeed", "fsdp2"]),
+       precision=st.sampled_from(["mixed", "fp8"]),
+       what=st.sampled_from(["peak", "hbm", "nvlink", "nic"]),
+       factor=st.sampled_from([1.01, 1.5, 3.0]))
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_raising_any_peak_or_bandwidth_never_raises_a_predicted_time(
+        model, gpu, tp, pp, dp, zero, mb, accum, recompute, framework, precision, what, factor):
+    acc = get_accelerator(gpu)
+    prec = training_precision(precision)
+    if prec.compute_dtype not in acc.peak_flops:
+        return
+    try:
+        par = Parallelism(dp=dp, tp=tp, pp=pp, zero=zero, micro_batch=mb, grad_accum=accum,
+                          recompute=recompute, sequence_parallel=tp > 1)
+        base = step_s(model, acc, par, seq=2048, nic=25e9, framework=framework, precision=prec)
+    except SpecError:
+        event("layout refused")
+        return  # a layout the model cannot take (heads not divisible, …)
+    event("compared")
+    if what == "nic":
+        faster = step_s(model, acc, par, seq=2048, nic=25e9 * factor, framework=framework,
+                        precision=prec)
+    else:
+        faster = step_s(model, _faster(acc, what, factor), par, seq=2048, nic=25e9,
+                        framework=framework, precision=prec)
+    assert faster <= base * (1 + 1e-12)
