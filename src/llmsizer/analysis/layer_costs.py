@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache, cached_property, lru_cache
 
-from llmsizer.analysis import comm
+from llmsizer.analysis import comm, frameworks
 from llmsizer.analysis.activations import layer_activations, output_activations
 from llmsizer.analysis.cluster import Cluster
 from llmsizer.analysis.efficiency import Efficiency, gemm_efficiency, op_time, vector_peak
@@ -212,7 +212,11 @@ def _layer_cost(st: Setting, layer_index: int, tp: int, cp: int, ep: int, mb: in
     forward = fwd_mm + fwd_scan + attn + ew + cast_f / bw
     backward = 2 * (fwd_mm + fwd_scan) + ATTENTION_BACKWARD_FACTOR[st.attention] * attn_bwd + \
         2 * ew + cast_b / bw
-    recompute_s = {"full": forward, "selective": attn}.get(recompute, 0.0)
+    selective = attn
+    if frameworks.profile(st.framework).selective == "every-other-matmul":
+        # half of the products' outputs and the element-wise ops are rebuilt; attention is kept
+        selective = fwd_mm / 2 + ew
+    recompute_s = {"full": forward, "selective": selective}.get(recompute, 0.0)
 
     act, act_full = (_saved_bytes(spec, mb, seq_local, st.activations, e, tp, sp, rc, moe,
                                   flash, layer_index) for rc in (recompute, "none"))
