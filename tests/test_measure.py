@@ -89,7 +89,7 @@ def test_train_json_contract(loop: dict) -> None:
     for side in ("measured", "predicted"):
         assert t[side]["step_time_s"] > 0 and math.isfinite(t[side]["step_time_s"])
         assert isinstance(t[side]["peak_memory_bytes"], int) and t[side]["peak_memory_bytes"] > 0
-    assert set(t["relative_error"]) == {"step_time_s", "peak_memory_bytes"}
+    assert {"step_time_s", "peak_memory_bytes"} <= set(t["relative_error"])
     m, p = t["measured"]["step_time_s"], t["predicted"]["step_time_s"]
     assert t["relative_error"]["step_time_s"] == pytest.approx((p - m) / m)
     assert len(t["measured"]["step_times_s"]) == 5
@@ -101,12 +101,18 @@ def test_activation_bytes_match_what_torch_saves_for_backward(loop: dict) -> Non
         t["measured"]["saved_activation_bytes"], rel=0.01)
 
 
-def test_prediction_within_20_percent_with_own_calibration(loop: dict) -> None:
+def test_prediction_within_20_percent_of_the_steps_cpu_time(loop: dict) -> None:
+    # The kernels were timed in CPU time per thread; the step's CPU time is the same clock, and
+    # holds on a machine shared with other programs (issue 15's target: within 20 %).
+    assert abs(loop["train"]["relative_error"]["step_cpu_time_s"]) <= 0.20
+
+
+def test_prediction_within_20_percent_of_the_wall_clock_step(loop: dict) -> None:
     shares = (loop["kernels"]["measured"]["cpu_share"], loop["train"]["measured"]["cpu_share"])
     err = loop["train"]["relative_error"]["step_time_s"]
     if min(shares) < QUIET_SHARE:
         pytest.skip(f"CPU shared with other programs while timing (share of core: kernels "
-                    f"{shares[0]:.2f}, train {shares[1]:.2f}); error was {err:+.1%}")
+                    f"{shares[0]:.2f}, train {shares[1]:.2f}); wall-clock error was {err:+.1%}")
     assert abs(err) <= 0.20
 
 

@@ -73,7 +73,7 @@ def _product_time(ctx: Context, m: int, k: int, n: int, dtype: str) -> float:
     a = torch.randn(m, k, dtype=torch_dtype(dtype), device=dev)
     b = torch.randn(k, n, dtype=torch_dtype(dtype), device=dev)
     c = torch.empty(m, n, dtype=torch_dtype(dtype), device=dev)
-    return best_time(lambda: torch.matmul(a, b, out=c), ctx.device, BUDGET_S[ctx.device])
+    return best_time(lambda: torch.matmul(a, b, out=c), ctx, BUDGET_S[ctx.device])
 
 
 def gemm_sweep(ctx: Context, dtype: str) -> float:
@@ -123,8 +123,8 @@ def attention(ctx: Context, spec: Any, batch: int, seq: int, dtype: str) -> dict
         F.scaled_dot_product_attention(q, k, v, is_causal=True).backward(grad)
 
     fwd = shapes.attention_forward_flops(batch, spec.num_heads, seq, spec.head_size)
-    t_f = best_time(forward, ctx.device, BUDGET_S[ctx.device])
-    t_fb = best_time(forward_backward, ctx.device, BUDGET_S[ctx.device])
+    t_f = best_time(forward, ctx, BUDGET_S[ctx.device])
+    t_fb = best_time(forward_backward, ctx, BUDGET_S[ctx.device])
     return {"batch": batch, "heads": spec.num_heads, "seq": seq, "head_dim": spec.head_size,
             "forward_flops": fwd, "forward_s": t_f, "forward_backward_s": t_fb,
             "training_flops": fwd * (1 + shapes.ATTENTION_BACKWARD_OVER_FORWARD)}
@@ -190,7 +190,7 @@ def elementwise(ctx: Context, spec: Any, batch: int, seq: int, dtype: str) -> di
             outs += [_rotate(q, cos, sin), _rotate(k, cos, sin)]
         torch.autograd.backward(outs, [torch.ones_like(o) for o in outs])
 
-    t = best_time(step, ctx.device, BUDGET_S[ctx.device])
+    t = best_time(step, ctx, BUDGET_S[ctx.device])
     e = torch.finfo(dt).bits // 8
     per_token = shapes.elementwise_elements_per_token(spec)
     return {"seconds": t, "model_bytes": 3 * e * batch * seq * per_token}
@@ -204,9 +204,8 @@ def stream(ctx: Context) -> dict[str, float]:
     n = STREAM_BYTES[ctx.device] // 4
     dev = ctx.torch_device()
     a, b, c = (torch.rand(n, device=dev) for _ in range(3))
-    t_copy = best_time(lambda: a.copy_(b), ctx.device, BUDGET_S[ctx.device])
-    t_triad = best_time(lambda: torch.add(b, c, alpha=3.0, out=a), ctx.device,
-                          BUDGET_S[ctx.device])
+    t_copy = best_time(lambda: a.copy_(b), ctx, BUDGET_S[ctx.device])
+    t_triad = best_time(lambda: torch.add(b, c, alpha=3.0, out=a), ctx, BUDGET_S[ctx.device])
     return {"copy_bytes_s": 2 * 4 * n / t_copy, "triad_bytes_s": 3 * 4 * n / t_triad}
 
 
@@ -221,14 +220,15 @@ def kernel_overhead(ctx: Context) -> float:
         for _ in range(100):
             torch.add(a, a, out=b)
 
-    return best_time(hundred, ctx.device, BUDGET_S[ctx.device]) / 100
+    return best_time(hundred, ctx, BUDGET_S[ctx.device]) / 100
 
 
 def collectives(ctx: Context, grad_bytes: int) -> list[dict[str, Any]]:
     """All-reduce, all-gather, reduce-scatter, all-to-all and a p2p ping-pong, each at a tiny
-    size (latency) and at the model's gradient size (bandwidth: 1 MiB to 8 MiB on a CPU, 256 MiB on GPUs). Bus bandwidth as
-    nccl-tests defines it (nccl-tests doc/PERFORMANCE.md): all-reduce moves 2(n-1)/n of the
-    buffer per rank, all-gather, reduce-scatter and all-to-all (n-1)/n, p2p the buffer."""
+    size (latency) and at the model's gradient size (bandwidth; held to 1-8 MiB on a CPU, up to
+    256 MiB on GPUs). Bus bandwidth as nccl-tests defines it (nccl-tests doc/PERFORMANCE.md):
+    all-reduce moves 2(n-1)/n of the buffer per rank, all-gather, reduce-scatter and all-to-all
+    (n-1)/n, p2p the buffer."""
 
 
     n = ctx.world

@@ -31,6 +31,7 @@ def build(config: dict[str, Any], dtype: Any, device: Any) -> Any:
     """transformers' causal LM for `config` with random weights and the SDPA attention path."""
     import transformers
 
+    transformers.logging.set_verbosity_error()  # its notes would interleave with our output
     cfg = dict(config)
     model_type = cfg.pop("model_type", None)
     if not model_type:

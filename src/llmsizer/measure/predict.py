@@ -21,10 +21,13 @@ def training(spec: ModelSpec, acc: Accelerator, calibration: str | None, *, devi
              framework_overhead: float) -> Any:
     """train_step for the measured layout: data parallel over the processes (FSDP2 = ZeRO-3),
     fp32 on a CPU, bf16 mixed precision on a GPU, AdamW, Hugging Face SDPA layers (activation
-    convention hf-sdpa, flash-style attention kernels)."""
+    convention hf-sdpa, flash-style attention kernels). On a CPU the gradient all-reduce runs on
+    the same cores as the backward (gloo copies and sums on them), so nothing hides it
+    (dp_overlap off); a GPU's NCCL kernels overlap the backward."""
     from llmsizer.analysis.cluster import Cluster
     from llmsizer.analysis.efficiency import Efficiency
     from llmsizer.analysis.training import train_step
+    from llmsizer.errors import SpecError
     from llmsizer.specs.parallel import Parallelism
     from llmsizer.specs.precision import optimizer, training_precision
 
@@ -32,9 +35,18 @@ def training(spec: ModelSpec, acc: Accelerator, calibration: str | None, *, devi
     par = Parallelism(dp=nproc, zero=3 if strategy == "fsdp2" else 0, micro_batch=micro_batch)
     precision = training_precision("fp32" if device == "cpu" else "mixed")
     cluster = Cluster(acc, gpus_per_node=max(8, nproc))
-    return train_step(spec, par, precision, optimizer("adamw"), seq, cluster, eff,
-                      activations="hf-sdpa", attention_backward="flash",
-                      framework_overhead=framework_overhead)
+    # transformers' SDPA layers where llmsizer has their byte-exact convention (Llama-style:
+    # RMSNorm, gated FFN), else Korthikanti et al.'s with flash attention (GPT-2 style)
+    for convention in ("hf-sdpa", "megatron"):
+        try:
+            return train_step(spec, par, precision, optimizer("adamw"), seq, cluster, eff,
+                              activations=convention, attention_backward="flash",
+                              framework_overhead=framework_overhead,
+                              dp_overlap=device != "cpu")
+        except SpecError as e:
+            if convention != "hf-sdpa" or e.field != "activations":
+                raise
+    raise AssertionError("unreachable")
 
 
 def serving(spec: ModelSpec, acc: Accelerator, calibration: str | None, *, device: str,

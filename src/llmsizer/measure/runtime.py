@@ -141,26 +141,36 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def best_time(fn: Callable[[], object], device: str, budget_s: float = 0.25,
+def device_seconds(ctx: Context) -> Callable[[], float]:
+    """The clock a device's time is read from. A GPU: the wall clock after synchronising. A
+    CPU: the CPU time this process used, per thread (time.process_time, which excludes time the
+    OS or the hypervisor gave to other programs: on an idle machine it equals the wall clock;
+    on a shared one it is what the work costs on its cores, as a GPU's own timer is)."""
+    if ctx.device == "cpu":
+        return lambda: time.process_time() / ctx.threads
+    return time.perf_counter
+
+
+def best_time(fn: Callable[[], object], ctx: Context, budget_s: float = 0.25,
               min_reps: int = 3, warmup: int = 1) -> float:
-    """Fastest seconds per call of `fn` over at least `min_reps` timed calls and about
+    """Fastest device seconds per call of `fn` over at least `min_reps` timed calls and about
     `budget_s` of wall time, after `warmup` untimed calls. The minimum, as Python's timeit
     recommends (docs.python.org/3/library/timeit.html, Timer.repeat: "the lowest value gives a
     lower bound for how fast your machine can run the given code snippet; higher values ... are
-    typically ... caused by other processes interfering"): a kernel's speed on this device, not
-    the load its neighbours happened to put on it."""
+    typically ... caused by other processes interfering")."""
+    clock = device_seconds(ctx)
     for _ in range(warmup):
         fn()
-    synchronize(device)
+    synchronize(ctx.device)
     samples: list[float] = []
     start = time.perf_counter()
     while len(samples) < min_reps or (time.perf_counter() - start < budget_s
                                       and len(samples) < 1000):
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
-        synchronize(device)
-        samples.append(time.perf_counter() - t0)
-    return min(samples)
+        synchronize(ctx.device)
+        samples.append(clock() - t0)
+    return max(min(samples), 1e-9)
 
 
 def cpu_share(cpu_s: float, wall_s: float, ctx: Context) -> float:

@@ -7,7 +7,14 @@ import statistics
 import time
 from typing import Any
 
-from llmsizer.measure.runtime import Context, cpu_share, peak_rss_bytes, rss_bytes, synchronize
+from llmsizer.measure.runtime import (
+    Context,
+    cpu_share,
+    device_seconds,
+    peak_rss_bytes,
+    rss_bytes,
+    synchronize,
+)
 
 
 def _saved_bytes(model: Any, run: Any) -> int:
@@ -56,7 +63,10 @@ def worker(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
     else:
         from torch.nn.parallel import DistributedDataParallel
 
-        wrapped = DistributedDataParallel(model, device_ids=[ctx.rank] if cuda else None)
+        # gradients as views into the all-reduce buckets: no second copy of every gradient
+        # (torch DistributedDataParallel docs, gradient_as_bucket_view), as llmsizer counts them
+        wrapped = DistributedDataParallel(model, device_ids=[ctx.rank] if cuda else None,
+                                          gradient_as_bucket_view=True)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     vocab = model.config.vocab_size
     ids = torch.randint(0, vocab, (payload["micro_batch"], payload["seq"]), device=dev)
@@ -77,24 +87,27 @@ def worker(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
         step()
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    times, shares = [], []
+    clock = device_seconds(ctx)
+    times, cpu_times, shares = [], [], []
     for i in range(payload["steps"]):
         dist.barrier()
         synchronize(ctx.device)
-        c0, t0 = time.process_time(), time.perf_counter()
+        c0, t0 = clock(), time.perf_counter()
         loss = step()
         synchronize(ctx.device)
-        wall = time.perf_counter() - t0
-        share = cpu_share(time.process_time() - c0, wall, ctx)
-        t = torch.tensor([wall, -share], dtype=torch.float64, device=dev)
+        wall, cpu = time.perf_counter() - t0, clock() - c0
+        t = torch.tensor([wall, cpu, -cpu_share(cpu * ctx.threads, wall, ctx)],
+                         dtype=torch.float64, device=dev)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)  # a step lasts as long as its slowest rank
         times.append(float(t[0]))
-        shares.append(-float(t[1]))
+        cpu_times.append(float(t[1]))
+        shares.append(-float(t[2]))
         ctx.progress(f"step {i + 1}/{payload['steps']}: {times[-1]:.3f} s, loss {loss:.3f}")
     peak = int(torch.cuda.max_memory_allocated()) if cuda else peak_rss_bytes()
     return {"step_times_s": times, "step_time_s": statistics.median(times),
             "peak_memory_bytes": peak, "baseline_rss_bytes": baseline,
             "saved_activation_bytes": saved, "params": n_params,
             "cpu_share": statistics.median(shares) if ctx.device == "cpu" else None,
+            "step_cpu_time_s": statistics.median(cpu_times) if ctx.device == "cpu" else None,
             "memory_kind": "CUDA allocator peak (torch.cuda.max_memory_allocated)" if cuda
             else "process peak resident set (getrusage ru_maxrss)"}
