@@ -352,11 +352,19 @@ def test_help_shows_the_defaults_used_and_every_flag_has_help():
             if isinstance(action, argparse._HelpAction):
                 continue
             assert action.help, f"{name} {action.option_strings or action.dest} has no help"
-    train_help = sub.choices["train"].format_help()
+    # The matmul default depends on the GPU: its generation's measured ceiling times the packaged
+    # training fit. The help says so, and an answer prints the value it used.
+    train_help = " ".join(sub.choices["train"].format_help().split())
+    assert "generation's measured maximum, scaled by the packaged training fit" in train_help
+    from llmsizer.analysis.efficiency import Efficiency, generation_efficiency
+    from llmsizer.catalog import get_accelerator
+
     packaged = json.loads(__import__("importlib.resources").resources.files(
         "llmsizer.catalog").joinpath("data", "efficiency.json").read_text("utf-8"))
-    ceiling = packaged["training"]["default"]["matmul_ceiling"]
-    assert f"{ceiling:g} where not" in " ".join(train_help.split())
+    scale = packaged["training"].get("generations", {}).get("hopper", {}).get("scale", {}).get(
+        "matmul_ceiling", packaged["training"]["scale"].get("matmul_ceiling", 1.0))
+    used = Efficiency.for_accelerator(get_accelerator("h100")).matmul_ceiling
+    assert used == pytest.approx(generation_efficiency("hopper").matmul_ceiling * scale)
 
 
 def test_errors_name_the_users_flag_not_internal_fields(capsys):

@@ -109,6 +109,10 @@ def training_json(r: TrainingResult, tokens: float | None, price: float | None,
             "ep_comm": t.ep_comm_s, "cp_comm": t.cp_comm_s, "pp_comm": t.pp_comm_s,
             "dp_comm_exposed": t.dp_comm_exposed_s, "optimizer": t.optimizer_s,
         },
+        # every communication term whole and as it shows: the framework hides the difference
+        "communication_s": {name: {"total": total, "exposed": exposed,
+                                   "hidden": max(0.0, total - exposed)}
+                            for name, (total, exposed) in t.hidden().items()},
         "tokens_per_step": r.tokens_per_step,
         "tokens_per_s": r.tokens_per_s,
         "tokens_per_s_per_device": r.tokens_per_s / r.par.world_size,
@@ -341,7 +345,13 @@ def explain_lines(r: TrainingResult) -> list[str]:
         f"{format_seconds(t.tp_comm_s + t.ep_comm_s + t.cp_comm_s)} + "
         f"{format_seconds(t.pp_comm_s)} + {format_seconds(t.dp_comm_exposed_s)} + "
         f"{format_seconds(t.optimizer_s)} = {format_seconds(t.total_s)}   [Narayanan et al. 2021, "
-        "sec. 2.2 (bubble); ring collectives (Patarasuk & Yuan 2009)]",
+        "sec. 2.2 (bubble); NCCL's ring/hierarchical collectives (nccl-tests PERFORMANCE.md)]",
+        "communication, total → exposed (the framework hides the rest): " + "; ".join(
+            f"{name} {format_seconds(total)} → {format_seconds(exposed)}"
+            for name, (total, exposed) in t.hidden().items() if total > 0) + (
+            f"; expert all-to-all {format_seconds(t.ep_comm_s)} (serial)" if t.ep_comm_s else "")
+        + (f"; context-parallel ring {format_seconds(t.cp_comm_s)} exposed beyond the attention "
+           "it overlaps" if t.cp_comm_s else ""),
         f"MFU = model FLOPs/step / (step time · GPUs · peak) = {r.step_flops.model_flops:.4g} / "
         f"({t.total_s:.4g} · {p.world_size} · {r.peak_flops:.4g}) = {100 * r.mfu:.2f}%"
         "   [PaLM, Appendix B]",

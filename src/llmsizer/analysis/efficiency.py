@@ -113,7 +113,13 @@ class Efficiency:
             data = read_json(calibration, "calibration")
         except FileInputError as e:
             raise SpecError("calibration", str(calibration), e.reason) from None
-        return apply_table(packaged, data, acc, workload, str(calibration))
+        if "training" not in data and "serving" not in data:
+            return apply_table(packaged, data, acc, workload, str(calibration))
+        # a fitted table's scales replace the packaged ones (they multiply the generation's
+        # measured values, never each other); what the file leaves out stays packaged
+        merged = _merge(_packaged_table(), data)
+        return apply_table(generation_efficiency(generation_of(acc)), merged, acc, workload,
+                           str(calibration))
 
     @classmethod
     def from_dict(cls, data: dict[str, object], origin: str) -> Efficiency:
@@ -124,6 +130,14 @@ class Efficiency:
         known = set(EFFICIENCY_FIELDS) - {"source", "gpu", "fitted_on", "notes"}
         values = {k: data[k] for k in known if k in data}
         return cls(**values, source=str(data.get("source", origin)))  # type: ignore[arg-type]
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` laid on `base`, object by object (a nested key replaces only itself)."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 @cache
