@@ -159,7 +159,8 @@ def _kernels_text(args: argparse.Namespace, dtype: str, cal: Any, r: dict[str, A
              f"  model's GEMMs          {p['gemm_flops_per_s'] / 1e12:8.3f} TFLOP/s  -> "
              f"matmul_ceiling {f['matmul_ceiling']:.3f}",
              f"  attention (SDPA)       {p['attention_flops_per_s'] / 1e12:8.3f} TFLOP/s  -> "
-             f"attention_efficiency {f['attention_efficiency']:.3f}",
+             f"attention_efficiency {f['attention_efficiency']:.3f}, backward ratio "
+             f"{f['attention_backward_ratio']:.2f}",
              f"  memory stream          {p['stream_bytes_s'] / 1e9:8.1f} GB/s",
              f"  element-wise kernels   {p['elementwise_bytes_s'] / 1e9:8.1f} GB/s  -> "
              f"memory_ceiling {f['memory_ceiling']:.3f}",

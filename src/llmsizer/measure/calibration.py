@@ -73,6 +73,23 @@ def _structural(gemms: list[dict[str, Any]], acc: Accelerator) -> float:
         return 1.0
 
 
+def _attention_factors(a: dict[str, Any], peak: float) -> dict[str, float]:
+    """Fused attention at the measured length: the forward's fraction of peak and the backward's
+    relative to it (backward FLOPs = 2.5× forward, FlashAttention-2 sec. 4.1), with no length
+    correction (attention_half_seq 0: this is the efficiency at this length). A backward faster
+    than its forward cannot be written as a ratio ≤ 1: then one fraction for both passes."""
+    fwd = a["forward_flops"] / a["forward_s"] / peak
+    bwd_s = a["forward_backward_s"] - a["forward_s"]
+    bwd = a["training_flops"] - a["forward_flops"]
+    ratio = (bwd / bwd_s / peak) / fwd if bwd_s > 0 else math.inf
+    if ratio <= 1:
+        return {"attention_efficiency": _fraction(fwd), "attention_backward_ratio":
+                _fraction(ratio), "attention_half_seq": 0.0}
+    both = a["training_flops"] / a["forward_backward_s"] / peak
+    return {"attention_efficiency": _fraction(both), "attention_backward_ratio": 1.0,
+            "attention_half_seq": 0.0}
+
+
 def build(r: dict[str, Any], *, device: str, dtype: str, world: int, what: str,
           cpu_name: str, host_memory_bytes: int, acc: Accelerator | None) -> Calibration:
     """The calibration (and CPU device file) from rank 0's kernel timings `r`."""
@@ -105,13 +122,14 @@ def build(r: dict[str, Any], *, device: str, dtype: str, world: int, what: str,
         "gpu": device_json["name"] if device_json else acc.name,  # type: ignore[union-attr]
         "fitted_on": what,
         "matmul_ceiling": _fraction(gemm / peak / structural),
-        "attention_efficiency": _fraction(attn / peak),
+        **_attention_factors(r["attention"], peak),
         "memory_ceiling": _fraction(elementwise_bw / bandwidth),
         "kernel_overhead_s": float(min(1.0, r["kernel_overhead_s"])),
         "notes": "matmul: the step's products (forward, input and weight gradients of every "
-                 "projection and the head) over their time; attention: SDPA forward+backward, "
-                 "FLOPs as FlashAttention-2 counts them; memory: one layer's unfused element-wise "
-                 "kernels, bytes as llmsizer counts them, over the device's memory bandwidth",
+                 "projection and the head) over their time; attention: SDPA forward and "
+                 "backward at the model's length, FLOPs as FlashAttention-2 counts them; "
+                 "memory: one layer's unfused element-wise kernels, bytes as llmsizer counts "
+                 "them, over the device's memory bandwidth",
     }
     if acc is None:
         factors |= {"tile_m": 1, "tile_n": 1}  # a CPU has no tensor-core output tiles to pad

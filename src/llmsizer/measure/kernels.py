@@ -81,25 +81,43 @@ def gemm_sweep(ctx: Context, dtype: str) -> float:
     return max(2 * n**3 / _product_time(ctx, n, n, n, dtype) for n in SWEEP[ctx.device])
 
 
+def _linear_time(ctx: Context, tokens: int, lin: shapes.Linear, dtype: str) -> float:
+    """Forward and backward of one projection as the step runs it: F.linear under autograd
+    (x·Wᵀ, then the input and weight gradients), with its transposes and bookkeeping."""
+    import torch
+    import torch.nn.functional as F
+
+    dev, dt = ctx.torch_device(), torch_dtype(dtype)
+    x = torch.randn(tokens, lin.in_features, dtype=dt, device=dev, requires_grad=True)
+    w = torch.randn(lin.out_features, lin.in_features, dtype=dt, device=dev, requires_grad=True)
+    grad = torch.randn(tokens, lin.out_features, dtype=dt, device=dev)
+
+    def step() -> None:
+        x.grad = w.grad = None
+        F.linear(x, w).backward(grad)
+
+    return best_time(step, ctx, BUDGET_S[ctx.device])
+
+
 def model_gemms(ctx: Context, spec: Any, tokens: int, dtype: str) -> list[dict[str, Any]]:
-    """Every distinct product of the step (forward, input and weight gradients of each
-    projection and the head), timed; on a CPU the token dimension is shortened to keep one
-    timing short (see CPU_MAX_FLOPS_PER_PRODUCT)."""
+    """Every projection of the step and the head, forward and backward (3 products of
+    2·tokens·in·out FLOPs each); on a CPU the token dimension is shortened to keep one timing
+    short (see CPU_MAX_FLOPS_PER_PRODUCT)."""
     rows: list[dict[str, Any]] = []
     seen: dict[tuple[int, int, int], float] = {}
     for lin in shapes.linears(spec):
-        for kind, m, k, n in lin.products(tokens):
-            scale = 1.0
-            if ctx.device == "cpu" and 2 * m * k * n > CPU_MAX_FLOPS_PER_PRODUCT:
-                scale = max(MIN_TOKEN_ROWS / tokens, CPU_MAX_FLOPS_PER_PRODUCT / (2 * m * k * n))
-            tm = max(1, round(m * scale)) if kind != "wgrad" else m
-            tk = max(1, round(k * scale)) if kind == "wgrad" else k
-            key = (tm, tk, n)
-            if key not in seen:
-                seen[key] = 2 * tm * tk * n / _product_time(ctx, tm, tk, n, dtype)
-            rows.append({"name": lin.name, "pass": kind, "m": m, "k": k, "n": n,
-                         "timed_shape": list(key), "count": lin.count, "flops": 2 * m * k * n,
-                         "flops_per_s": seen[key]})
+        flops = 6 * tokens * lin.in_features * lin.out_features
+        rows_timed = tokens
+        if ctx.device == "cpu" and flops / 3 > CPU_MAX_FLOPS_PER_PRODUCT:
+            rows_timed = max(min(tokens, MIN_TOKEN_ROWS),
+                             round(tokens * CPU_MAX_FLOPS_PER_PRODUCT / (flops / 3)))
+        key = (rows_timed, lin.in_features, lin.out_features)
+        if key not in seen:
+            seen[key] = 6 * rows_timed * lin.in_features * lin.out_features / _linear_time(
+                ctx, rows_timed, lin, dtype)
+        rows.append({"name": lin.name, "m": tokens, "k": lin.in_features,
+                     "n": lin.out_features, "timed_rows": rows_timed, "count": lin.count,
+                     "flops": flops, "flops_per_s": seen[key]})
     return rows
 
 

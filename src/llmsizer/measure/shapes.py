@@ -24,12 +24,6 @@ class Linear:
     out_features: int
     count: int
 
-    def products(self, tokens: int) -> tuple[tuple[str, int, int, int], ...]:
-        """(pass, m, k, n) of the three products of a training step (forward, grad of the input,
-        grad of the weight); each costs 2·m·k·n = 2·tokens·in·out FLOPs."""
-        t, i, o = tokens, self.in_features, self.out_features
-        return (("fwd", t, i, o), ("dgrad", t, o, i), ("wgrad", o, t, i))
-
 
 def linears(spec: ModelSpec) -> list[Linear]:
     """The dense layers' projections and the output head (an MoE layer as its dense FFN)."""

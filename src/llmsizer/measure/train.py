@@ -23,14 +23,22 @@ def _saved_bytes(model: Any, run: Any) -> int:
     docs, "Hooks for saved tensors")."""
     import torch
 
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    def storage(t: Any) -> tuple[int, int] | None:
+        local = t.to_local() if hasattr(t, "to_local") else t  # FSDP2 shards are DTensors
+        try:
+            s = local.untyped_storage()
+            return s.data_ptr(), s.nbytes()
+        except RuntimeError:  # FSDP2 frees unsharded parameter storage between uses
+            return None
+
+    params = {k[0] for p in model.parameters() if (k := storage(p)) is not None}
     seen: dict[int, int] = {}
 
     def pack(t: Any) -> Any:
         if isinstance(t, torch.Tensor) and t.device.type != "meta":
-            s = t.untyped_storage()
-            if s.data_ptr() not in params:
-                seen[s.data_ptr()] = s.nbytes()
+            k = storage(t)
+            if k is not None and k[0] not in params:
+                seen[k[0]] = k[1]
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
