@@ -199,19 +199,19 @@ def apply_table(base: Efficiency, data: dict[str, Any], acc: Accelerator | None,
         layers.append((gen.get("scale") or {}, gen.get("default") or {}))
         if acc is not None:
             layers.append(({}, (table.get("accelerators") or {}).get(acc.name) or {}))
-    values: dict[str, Any] = {}
-    source = base.source
-    for scale, setting in layers:
-        for k, f in scale.items():
-            v = getattr(base, k, None)
-            if k in SCALED and v is not None:
-                values[k] = min(1.0, v * float(f))
+    # Scales first (the generation's replaces the workload's: each multiplies the measured
+    # value), then what a table sets outright, in order: a value set outright always wins.
+    scales: dict[str, float] = {}
+    for scale, _ in layers:
+        scales |= {k: float(f) for k, f in scale.items() if k in SCALED}
+    values: dict[str, Any] = {k: min(1.0, v * f) for k, f in scales.items()
+                              if (v := getattr(base, k, None)) is not None}
+    source = base.source + (f"; scaled by {origin} ({workload})" if scales else "")
+    for _, setting in layers:
         check_object(setting, EFFICIENCY_FIELDS, origin)
         values |= {k: v for k, v in setting.items()
                    if k not in ("source", "gpu", "fitted_on", "notes")}
         source = str(setting.get("source") or source)
-        if scale:
-            source = f"{source}; scaled by {origin} ({workload})"
     if not values:
         return base
     return replace(base, **values, source=source)
