@@ -28,3 +28,6 @@ def test_format_bytes_names_both_units():
 
 def test_format_count():
     assert format_count(6_738_415_616) == "6.74B"
+    # rounding up past a suffix boundary takes the next suffix (gemma-3-1b: 999.9M params)
+    assert format_count(999_885_952) == "1B"
+    assert format_count(999_499) == "999K"

@@ -79,9 +79,10 @@ def parse_bytes(text: str | float | int, field: str = "size") -> float:
 
 
 def format_count(n: float, digits: int = 3) -> str:
-    """6738415616 -> "6.74B" (decimal suffixes, as parameter counts are quoted)."""
+    """6738415616 -> "6.74B" (decimal suffixes, as parameter counts are quoted). The suffix is
+    chosen after rounding, so 999,885,952 is "1B", not "1e+03M"."""
     for suffix, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= scale:
+        if abs(float(f"{n:.{digits}g}")) >= scale:
             return f"{n / scale:.{digits}g}{suffix}"
     return f"{n:.{digits}g}"
 
