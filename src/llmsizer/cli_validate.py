@@ -55,7 +55,7 @@ def add_parsers(sub: Any, positive_int: Any) -> None:
     c.add_argument("-o", "--output-file", help="write the calibration here (default: stdout)")
 
 
-def run_validate(args: argparse.Namespace) -> str:
+def run_validate(args: argparse.Namespace) -> Any:
     from llmsizer.analysis.efficiency import Efficiency
     from llmsizer.report import dumps
     from llmsizer.validation.cases import load_cases
@@ -76,8 +76,11 @@ def run_validate(args: argparse.Namespace) -> str:
                       "skipped": [{"case": c, "why": w} for c, w in report.skipped],
                       "summary": summary} | ({"loso": loso} if loso is not None else {}))
     if args.markdown:
-        return summary_markdown(summary, report) + (
-            "\n\n" + loso_markdown(loso) if loso is not None else "")
+        from llmsizer.cli import Outcome
+
+        # Markdown is read by programs and pasted into pages: never folded to the terminal
+        return Outcome(summary_markdown(summary, report) + (
+            "\n\n" + loso_markdown(loso) if loso is not None else ""), wrap=False)
     from llmsizer.report import table
 
     rows = [(r.case[:58], r.split, r.metric.replace("inference ", "inf. ").replace(
