@@ -37,6 +37,16 @@ class Profile:
     # 2022) or every other matrix product's output and the element-wise ops around them
     # (torchtitan's per-op SAC)
     selective: str
+    # gradients held for the whole step in a persistent buffer (Megatron's contiguous grad
+    # buffer, DeepSpeed's partitions) or allocated by the backward and freed by
+    # zero_grad(set_to_none=True) (PyTorch's default), so that without accumulation they never
+    # coexist with all the activations
+    persistent_grads: bool
+    # fp32 tensors of the logits' size the loss backward allocates beside the saved ones:
+    # Megatron's vocab-parallel cross entropy reuses its saved softmax in place (0); PyTorch's
+    # cross_entropy on fp32 logits allocates the gradient and one intermediate (2, measured with
+    # torch.distributed._tools.mem_tracker on a transformers Llama: tests/test_verify_memory.py)
+    loss_backward_copies: int
     bucket_elements: float  # gradient bucket, elements (see `buckets`)
     bucket_per_dp_rank: float  # … or this many elements per data-parallel rank, if larger
     source: str
@@ -53,22 +63,22 @@ _MEGATRON_SOURCE = (
     "distributed/distributed_data_parallel_config.py (bucket = max(40M, 1M·dp) parameters); "
     "the overlap flags as its performance examples set them")
 PROFILES: dict[str, Profile] = {
-    "megatron": Profile("megatron", True, True, False, False, True, "attention", 40e6, 1e6,
+    "megatron": Profile("megatron", True, True, False, False, True, "attention", True, 0, 40e6, 1e6,
                         _MEGATRON_SOURCE),
     # NeMo's performance recipes switch on Transformer Engine's userbuffer TP overlap
-    "nemo": Profile("nemo", True, True, False, True, True, "attention", 40e6, 1e6,
+    "nemo": Profile("nemo", True, True, False, True, True, "attention", True, 0, 40e6, 1e6,
                     _MEGATRON_SOURCE + "; NeMo performance recipes: tp_comm_overlap on"),
     # DeepSpeed: overlap_comm defaults to True only for ZeRO-3; reduce_bucket_size 5e8 elements
     # (deepspeed/runtime/zero/config.py)
-    "deepspeed": Profile("deepspeed", False, False, True, False, False, "attention", 5e8, 0,
+    "deepspeed": Profile("deepspeed", False, False, True, False, False, "attention", True, 2, 5e8, 0,
                          "DeepSpeed deepspeed/runtime/zero/config.py: overlap_comm True only for "
                          "stage 3, reduce_bucket_size 5e8, stage3_prefetch_bucket_size 5e7"),
     # FSDP2: backward prefetch always, forward keeps two all-gathers in flight; DDP's 25 MiB
     # buckets for replicated gradients (pytorch docs notes/fsdp.html; torch DDP bucket_cap_mb)
-    "fsdp2": Profile("fsdp2", True, False, True, False, False, "attention", 25 * 2**20 / 2, 0,
+    "fsdp2": Profile("fsdp2", True, False, True, False, False, "attention", False, 2, 25 * 2**20 / 2, 0,
                      "PyTorch FSDP2 (fully_shard): per-layer all-gather prefetch and reduce-"
                      "scatter under backward; DDP bucket_cap_mb 25"),
-    "fsdp1": Profile("fsdp1", True, False, True, False, False, "attention", 25 * 2**20 / 2, 0,
+    "fsdp1": Profile("fsdp1", True, False, True, False, False, "attention", False, 2, 25 * 2**20 / 2, 0,
                      "PyTorch FSDP1: BACKWARD_PRE prefetch, forward prefetch implicit, "
                      "limit_all_gathers"),
     # torchtitan = FSDP2 (+ TP/PP); async TP is opt-in (torch.compile + symmetric memory); its
@@ -76,12 +86,12 @@ PROFILES: dict[str, Profile] = {
     # other matmul, so backward re-runs the rest (torchtitan/models/llama3/infra/parallelize.py,
     # _apply_ac_to_transformer_block: mm outputs saved only on odd counts)
     "torchtitan": Profile("torchtitan", True, False, True, False, False, "every-other-matmul",
-                          25 * 2**20 / 2, 0,
+                          False, 2, 25 * 2**20 / 2, 0,
                           "pytorch/torchtitan docs/fsdp.md; async TP opt-in "
                           "(benchmarks/asyncTP_llama3_h100_2025-06_torchtitan.md); op-level "
                           "selective AC (models/llama3/infra/parallelize.py)"),
     # llm-foundry trains with Composer's FSDP1 (FULL_SHARD, activation checkpointing options)
-    "foundry": Profile("foundry", True, False, True, False, False, "attention",
+    "foundry": Profile("foundry", True, False, True, False, False, "attention", False, 2,
                        25 * 2**20 / 2, 0,
                        "mosaicml/llm-foundry scripts/train/yamls: Composer FSDP (FULL_SHARD)"),
 }

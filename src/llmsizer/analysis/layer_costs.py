@@ -224,7 +224,10 @@ def _layer_cost(st: Setting, layer_index: int, tp: int, cp: int, ep: int, mb: in
     topo = st.topology
     ep_s = cp_s = 0.0
     if moe and spec.moe and ep > 1:
-        a2a = e * tokens * spec.moe.top_k * h
+        # each rank dispatches its own tokens to their k experts and combines them back, forward
+        # and backward; with sequence parallelism a TP rank holds 1/tp of the micro-batch's
+        # tokens (Megatron-Core's MoE layers take the sequence-parallel input)
+        a2a = e * tokens / (tp if sp else 1) * spec.moe.top_k * h
         ep_s = 4 * comm.all_to_all_s(a2a, ep, topo.link_for(ep, tp), eff)
     if cp > 1:
         # ring attention passes each rank's keys and values as the heads use them (MLA: the
@@ -262,6 +265,7 @@ class StageCosts:
     largest_layer_params: Floats  # per TP rank
     act_bytes: Floats  # one micro-batch, all the stage's layers
     output_act_bytes: Floats  # the output head's (last stage only), one micro-batch at a time
+    loss_transient_bytes: Floats  # what the loss backward allocates beside it (last stage only)
     recompute_working_set: Floats
     compute_s: Floats  # forward + backward + recompute of one micro-batch
     forward_s: Floats  # its forward part
@@ -280,6 +284,7 @@ class MicroBatchCosts:
     tp_layer_s: float
     head_s: float
     output_act_bytes: float
+    loss_transient_bytes: float
 
 
 @lru_cache(maxsize=4096)
@@ -308,7 +313,10 @@ def _micro_batch_costs(st: Setting, tp: int, cp: int, ep: int, micro_batch: int,
     out_act = output_activations(spec, micro_batch, seq_local, convention=st.activations,
                                  act_bytes=e, tp=tp, sequence_parallel=sp,
                                  recompute=recompute).bytes
-    return MicroBatchCosts(costs, tp_layer, head_s, out_act)
+    # the loss backward's fp32 tensors of the logits' size (the rank's vocabulary share)
+    loss_transient = frameworks.profile(st.framework).loss_backward_copies * 4 * tokens * \
+        head_op.rank_dims(tp)[1]
+    return MicroBatchCosts(costs, tp_layer, head_s, out_act, loss_transient)
 
 
 @lru_cache(maxsize=4096)
@@ -323,6 +331,7 @@ def stage_costs(st: Setting, g: Group) -> StageCosts:
     layers = stage_layers(spec.num_layers, g.pp)
     mb = _micro_batch_costs(st, g.tp, g.cp, g.ep, g.micro_batch, g.recompute, g.sequence_parallel)
     costs, tp_layer, head_s, out_act = mb.layers, mb.tp_layer_s, mb.head_s, mb.output_act_bytes
+    loss_t = (0.0,) * (g.pp - 1) + (mb.loss_transient_bytes,)
     n = g.pp
     act, comp, ep_s, cp_s = [0.0] * n, [0.0] * n, [0.0] * n, [0.0] * n
     ws, largest, fwd, lin = [0.0] * n, [0.0] * n, [0.0] * n, [0.0] * n
@@ -351,6 +360,7 @@ def stage_costs(st: Setting, g: Group) -> StageCosts:
         dense_params=tuple(float(h.held - h.expert) for h in held),
         expert_params=tuple(float(h.expert) for h in held),
         largest_layer_params=tuple(largest), act_bytes=tuple(act), output_act_bytes=out,
+        loss_transient_bytes=loss_t,
         recompute_working_set=tuple(ws), compute_s=tuple(comp), forward_s=tuple(fwd),
         linear_s=tuple(lin), comm_s=tuple(a + b + c for a, b, c in zip(tp_s, ep_s, cp_s, strict=True)),
         tp_comm_s=tp_s, ep_comm_s=tuple(ep_s), cp_comm_s=tuple(cp_s))

@@ -41,10 +41,15 @@ class StageMemory:
     in_flight_microbatches: float
     host_bytes: float
     nvme_bytes: float
+    # of the parts above, what is never allocated at the same moment as the rest: without
+    # accumulation PyTorch allocates gradients during the backward as activations are freed
+    # (zero_grad(set_to_none=True)), so the peak is the larger of the two moments
+    not_at_peak: float = 0.0
 
     @property
     def total(self) -> float:
-        return self.weights + self.gradients + self.optimizer + self.activations + self.other
+        return (self.weights + self.gradients + self.optimizer + self.activations + self.other
+                - self.not_at_peak)
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,8 @@ def memory_from_result(st: step.Setting, g: step.Group, r: step.GroupResult, i: 
             other["gradient buckets"] = float(r.buckets[i, s])
         if r.zero3_gather[i, s]:
             other["ZeRO-3 gathered weights"] = float(r.zero3_gather[i, s])
+        if r.loss_transient[i, s]:
+            other["loss backward (fp32, logits' size)"] = float(r.loss_transient[i, s])
         stages.append(StageMemory(
             stage=s, layers=len(sc.layers[s]),
             params=int(sc.dense_params[s] + sc.expert_params[s]),
@@ -91,7 +98,9 @@ def memory_from_result(st: step.Setting, g: step.Group, r: step.GroupResult, i: 
             optimizer=float(r.optimizer[i, s]), activations=float(r.activations[i, s]),
             other=float(r.other[i, s]), other_parts=other,
             in_flight_microbatches=float(r.in_flight[i, s]), host_bytes=float(r.host[i, s]),
-            nvme_bytes=float(r.nvme[i, s])))
+            nvme_bytes=float(r.nvme[i, s]),
+            not_at_peak=max(0.0, float(r.weights[i, s] + r.gradients[i, s] + r.optimizer[i, s]
+                                       + r.activations[i, s] + r.other[i, s] - r.total[i, s]))))
     flash = st.attention == "flash"
     return TrainingMemory(tuple(stages), st.activations, {
         "framework overhead": f"{st.framework_overhead / GiB:.2f} GiB (override with --overhead)",

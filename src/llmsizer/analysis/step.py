@@ -65,6 +65,7 @@ class GroupResult:
     nvme: np.ndarray
     in_flight: np.ndarray
     zero3_gather: np.ndarray
+    loss_transient: np.ndarray
     buckets: np.ndarray
     recompute_ws: np.ndarray
     # per layout
@@ -230,8 +231,15 @@ def evaluate(st: Setting, gs: list[Group] | Group, vs: list[Variants] | Variants
     gather_b = np.where(zero == 3, p.weight_bytes * np.minimum(np.maximum(
         2 * per_stage("largest_layer_params"), DEEPSPEED_PREFETCH), full - sharded), 0.0)
     ws = per_stage("recompute_working_set")
-    other = st.framework_overhead + buckets + gather_b + ws
-    total = weights + grads + optim + act + other
+    loss_t = per_stage("loss_transient_bytes")
+    other = st.framework_overhead + buckets + gather_b + ws + loss_t
+    # Gradients allocated by the backward (PyTorch's set_to_none) meet all the activations only
+    # when an earlier micro-batch left them behind (accumulation, pipelining); otherwise the
+    # peak is the larger of the two moments: the loss backward, or the end of the backward
+    persistent = frameworks.profile(st.framework).persistent_grads
+    meet = (accum[:, None] > 1) | (pp > 1) | persistent
+    total = weights + optim + np.where(meet, grads + act + other, np.maximum(
+        grads + other - loss_t, act + other))
     peak_stage = np.argmax(total, axis=1)
     peak_total = total[np.arange(len(total)), peak_stage]
 
@@ -319,6 +327,7 @@ def evaluate(st: Setting, gs: list[Group] | Group, vs: list[Variants] | Variants
     return GroupResult(
         weights=weights, gradients=grads, optimizer=optim, activations=act, other=other,
         total=total, host=host, nvme=nvme, in_flight=flight, zero3_gather=gather_b,
+        loss_transient=loss_t,
         buckets=buckets, recompute_ws=ws, peak_stage=peak_stage, peak_total=peak_total,
         compute_s=compute_s, bubble_s=bubble_s, tp_comm_s=tp_s, ep_comm_s=ep_s, cp_comm_s=cp_s,
         pp_comm_s=pp_s, dp_comm_exposed_s=dp_exposed, dp_comm_total_s=dp_total,
