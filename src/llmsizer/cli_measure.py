@@ -166,8 +166,9 @@ def _kernels_text(args: argparse.Namespace, dtype: str, cal: Any, r: dict[str, A
              f"memory_ceiling {f['memory_ceiling']:.3f}",
              f"  kernel launch          {f['kernel_overhead_s'] * 1e6:8.2f} µs"]
     if args.device == "cpu":
-        lines.append(f"  (timed as CPU time per thread; the busiest process got "
-                     f"{r['cpu_share']:.0%} of its cores' wall time)")
+        clock = "CPU time (one thread per process)" if r["threads"] == 1 else "wall clock"
+        lines.append(f"  (timed by the {clock}; the busiest process got "
+                     f"{r['cpu_share']:.0%} of its cores' time)")
     for row in r.get("collectives", []):
         if "error" in row:
             lines.append(f"  {row['op']:<14} {row['bytes']:>10,} B  unsupported: {row['error']}")
@@ -195,15 +196,36 @@ def _accelerator(args: argparse.Namespace) -> Any:
     return _catalog_gpu(args) if args.device == "cuda" or args.gpu else None
 
 
+def _check_threads(args: argparse.Namespace, acc: Any, nproc: int) -> None:
+    """A CPU device file describes cores/N threads per process: a note when this run gives each
+    process a different share (its peaks would not apply)."""
+    import re
+
+    from llmsizer.cli import NOTES
+    from llmsizer.measure.runtime import usable_cores
+
+    m = re.search(r"-(\d+)t$", acc.name) if acc.name.startswith("cpu-measured-") else None
+    threads = max(1, usable_cores() // nproc)
+    if m and int(m.group(1)) != threads:
+        NOTES.append(f"{acc.name} was measured with {m.group(1)} thread(s) per process; this run "
+                     f"gives each of its {nproc} process(es) {threads}: measure kernels with "
+                     f"--nproc {nproc} for a calibration that applies")
+
+
 def _run_compare(args: argparse.Namespace) -> str:
     from llmsizer.catalog import get_model
     from llmsizer.measure import model as model_cfg
     from llmsizer.measure import predict
     from llmsizer.measure.runtime import launch
 
+    if args.measure_command == "infer" and args.nproc > 1:
+        raise MeasureError(f"--nproc={args.nproc} is not allowed for measure infer: one static "
+                           "batch on one device (1)")
     spec = get_model(args.model)
     acc = _accelerator(args)
     config = model_cfg.config_dict(args.model)
+    if args.device == "cpu":
+        _check_threads(args, acc, args.nproc if args.measure_command == "train" else 1)
     quiet = args.quiet or args.json
     common = {"config": config, "steps": args.steps, "warmup": args.warmup}
     if args.measure_command == "train":
@@ -245,8 +267,9 @@ def _run_compare(args: argparse.Namespace) -> str:
         predict.serving(spec, acc, args.calibration, device=args.device, batch=args.batch,
                         prompt=args.prompt, output=args.output)
         r = launch(infer.worker, 1, args.device, payload, quiet)[0]
+        overhead = float(r["baseline_rss_bytes"]) if args.device == "cpu" else 0.0
         res = predict.serving(spec, acc, args.calibration, device=args.device, batch=args.batch,
-                              prompt=args.prompt, output=args.output)
+                              prompt=args.prompt, output=args.output, runtime_overhead=overhead)
         measured = {"ttft_s": r["ttft_s"], "tpot_s": r["tpot_s"],
                     "peak_memory_bytes": r["peak_memory_bytes"], "params": r["params"]}
         predicted = {"ttft_s": res.ttft_s, "tpot_s": res.tpot_s,

@@ -7,16 +7,21 @@ import statistics
 import time
 from typing import Any
 
-from llmsizer.measure.runtime import Context, peak_rss_bytes, synchronize
+from llmsizer.measure.runtime import Context, peak_rss_bytes, rss_bytes, synchronize
 
 
 def worker(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
+    import warnings
+
     import torch
 
     from llmsizer.measure.model import build
 
+    # transformers 5.x announces the renaming of past_key_values on every call
+    warnings.filterwarnings("ignore", category=FutureWarning)
     torch.manual_seed(1234 + ctx.rank)
     dev = ctx.torch_device()
+    baseline = rss_bytes()
     dtype = torch.bfloat16 if ctx.device == "cuda" else torch.float32
     model = build(payload["config"] | {"use_cache": True}, dtype, dev).eval()
     model.config.use_cache = True
@@ -47,5 +52,5 @@ def worker(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
                              f"{ttft * 1e3:.1f} ms, TPOT {tpots[-1] * 1e3:.2f} ms")
     peak = int(torch.cuda.max_memory_allocated()) if ctx.device == "cuda" else peak_rss_bytes()
     return {"ttft_s": statistics.median(ttfts), "tpot_s": statistics.median(tpots),
-            "peak_memory_bytes": peak,
+            "peak_memory_bytes": peak, "baseline_rss_bytes": baseline,
             "params": sum(p.numel() for p in model.parameters())}

@@ -3,9 +3,21 @@ folder), built by transformers with random weights; nothing is downloaded."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from llmsizer.errors import SpecError
+
+# Dropout is switched off: large-model pre-training runs without it (Llama, Mistral and Qwen
+# configs set it to 0), and with it torch's SDPA leaves the fused kernel for the unfused one
+# that keeps the s×s probabilities, while llmsizer's time model is of fused kernels.
+_DROPOUT = re.compile(r"(dropout|pdrop)", re.IGNORECASE)
+
+
+def dropout_keys(config: dict[str, Any]) -> list[str]:
+    """The config's dropout probabilities (its own, and the defaults its class fills in)."""
+    return [k for k, v in config.items() if _DROPOUT.search(k)
+            and isinstance(v, (int, float)) and not isinstance(v, bool)]
 
 
 def config_dict(name_or_path: str) -> dict[str, Any]:
@@ -40,6 +52,8 @@ def build(config: dict[str, Any], dtype: Any, device: Any) -> Any:
         cfg.pop(key, None)
     hf = transformers.AutoConfig.for_model(model_type, **cfg)
     hf.use_cache = False
+    for key in dropout_keys(hf.to_dict()):
+        setattr(hf, key, 0.0)
     model = transformers.AutoModelForCausalLM.from_config(hf, attn_implementation="sdpa",
                                                           dtype=dtype)
     return model.to(device)

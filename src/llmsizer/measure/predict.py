@@ -50,9 +50,10 @@ def training(spec: ModelSpec, acc: Accelerator, calibration: str | None, *, devi
 
 
 def serving(spec: ModelSpec, acc: Accelerator, calibration: str | None, *, device: str,
-            batch: int, prompt: int, output: int) -> Any:
+            batch: int, prompt: int, output: int, runtime_overhead: float = 0.0) -> Any:
     """serve() for one static batch on one device: fp32 weights and KV cache on a CPU, bf16 on
-    a GPU; no paging (transformers' dynamic cache)."""
+    a GPU; no paging (transformers' dynamic cache); `runtime_overhead`: the process's memory
+    besides weights, cache and activations."""
     from llmsizer.analysis.efficiency import Efficiency
     from llmsizer.analysis.inference import ServingConfig, serve
     from llmsizer.specs.precision import weight_format
@@ -60,5 +61,6 @@ def serving(spec: ModelSpec, acc: Accelerator, calibration: str | None, *, devic
     eff = Efficiency.for_accelerator(acc, calibration=calibration, workload="serving")
     cpu = device == "cpu"
     cfg = ServingConfig(weights=weight_format("fp32" if cpu else "bf16"),
-                        kv_dtype_bytes=4 if cpu else 2, block_size=None, runtime_overhead=0)
+                        kv_dtype_bytes=4 if cpu else 2, block_size=None,
+                        runtime_overhead=runtime_overhead)
     return serve(spec, acc, cfg, batch=batch, prompt=prompt, output=output, eff=eff)

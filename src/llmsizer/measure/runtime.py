@@ -142,13 +142,19 @@ def synchronize(device: str) -> None:
 
 
 def device_seconds(ctx: Context) -> Callable[[], float]:
-    """The clock a device's time is read from. A GPU: the wall clock after synchronising. A
-    CPU: the CPU time this process used, per thread (time.process_time, which excludes time the
-    OS or the hypervisor gave to other programs: on an idle machine it equals the wall clock;
-    on a shared one it is what the work costs on its cores, as a GPU's own timer is)."""
-    if ctx.device == "cpu":
-        return lambda: time.process_time() / ctx.threads
+    """The clock a device's time is read from. A GPU: the wall clock after synchronising. A CPU
+    process with one thread: the CPU time it used (time.process_time), which leaves out time the
+    OS or the hypervisor gave to other programs: on an idle machine it equals the wall clock, on
+    a shared one it is what the work costs on its core, as a GPU's own timer is. With several
+    threads the wall clock: a descheduled thread stalls the others at every parallel region's
+    barrier, which no per-process CPU time can account for."""
+    if uses_cpu_time(ctx):
+        return time.process_time
     return time.perf_counter
+
+
+def uses_cpu_time(ctx: Context) -> bool:
+    return ctx.device == "cpu" and ctx.threads == 1
 
 
 def best_time(fn: Callable[[], object], ctx: Context, budget_s: float = 0.25,

@@ -14,6 +14,7 @@ from llmsizer.measure.runtime import (
     peak_rss_bytes,
     rss_bytes,
     synchronize,
+    uses_cpu_time,
 )
 
 
@@ -100,11 +101,12 @@ def worker(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
     for i in range(payload["steps"]):
         dist.barrier()
         synchronize(ctx.device)
-        c0, t0 = clock(), time.perf_counter()
+        c0, t0, p0 = clock(), time.perf_counter(), time.process_time()
         loss = step()
         synchronize(ctx.device)
         wall, cpu = time.perf_counter() - t0, clock() - c0
-        t = torch.tensor([wall, cpu, -cpu_share(cpu * ctx.threads, wall, ctx)],
+        used = time.process_time() - p0
+        t = torch.tensor([wall, cpu, -cpu_share(used, wall, ctx)],
                          dtype=torch.float64, device=dev)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)  # a step lasts as long as its slowest rank
         times.append(float(t[0]))
@@ -116,6 +118,6 @@ def worker(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
             "peak_memory_bytes": peak, "baseline_rss_bytes": baseline,
             "saved_activation_bytes": saved, "params": n_params,
             "cpu_share": statistics.median(shares) if ctx.device == "cpu" else None,
-            "step_cpu_time_s": statistics.median(cpu_times) if ctx.device == "cpu" else None,
+            "step_cpu_time_s": statistics.median(cpu_times) if uses_cpu_time(ctx) else None,
             "memory_kind": "CUDA allocator peak (torch.cuda.max_memory_allocated)" if cuda
             else "process peak resident set (getrusage ru_maxrss)"}
