@@ -225,7 +225,7 @@ def _layer_cost(st: Setting, layer_index: int, tp: int, cp: int, ep: int, mb: in
     ep_s = cp_s = 0.0
     if moe and spec.moe and ep > 1:
         # each rank dispatches its own tokens to their k experts and combines them back, forward
-        # and backward; with sequence parallelism a TP rank holds 1/tp of the micro-batch's
+        # and backward; with sequence parallelism each TP rank holds its share of the micro-batch's
         # tokens (Megatron-Core's MoE layers take the sequence-parallel input)
         a2a = e * tokens / (tp if sp else 1) * spec.moe.top_k * h
         ep_s = 4 * comm.all_to_all_s(a2a, ep, topo.link_for(ep, tp), eff)
