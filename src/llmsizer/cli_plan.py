@@ -61,7 +61,8 @@ def add_parsers(sub: Any, positive_int: Any) -> None:
     p.add_argument("--no-offload", action="store_true", help="do not consider CPU offload")
     p.add_argument("--calibration", help="efficiency calibration file (llmsizer calibrate)")
     p.add_argument("--framework", help="megatron, nemo, deepspeed, fsdp2 or torchtitan: consider "
-                   "only the layouts it runs (default: every layout)")
+                   "only the layouts it runs, timed with its overlaps (default: every layout, "
+                   "timed as Megatron-LM overlaps)")
     p.add_argument("--export", help="deepspeed, megatron, torchrun, accelerate or torchtitan "
                    "(of the best layout; refused when that framework cannot run it)")
     p.add_argument("-o", "--output-file", help="with --export: write the export here")
@@ -200,10 +201,14 @@ def run_plan(args: argparse.Namespace) -> Any:
     global_batch = global_batch_sequences(args)
     assert global_batch is not None  # the parser requires one of the two
     precision = training_precision(args.precision)
+    from llmsizer.analysis import frameworks
+    from llmsizer.analysis.planner import framework
+
+    # the time model's overlaps: the framework's when one is named, else the default profile's
+    prof = frameworks.profile(args.framework or frameworks.DEFAULT)
     st = step.Setting(spec, args.seq, precision, optimizer(args.optimizer),
                       Cluster(acc, gpus_per_node=args.gpus_per_node),
-                      Efficiency.for_accelerator(acc, args.calibration))
-    from llmsizer.analysis.planner import framework
+                      Efficiency.for_accelerator(acc, args.calibration), framework=prof.name)
 
     fw = framework(args.framework) if args.framework else None
     if fw is not None and args.export and args.export not in FRAMEWORK_EXPORTS[fw.name]:

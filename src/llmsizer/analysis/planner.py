@@ -193,7 +193,7 @@ def _variants(space: SearchSpace, data_parallel: bool, pp: int, num_layers: int
         schedules = [(1, 1)]
         if pp > 1:
             schedules.append((0, 1))
-            schedules += [(2, v) for v in space.interleave if num_layers % (pp * v) == 0]
+            schedules += [(2, v) for v in space.interleave if pp * v <= num_layers]
         if fw is not None:
             schedules = [sv for sv in schedules if sv[0] in fw.schedules]
         for (oo, op), (sch, v) in itertools.product(offloads, schedules):
