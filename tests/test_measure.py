@@ -151,6 +151,8 @@ def test_cuda_without_a_cuda_device_is_refused(capsys: pytest.CaptureFixture[str
     (["measure", "train", "gpt2", "--device", "cpu"], "--gpu"),
     (["measure", "kernels", "--device", "cpu", "--nproc", "4096"], "--nproc"),
     (["measure", "kernels", "--device", "cpu", "--model", "no-such-model"], "no-such-model"),
+    (["measure", "kernels", "--device", "cpu", "-o", "/no/such/folder/c.json"], "--output-file"),
+    (["measure", "infer", "gpt2", "--device", "cpu", "--nproc", "2"], "--nproc"),
 ])
 def test_bad_input_is_one_line_exit_2(argv: list[str], named: str,
                                       capsys: pytest.CaptureFixture[str]) -> None:

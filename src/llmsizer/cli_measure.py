@@ -111,6 +111,7 @@ def _kernels(args: argparse.Namespace) -> str:
 
     get_model(args.model)  # a bad name fails here, in one line, before any process starts
     acc = _catalog_gpu(args)
+    targets = _targets(args)
     dtype = args.dtype or ("fp32" if args.device == "cpu" else "bf16")
     payload = {"model": args.model, "micro_batch": args.micro_batch, "seq": args.seq,
                "dtype": dtype}
@@ -121,31 +122,44 @@ def _kernels(args: argparse.Namespace) -> str:
             f"{args.nproc} process(es) on {args.device}")
     cal = calibration.build(r, device=args.device, dtype=dtype, world=args.nproc, what=what,
                             cpu_name=cpu_name(), host_memory_bytes=host_memory_bytes(), acc=acc)
-    written = _write_kernel_files(args, cal)
+    written = _write_kernel_files(targets, cal)
     if args.json:
         return json.dumps({"device": cal.device or acc.name, "calibration": cal.factors,
                            "peaks": cal.peaks, "measured": r, "written": written}, indent=2)
     return _kernels_text(args, dtype, cal, r, written)
 
 
-def _write_json(path: str, data: dict[str, Any]) -> str:
-    try:
-        Path(path).write_text(json.dumps(data, indent=2) + "\n", "utf-8")
-    except OSError as e:
-        raise MeasureError(f"--output-file={path!r} is not allowed: {e.strerror}") from None
-    return path
-
-
-def _write_kernel_files(args: argparse.Namespace, cal: Any) -> dict[str, str]:
-    written: dict[str, str] = {}
-    device_path = args.gpu_out
-    if cal.device is not None and device_path is None and args.output_file:
-        stem, _ = os.path.splitext(args.output_file)
-        device_path = stem + "-device.json"
-    if cal.device is not None and device_path:
-        written["device"] = _write_json(device_path, cal.device)
+def _targets(args: argparse.Namespace) -> dict[str, tuple[str, str]]:
+    """What `measure kernels` will write: {"device"/"calibration": (path, flag)}, checked
+    before any process starts (a typo in a folder must not cost a measurement)."""
+    out: dict[str, tuple[str, str]] = {}
+    device_path, device_flag = args.gpu_out, "--gpu-out"
+    if device_path is None and args.output_file and args.device == "cpu":
+        device_path, device_flag = os.path.splitext(args.output_file)[0] + "-device.json", \
+            "--output-file"
+    if device_path and args.device == "cpu":
+        out["device"] = (device_path, device_flag)
     if args.output_file:
-        written["calibration"] = _write_json(args.output_file, cal.factors)
+        out["calibration"] = (args.output_file, "--output-file")
+    for path, flag in out.values():
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+            raise MeasureError(f"{flag}={path!r} is not allowed: its folder {folder!r} does not "
+                               "exist or is not writable")
+    return out
+
+
+def _write_kernel_files(targets: dict[str, tuple[str, str]], cal: Any) -> dict[str, str]:
+    written: dict[str, str] = {}
+    data = {"device": cal.device, "calibration": cal.factors}
+    for what, (path, flag) in targets.items():
+        if data[what] is None:
+            continue
+        try:
+            Path(path).write_text(json.dumps(data[what], indent=2) + "\n", "utf-8")
+        except OSError as e:
+            raise MeasureError(f"{flag}={path!r} is not allowed: {e.strerror}") from None
+        written[what] = path
     return written
 
 
