@@ -108,6 +108,14 @@ SWITCHES = {"tp-comm-overlap": "tp_comm_overlap", "overlap-grad-reduce": "overla
             "prefetch-params": "prefetch_params"}
 
 
+def base_name(name: str) -> str:
+    """The framework a name with switches names ("megatron+tp-comm-overlap" -> "megatron")."""
+    import re
+
+    base = re.split(r"(?=[+-](?:" + "|".join(SWITCHES) + r")\b)", name.lower())[0]
+    return ALIASES.get(base, base)
+
+
 def profile(name: str) -> Profile:
     """The profile called `name` (case-insensitive), with any "+switch"/"-switch" suffixes
     applied; an error naming the choices otherwise."""

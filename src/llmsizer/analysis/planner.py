@@ -74,7 +74,9 @@ FRAMEWORKS: dict[str, Framework] = {
 
 
 def framework(name: str) -> Framework:
-    key = name.lower()
+    from llmsizer.analysis.frameworks import base_name
+
+    key = base_name(name)  # switches ("megatron+tp-comm-overlap") change timing, not layouts
     if key not in FRAMEWORKS:
         raise SpecError("framework", name, "one of " + ", ".join(FRAMEWORKS))
     return FRAMEWORKS[key]
