@@ -124,7 +124,8 @@ def _kernels(args: argparse.Namespace) -> str:
                             cpu_name=cpu_name(), host_memory_bytes=host_memory_bytes(), acc=acc)
     written = _write_kernel_files(targets, cal)
     if args.json:
-        return json.dumps({"device": cal.device or acc.name, "calibration": cal.factors,
+        return json.dumps({"device": cal.factors["gpu"], "device_file": cal.device,
+                           "calibration": cal.factors,
                            "peaks": cal.peaks, "measured": r, "written": written}, indent=2)
     return _kernels_text(args, dtype, cal, r, written)
 
@@ -272,7 +273,7 @@ def _run_compare(args: argparse.Namespace) -> str:
                      "compute_s": res.time.compute_s,
                      "dp_comm_exposed_s": res.time.dp_comm_exposed_s,
                      "optimizer_s": res.time.optimizer_s}
-        keys = ("step_time_s", "peak_memory_bytes")
+        keys: tuple[str, ...] = ("step_time_s", "peak_memory_bytes")
     else:
         from llmsizer.measure import infer, require_transformers
 

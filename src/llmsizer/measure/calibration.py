@@ -116,10 +116,10 @@ def build(r: dict[str, Any], *, device: str, dtype: str, world: int, what: str,
         link = acc.intra_node_link_bytes_s
         structural = _structural(r["gemms"], acc)
     peak = peaks[dtype]
+    measured_on = str(device_json["name"]) if device_json else acc.name  # type: ignore[union-attr]
     factors: dict[str, Any] = {
-        "source": f"llmsizer measure kernels on {device_json['name'] if device_json else acc.name}"
-                  f" ({stamp})",  # type: ignore[union-attr]
-        "gpu": device_json["name"] if device_json else acc.name,  # type: ignore[union-attr]
+        "source": f"llmsizer measure kernels on {measured_on} ({stamp})",
+        "gpu": measured_on,
         "fitted_on": what,
         "matmul_ceiling": _fraction(gemm / peak / structural),
         **_attention_factors(r["attention"], peak),

@@ -101,9 +101,9 @@ def _entry(rank: int, worker: Callable[[Context, dict[str, Any]], dict[str, Any]
     if device == "cuda":
         torch.cuda.set_device(rank)
     ctx = Context(rank, world, device, threads, quiet)
-    dist.init_process_group(ctx.backend, rank=rank, world_size=world,
-                            **({"device_id": torch.device("cuda", rank)} if device == "cuda"
-                               else {}))
+    # NCCL: bind the group to this rank's GPU up front (torch.distributed docs, device_id)
+    device_id = torch.device("cuda", rank) if device == "cuda" else None
+    dist.init_process_group(ctx.backend, rank=rank, world_size=world, device_id=device_id)
     try:
         result = worker(ctx, payload)
         Path(outdir, f"rank{rank}.json").write_text(json.dumps(result), "utf-8")
