@@ -131,3 +131,37 @@ def test_context_parallel_exchange_is_hidden_behind_compute_when_it_can_be():
     eff = Efficiency()
     assert train_step(spec, par, MIXED, ADAM, 32768, fast, eff).time.cp_comm_s == 0
     assert train_step(spec, par, MIXED, ADAM, 32768, slow, eff).time.cp_comm_s > 0
+
+
+def test_uneven_pipeline_stages_follow_the_split():
+    # Llama 3 (Dubey et al. 2024, sec. 3.3.2): 126 layers on 16 stages, one layer fewer on the
+    # first and the last: 7 + 14·8 + 7
+    from llmsizer.analysis.params import stage_layers
+
+    layers = stage_layers(126, 16, (7, 7))
+    assert [len(s) for s in layers] == [7] + [8] * 14 + [7]
+    assert [i for s in layers for i in s] == list(range(126))
+    # without a split the remainder goes to the earlier stages
+    assert [len(s) for s in stage_layers(126, 16)] == [8] * 14 + [7] * 2
+
+
+def test_a_lighter_first_stage_holds_less():
+    spec = get_model("llama-2-7b")
+    cluster = Cluster(A100, gpus_per_node=8)
+
+    def first_stage(split):
+        par = Parallelism(pp=4, micro_batch=1, grad_accum=8, stage_split=split)
+        return train_step(spec, par, MIXED, ADAM, 2048, cluster).memory.stages[0]
+
+    even, light = first_stage(None), first_stage((5, 9))
+    assert (even.layers, light.layers) == (8, 5)
+    assert light.total < even.total
+
+
+def test_a_split_that_leaves_a_stage_empty_is_refused(capsys):
+    from llmsizer.cli import main
+
+    assert main(["train", "llama-2-7b", "--gpu", "a100", "--pp", "4", "--first-stage-layers",
+                 "20", "--last-stage-layers", "11", "--global-batch", "16"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--first-stage-layers" in err[0]

@@ -93,6 +93,12 @@ def add_parser(sub: Any, positive_int: Any) -> None:
                    "torchtitan or foundry, optionally with switches such as "
                    "megatron+tp-comm-overlap or deepspeed+overlap-grad-reduce (default: "
                    "megatron, with --overlap-grad-reduce and --overlap-param-gather on)")
+    t.add_argument("--first-stage-layers", type=arg_int(1, 2**20),
+                   help="layers on the first pipeline stage (Megatron-LM "
+                   "--decoder-first-pipeline-num-layers; default: layers as even as possible)")
+    t.add_argument("--last-stage-layers", type=arg_int(1, 2**20),
+                   help="layers on the last pipeline stage (the loss and output layer live "
+                   "there; default: layers as even as possible)")
     t.add_argument("--fp8-recipe", default="delayed",
                    help="with --precision fp8: delayed, current, tensorwise, rowwise, blockwise "
                    "or mxfp8 scaling (what the casts cost; default: delayed)")
@@ -210,7 +216,7 @@ def build(args: argparse.Namespace) -> tuple[Any, ...]:
                       sequence_parallel=args.sequence_parallel, zero=_zero(args.zero),
                       offload=offload, offload_device=args.offload_device,
                       recompute=args.recompute, micro_batch=args.micro_batch, grad_accum=accum,
-                      schedule=schedule, virtual_stages=v)
+                      schedule=schedule, virtual_stages=v, stage_split=_split(args, spec))
     if schedule == "interleaved" and spec.num_layers < args.pp * v:
         # Megatron and torchtitan split layers unevenly over the pp·V chunks; each chunk needs
         # one layer at least
@@ -241,6 +247,26 @@ def build(args: argparse.Namespace) -> tuple[Any, ...]:
                         + ", ".join(acc.peak_flops) + fp16)
     return (spec, acc, par, precision, optimizer(args.optimizer), eff, cluster, overhead,
             args.tokens)
+
+
+def _split(args: Any, spec: Any) -> tuple[int, int] | None:
+    """(first, last) stage layers from --first/--last-stage-layers: one given, the other takes
+    what an even split of the rest would give it."""
+    first, last = args.first_stage_layers, args.last_stage_layers
+    if first is None and last is None:
+        return None
+    if args.pp < 2:
+        raise SpecError("first-stage-layers" if first else "last-stage-layers",
+                        first or last, "used with --pp 2 or more")
+    from llmsizer.analysis.params import check_split
+
+    n, pp = spec.num_layers, args.pp
+    if first is None or last is None:
+        given = first if first is not None else last
+        other = n - given if pp == 2 else max(1, round((n - given) / (pp - 1)))
+        first, last = (given, other) if first is not None else (other, given)
+    check_split(n, pp, (first, last))
+    return first, last
 
 
 def suggestions(spec: Any, par: Any, precision: Any, opt: Any, seq: int, capacity: float,

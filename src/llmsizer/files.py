@@ -484,6 +484,8 @@ TRAINING_CASE_FIELDS: dict[str, Field] = _CASE_COMMON | {
     "micro_batch": _int(1, 2**16, required=True), "global_batch": _int(1, 2**24, required=True),
     "seq": _int(1, 2**24, required=True), "schedule": _STR, "precision": _STR,
     "framework": _STR, "fp8_recipe": _STR,
+    # layers on the first and the last pipeline stage, where the source says so
+    "stage_split": Field(("list",)),
 }
 INFERENCE_CASE_FIELDS: dict[str, Field] = _CASE_COMMON | {
     "framework": _STR, "dataset": _STR, "weights": _STR,

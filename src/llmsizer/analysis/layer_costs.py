@@ -17,6 +17,7 @@ from llmsizer.analysis.cluster import Cluster
 from llmsizer.analysis.efficiency import Efficiency, gemm_efficiency, op_time, vector_peak
 from llmsizer.analysis.flops import ATTENTION_BACKWARD_FACTOR, layer_pairs
 from llmsizer.analysis.params import (
+    check_split,
     layer_held,
     layer_representative,
     stage_held,
@@ -84,6 +85,7 @@ class Group:
     grad_accum: int
     recompute: str
     sequence_parallel: bool
+    split: tuple[int, int] | None = None  # layers on the first and last pipeline stage
 
 
 # ---------------------------------------------------------------------------------------------
@@ -241,11 +243,12 @@ def _layer_cost(st: Setting, layer_index: int, tp: int, cp: int, ep: int, mb: in
 
 
 @cache
-def _stage_rep_counts(spec: ModelSpec, pp: int) -> dict[int, tuple[int, ...]]:
+def _stage_rep_counts(spec: ModelSpec, pp: int, split: tuple[int, int] | None = None
+                      ) -> dict[int, tuple[int, ...]]:
     """For each representative layer r: how many layers like r each pipeline stage holds."""
     rep = layer_representative(spec)
     out: dict[int, list[int]] = {}
-    for s, idx in enumerate(stage_layers(spec.num_layers, pp)):
+    for s, idx in enumerate(stage_layers(spec.num_layers, pp, split)):
         for i in idx:
             out.setdefault(rep[i], [0] * pp)[s] += 1
     return {r: tuple(c) for r, c in out.items()}
@@ -327,15 +330,16 @@ def stage_costs(st: Setting, g: Group) -> StageCosts:
         raise SpecError("cp", g.cp, f"a divisor of the sequence length ({st.seq})")
     if g.sequence_parallel and st.seq % g.tp:
         raise SpecError("sequence_parallel", True, f"a sequence length divisible by tp ({g.tp})")
-    held = stage_held(spec, g.tp, g.pp, g.ep)
-    layers = stage_layers(spec.num_layers, g.pp)
+    check_split(spec.num_layers, g.pp, g.split)
+    held = stage_held(spec, g.tp, g.pp, g.ep, g.split)
+    layers = stage_layers(spec.num_layers, g.pp, g.split)
     mb = _micro_batch_costs(st, g.tp, g.cp, g.ep, g.micro_batch, g.recompute, g.sequence_parallel)
     costs, tp_layer, head_s, out_act = mb.layers, mb.tp_layer_s, mb.head_s, mb.output_act_bytes
     loss_t = (0.0,) * (g.pp - 1) + (mb.loss_transient_bytes,)
     n = g.pp
     act, comp, ep_s, cp_s = [0.0] * n, [0.0] * n, [0.0] * n, [0.0] * n
     ws, largest, fwd, lin = [0.0] * n, [0.0] * n, [0.0] * n, [0.0] * n
-    for r, counts in _stage_rep_counts(spec, n).items():
+    for r, counts in _stage_rep_counts(spec, n, g.split).items():
         c = costs[r]
         per_layer_compute = c.forward_s + c.backward_s + c.recompute_s
         size = layer_held(spec, r, g.tp, g.ep).held  # what ZeRO-3 gathers for one layer

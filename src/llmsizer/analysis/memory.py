@@ -66,7 +66,7 @@ class TrainingMemory:
 
 def group_and_variants(par: Parallelism) -> tuple[step.Group, step.Variants]:
     g = step.Group(par.dp, par.tp, par.pp, par.cp, par.ep, par.micro_batch, par.grad_accum,
-                   par.recompute, par.sequence_parallel)
+                   par.recompute, par.sequence_parallel, par.stage_split)
     v = step.Variants(
         zero=np.array([par.zero]),
         offload_optimizer=np.array(["optimizer" in par.offload]),

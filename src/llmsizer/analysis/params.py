@@ -182,15 +182,42 @@ class ShardedParams:
 
 
 @cache
-def stage_layers(num_layers: int, pp: int) -> tuple[tuple[int, ...], ...]:
-    """Layers of each pipeline stage: as even as possible, earlier stages take the remainder."""
-    base, extra = divmod(num_layers, pp)
+def stage_layers(num_layers: int, pp: int, split: tuple[int, int] | None = None
+                 ) -> tuple[tuple[int, ...], ...]:
+    """Layers of each pipeline stage: as even as possible, earlier stages take the remainder;
+    or, with `split` = (first, last), that many on the first and the last stage and the rest
+    spread over the middle ones (Megatron-LM's --decoder-first/last-pipeline-num-layers, used
+    to make room for the embedding and the loss; the Llama 3 paper takes one layer off each)."""
+    if split is None or pp == 1:
+        counts = [num_layers // pp + (1 if s < num_layers % pp else 0) for s in range(pp)]
+    else:
+        first, last = split
+        middle = num_layers - first - last
+        if pp == 2:
+            counts = [first, last]
+        else:
+            counts = [first] + [middle // (pp - 2) + (1 if s < middle % (pp - 2) else 0)
+                                for s in range(pp - 2)] + [last]
     out, start = [], 0
-    for s in range(pp):
-        n = base + (1 if s < extra else 0)
+    for n in counts:
         out.append(tuple(range(start, start + n)))
         start += n
     return tuple(out)
+
+
+def check_split(num_layers: int, pp: int, split: tuple[int, int] | None) -> None:
+    """A first/last stage split must leave every stage at least one layer."""
+    if split is None:
+        return
+    first, last = split
+    if pp == 1:
+        raise SpecError("first-stage-layers", first, "used with --pp 2 or more")
+    middle = num_layers - first - last
+    if first < 1 or last < 1 or (pp == 2 and middle != 0) or (pp > 2 and middle < pp - 2):
+        need = (f"first + last = num_layers ({num_layers}) with pp 2" if pp == 2 else
+                f"first, last >= 1 leaving at least one layer for each of the {pp - 2} "
+                f"middle stages (num_layers {num_layers})")
+        raise SpecError("first-stage-layers", f"{first}/{last}", need)
 
 
 def validate_parallel(spec: ModelSpec, tp: int = 1, pp: int = 1, ep: int = 1) -> None:
@@ -280,14 +307,15 @@ def layer_representative(spec: ModelSpec) -> tuple[int, ...]:
 
 
 @cache
-def stage_held(spec: ModelSpec, tp: int = 1, pp: int = 1, ep: int = 1) -> tuple[HeldParams, ...]:
+def stage_held(spec: ModelSpec, tp: int = 1, pp: int = 1, ep: int = 1,
+               split: tuple[int, int] | None = None) -> tuple[HeldParams, ...]:
     """What one device of each pipeline stage holds: its layers, the embedding on the first
     stage, the output head on the last (with its own copy of a tied embedding, Megatron-LM)."""
     validate_parallel(spec, tp, pp, ep)
     graph = build_graph(spec)
     out = []
     rep = layer_representative(spec)
-    for s, idx in enumerate(stage_layers(spec.num_layers, pp)):
+    for s, idx in enumerate(stage_layers(spec.num_layers, pp, split)):
         counts: dict[int, int] = {}
         for i in idx:
             counts[rep[i]] = counts.get(rep[i], 0) + 1

@@ -31,6 +31,9 @@ class Parallelism:
     grad_accum: int = 1  # micro-batches per step per data-parallel rank
     schedule: Schedule = "1f1b"
     virtual_stages: int = 1  # model chunks per pipeline rank (interleaved 1F1B)
+    # layers on the first and the last pipeline stage, the rest spread over the middle ones
+    # (Megatron-LM --decoder-first/last-pipeline-num-layers); None: as even as possible
+    stage_split: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         for name in ("dp", "tp", "pp", "cp", "ep", "micro_batch", "grad_accum", "virtual_stages"):
@@ -61,6 +64,8 @@ class Parallelism:
                             "interleaving needs pp > 1 and V >= 2 model chunks per rank")
         if self.schedule != "interleaved" and self.virtual_stages != 1:
             raise SpecError("virtual_stages", self.virtual_stages, "1 unless schedule is interleaved")
+        if self.stage_split is not None and (self.pp == 1 or len(self.stage_split) != 2):
+            raise SpecError("first-stage-layers", self.stage_split, "used with --pp 2 or more")
         if (self.dp * self.cp) % self.ep:
             raise SpecError("ep", self.ep, f"a divisor of dp·cp ({self.dp * self.cp})")
 

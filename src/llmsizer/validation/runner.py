@@ -87,7 +87,9 @@ def _training_rows(case: Case, eff_for: Callable[[Any, str], Efficiency]) -> lis
                       sequence_parallel=bool(d.get("sequence_parallel")) and d["tp"] > 1,
                       zero=d.get("zero", 0) if dp * d.get("cp", 1) > 1 else 0,
                       recompute=d.get("recompute", "none"), micro_batch=mb,
-                      grad_accum=max(1, gb // (mb * dp)), schedule=schedule, virtual_stages=v)
+                      grad_accum=max(1, gb // (mb * dp)), schedule=schedule, virtual_stages=v,
+                      stage_split=(tuple(d["stage_split"])  # type: ignore[arg-type]
+                                   if d.get("stage_split") else None))
     precision = training_precision(d.get("precision", "mixed"))
     r = train_step(spec, par, precision, optimizer("adam"), d["seq"],
                    Cluster(acc, gpus_per_node=d.get("gpus_per_node", 8)),
