@@ -115,6 +115,11 @@ def build(r: dict[str, Any], *, device: str, dtype: str, world: int, what: str,
         bandwidth = acc.memory_bandwidth_bytes_s
         link = acc.intra_node_link_bytes_s
         structural = _structural(r["gemms"], acc)
+    if dtype not in peaks:
+        from llmsizer.measure import MeasureError
+
+        raise MeasureError(f"--dtype={dtype!r} is not allowed: {acc.name if acc else 'this device'}"
+                           f" has peak figures for {', '.join(peaks)}")
     peak = peaks[dtype]
     measured_on = str(device_json["name"]) if device_json else acc.name  # type: ignore[union-attr]
     factors: dict[str, Any] = {
