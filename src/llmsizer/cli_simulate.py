@@ -1,4 +1,7 @@
-"""`llmsizer simulate`: a request stream served by continuously batching engine instances."""
+"""`llmsizer simulate`: a request stream served by continuously batching engine instances.
+
+This module parses and checks the arguments and runs the simulation; the results are rendered by
+cli_simulate_report.py, the inverse questions (--find) answered by cli_simulate_find.py."""
 
 from __future__ import annotations
 
@@ -13,7 +16,6 @@ from llmsizer.errors import SpecError
 
 DURATION_UNITS = {"": 1.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "min": 60.0}
 FINDS = ("max-rate", "min-gpus", "max-context", "max-seqs")
-MIN_REQUESTS_PER_REPLICA = 200  # --find min-gpus: each replica sees at least this many
 
 
 def parse_seconds(text: str, flag: str) -> float:
@@ -258,6 +260,8 @@ def run(args: argparse.Namespace) -> str:
     spec, acc, cfg, engine, work, slo_ttft, slo_tpot = build(args)
     eff = Efficiency.for_accelerator(acc, args.calibration, workload="serving")
     if args.find:
+        from llmsizer.cli_simulate_find import run_find
+
         return run_find(args, spec, acc, cfg, engine, work, slo_ttft, slo_tpot, eff)
     show = sys.stderr.isatty() and work.requests >= 2000
 
@@ -273,247 +277,10 @@ def run(args: argparse.Namespace) -> str:
     finally:
         if show:
             print("\r\033[K", end="", file=sys.stderr, flush=True)
+    from llmsizer.cli_simulate_report import simulation_json, simulation_text
+
     data = simulation_json(r, args)
     from llmsizer.charts import maybe_plot
 
     maybe_plot(args, data)
     return dumps(data) if args.json else simulation_text(r)
-
-
-def simulation_json(r: Any, args: argparse.Namespace, qps: float | None = None
-                    ) -> dict[str, Any]:
-    e, w, pool = r.engine, r.workload, r.pool
-    qps = args.qps if qps is None else qps
-    dis = r.disaggregation
-    gpus = dis.plan.gpus(r.cfg.pp) if dis else r.cfg.tp * r.cfg.pp * r.replicas
-    return {
-        "model": r.spec.name, "gpu": r.acc.name,
-        "config": {
-            "engine": e.name, "tp": r.cfg.tp, "pp": r.cfg.pp, "replicas": r.replicas,
-            "gpus": gpus,
-            "weights": r.cfg.weights.name if r.cfg.weights else "bf16",
-            "kv_dtype_bytes": r.cfg.kv_dtype_bytes,
-            "max_num_seqs": r.max_num_seqs, "max_num_batched_tokens": e.max_num_batched_tokens,
-            "block_size": e.block_size, "kv_pool_blocks": pool.num_blocks,
-            "kv_pool_tokens": pool.tokens, "kv_pool_bytes": int(pool.pool_bytes),
-            "kv_pool_rule": pool.rule, "weights_bytes_per_device": int(pool.weights),
-            "mixed_batches": e.mixed_batches, "chunked_prefill": e.chunked_prefill,
-            "admission": e.admission, "step_overhead_s": e.step_overhead_s,
-            "seq_overhead_s": e.seq_overhead_s, "sources": e.sources,
-            "workload": {
-                "requests": w.requests, "description": w.description,
-                "qps": None if qps is None or math.isinf(qps) else qps,
-                "concurrency": args.concurrency, "burstiness":
-                None if math.isinf(args.burstiness) else args.burstiness, "seed": args.seed,
-                "trace": args.trace, "prompt": None if args.trace else args.prompt or 1024,
-                "output": None if args.trace else args.output or 256,
-                "prompt_spread": args.prompt_spread, "output_spread": args.output_spread,
-                "prefix_fraction": args.prefix_fraction, "prefix_caching": e.prefix_caching,
-                "mean_prompt_tokens": float(r.prompts.mean()),
-                "mean_output_tokens": float(r.outputs.mean())},
-            "slo_ttft_s": r.slo_ttft_s, "slo_tpot_s": r.slo_tpot_s,
-            "speculative": speculation_json(r.speculation),
-        },
-        "disaggregated": dis.as_dict() if dis else None,
-        "dp_attention": None if r.expert_parallel is None else {
-            "ranks": r.expert_parallel.ranks, "ep": r.expert_parallel.ep,
-            "attention_tp": 1, "kv_pool_blocks_per_rank": pool.num_blocks
-            // r.expert_parallel.ranks, "source": "serving/dp_attention.py: SGLang "
-            "--enable-dp-attention, vLLM --enable-expert-parallel"},
-        "capacity": capacity_json(r),
-        "ttft_s": r.dist("ttft").as_dict(), "tpot_s": r.dist("tpot").as_dict(),
-        "itl_s": r.dist("itl").as_dict(), "e2e_latency_s": r.dist("e2e").as_dict(),
-        "throughput_tokens_per_s": r.throughput_tokens_per_s,
-        "total_tokens_per_s": r.total_tokens_per_s,
-        "requests_per_s": r.requests_per_s,
-        "goodput_requests_per_s": r.goodput_requests_per_s,
-        "duration_s": r.duration_s, "mean_in_flight": r.mean_in_flight,
-        "steps": r.steps, "preemptions": r.preemptions,
-        "kv_cache_utilization": {"mean": r.kv_utilization_mean, "max": r.kv_utilization_max,
-                                 "series": {"t_s": r.kv_series[0],
-                                            "fraction": r.kv_series[1]}},
-        "queue_length": {"mean": r.queue_mean, "max": r.queue_max,
-                         "series": {"t_s": r.queue_series[0], "requests": r.queue_series[1]}},
-    }
-
-
-def simulation_text(r: Any) -> str:
-    import numpy as np
-
-    from llmsizer.report import table
-    from llmsizer.units import format_bytes, format_seconds
-
-    e, pool = r.engine, r.pool
-    gpus = r.cfg.tp * r.cfg.pp
-    dis = r.disaggregation
-    head = (f"{r.replicas} x (tp {r.cfg.tp} x pp {r.cfg.pp}) = {r.replicas * gpus} GPUs"
-            if dis is None else
-            f"{dis.plan.prefill_instances} prefill x (tp {dis.plan.prefill_tp} x pp {r.cfg.pp})"
-            f" + {dis.plan.decode_instances} decode x (tp {dis.plan.decode_tp} x pp {r.cfg.pp})"
-            f" = {dis.plan.gpus(r.cfg.pp)} GPUs")
-    if r.expert_parallel is not None:
-        head += (f" (attention data-parallel over {r.expert_parallel.ranks} ranks, experts "
-                 f"over ep {r.expert_parallel.ep})")
-    lines = [
-        f"{r.spec.name} on {r.acc.display_name}: {head}, engine {e.name}",
-        f"  {r.max_num_seqs:,} seqs and {e.max_num_batched_tokens:,} tokens per step, "
-        + ("mixed prefill+decode" if e.mixed_batches else "prefill-first")
-        + (", chunked prefill" if e.chunked_prefill else ""),
-        f"  KV pool {format_bytes(pool.pool_bytes)}: {pool.num_blocks:,} blocks of "
-        f"{pool.block_size} = {pool.tokens:,} tokens",
-        f"  ({pool.rule})",
-        *([f"  speculative decoding: {r.speculation.describe()}"] if r.speculation else []),
-        f"workload: {r.workload.requests:,} requests, {r.workload.description}",
-        f"  mean prompt {r.prompts.mean():,.0f} tokens, mean output {r.outputs.mean():,.0f}",
-        "",
-    ]
-    rows = []
-    for name, key in (("TTFT", "ttft"), ("TPOT", "tpot"), ("ITL", "itl"), ("E2E", "e2e")):
-        d = r.dist(key)
-        rows.append((name, *(format_seconds(v) for v in (d.mean, d.p50, d.p90, d.p99))))
-    lines.append(table(rows, ["latency", "mean", "p50", "p90", "p99"]))
-    lines.append("")
-    slo = [f"TTFT <= {format_seconds(r.slo_ttft_s)}" if r.slo_ttft_s else "",
-           f"TPOT <= {format_seconds(r.slo_tpot_s)}" if r.slo_tpot_s else ""]
-    slo_text = ", ".join(s for s in slo if s) or "no SLO given"
-    lines += [
-        f"throughput {r.throughput_tokens_per_s:,.0f} output tok/s ({r.total_tokens_per_s:,.0f}"
-        f" total), {r.requests_per_s:,.2f} req/s",
-        f"goodput {r.goodput_requests_per_s:,.2f} req/s ({slo_text})",
-        f"KV cache in use: mean {r.kv_utilization_mean:.0%}, max {r.kv_utilization_max:.0%}; "
-        f"waiting: mean {r.queue_mean:,.1f}, max {r.queue_max:,}",
-        f"{r.preemptions:,} preemptions; {r.steps:,} steps in {format_seconds(r.duration_s)}; "
-        f"{r.mean_in_flight:,.1f} requests in flight on average",
-    ]
-    if dis is not None:
-        t = dis.transfer
-        lines += [
-            f"disaggregated: prefill pool busy {dis.prefill.busy_fraction:.0%} (KV "
-            f"{dis.prefill.kv_cache_utilization:.0%}), decode pool busy "
-            f"{dis.decode.busy_fraction:.0%} (KV {dis.decode.kv_cache_utilization:.0%})",
-            f"KV transfer over {t.link}: {format_bytes(t.bytes_per_token)} per prompt token, "
-            f"mean {format_seconds(float(t.transfer_s.mean()))} (+ "
-            f"{format_seconds(float(t.wait_s.mean()))} waiting for the link), p99 "
-            f"{format_seconds(float(np.percentile(t.transfer_s, 99)))}",
-            "(the KV-cache line above is the decode pool's)"]
-    return "\n".join(lines)
-
-
-def capacity_json(r: Any) -> dict[str, Any]:
-    """What one instance's KV pool holds (serving/search.py memory_capacity)."""
-    from llmsizer.serving.search import memory_capacity
-
-    sp = r.speculation
-    longest = int((r.prompts + r.outputs).max())
-    return memory_capacity(r.pool, r.spec.max_seq_len, longest,
-                           sp.reserved_slots if sp else 0, r.max_num_seqs)
-
-
-def speculation_json(sp: Any) -> dict[str, Any] | None:
-    if sp is None:
-        return None
-    return {"method": sp.method, "draft_model": sp.draft.name if sp.draft else None,
-            "spec_tokens": sp.k, "acceptance": sp.acceptance,
-            "expected_tokens_per_step": sp.expected_tokens,
-            "verify_tokens_per_step": sp.verify_tokens,
-            "reserved_kv_slots_per_sequence": sp.reserved_slots,
-            "source": "Leviathan et al. 2023 (arXiv 2211.17192) Eq. 1: "
-                      "(1 - alpha^(k+1)) / (1 - alpha)"}
-
-
-def run_find(args: argparse.Namespace, spec: Any, acc: Any, cfg: Any, engine: Any, work: Any,
-             slo_ttft: float | None, slo_tpot: float | None, eff: Any) -> Any:
-    """--find max-rate | min-gpus | max-context | max-seqs."""
-    from llmsizer.analysis.serving_sim import instance_limits, simulate
-    from llmsizer.cli import EXIT_DOES_NOT_FIT, Outcome
-    from llmsizer.report import dumps, table
-    from llmsizer.serving import search
-    from llmsizer.units import format_bytes, format_seconds
-
-    sp = args._speculation
-    pct = args.percentile
-    tty = sys.stderr.isatty()
-
-    def sim(w: Any, replicas: int) -> Any:
-        return simulate(spec, acc, cfg, engine, w, replicas=replicas, eff=eff,
-                        slo_ttft_s=slo_ttft, slo_tpot_s=slo_tpot,
-                        gpus_per_node=args.gpus_per_node, speculation=sp,
-                        dp_attention=args._dp_attention)
-
-    def log(p: Any) -> None:
-        if tty:
-            print(f"  probe {p.value:,.4g}: p{pct:g} TTFT {format_seconds(p.ttft_s)}, TPOT "
-                  f"{format_seconds(p.tpot_s)} -> {'meets' if p.meets else 'misses'}",
-                  file=sys.stderr, flush=True)
-
-    gpus = cfg.tp * cfg.pp
-    if args.find in ("max-context", "max-seqs"):
-        if args._dp_attention is not None:
-            raise SpecError("find", args.find, "max-rate or min-gpus with --dp-attention")
-        pool, max_seqs = instance_limits(spec, acc, cfg, engine, sp)
-        longest = max(a + b for a, b in zip(work.prompt_tokens, work.output_tokens, strict=True))
-        cap = search.memory_capacity(pool, spec.max_seq_len, longest,
-                                     sp.reserved_slots if sp else 0, max_seqs)
-        data = {"model": spec.name, "gpu": acc.name, "find": args.find, "engine": engine.name,
-                "tp": cfg.tp, "pp": cfg.pp, "kv_pool_tokens": pool.tokens,
-                "kv_pool_bytes": int(pool.pool_bytes), "block_size": pool.block_size,
-                "kv_pool_rule": pool.rule, "model_max_positions": spec.max_seq_len, **cap}
-        if args.json:
-            return dumps(data)
-        return "\n".join([
-            f"{spec.name} on {acc.display_name}, tp {cfg.tp} x pp {cfg.pp}, engine "
-            f"{engine.name}: KV pool {format_bytes(pool.pool_bytes)} = {pool.tokens:,} tokens "
-            f"({pool.num_blocks:,} blocks of {pool.block_size}; {pool.rule})",
-            f"longest context of one sequence: {cap['max_context_tokens']:,} tokens"
-            + (" (the model's positions)" if cap["max_context_tokens"] == spec.max_seq_len
-               else ""),
-            f"sequences of {longest:,} tokens held at once: {cap['max_concurrent_sequences']:,}"
-            f" ({cap['blocks_per_sequence']} blocks each); the engine runs at most "
-            f"{max_seqs:,}"])
-
-    if args.find == "max-rate":
-        sat = sim(args._workload(math.inf, args.requests), args.replicas)
-        found = search.max_rate(lambda rate: sim(args._workload(rate, args.requests),
-                                                 args.replicas),
-                                pct, slo_ttft, slo_tpot, sat.requests_per_s, log=log)
-        data = {"model": spec.name, "gpu": acc.name, "find": "max-rate", "percentile": pct,
-                "slo_ttft_s": slo_ttft, "slo_tpot_s": slo_tpot, "replicas": args.replicas,
-                "gpus": gpus * args.replicas,
-                "max_rate_requests_per_s": found.value,
-                "saturation_requests_per_s": sat.requests_per_s,
-                "probes": [p.as_dict("qps") for p in found.probes]}
-        answer = f"highest rate meeting the SLOs: {found.value:,.3g} req/s"
-    else:
-        def run_n(n: int) -> Any:
-            return sim(args._workload(args.qps, max(args.requests,
-                                                    MIN_REQUESTS_PER_REPLICA * n)), n)
-
-        one = sim(args._workload(math.inf, max(args.requests, MIN_REQUESTS_PER_REPLICA)), 1)
-        start = max(1, math.ceil(args.qps / one.requests_per_s * 0.8))
-        found = search.min_replicas(run_n, pct, slo_ttft, slo_tpot, start=start,
-                                    limit=max(1, 4096 // gpus), log=log)
-        n = int(found.value)
-        data = {"model": spec.name, "gpu": acc.name, "find": "min-gpus", "percentile": pct,
-                "slo_ttft_s": slo_ttft, "slo_tpot_s": slo_tpot, "qps": args.qps,
-                "replicas": n, "gpus_per_replica": gpus, "gpus": n * gpus,
-                "replica_saturation_requests_per_s": one.requests_per_s,
-                "probes": [p.as_dict("replicas") for p in found.probes]}
-        answer = (f"fewest replicas for {args.qps:g} req/s: {n} x {gpus} GPUs = {n * gpus} GPUs"
-                  if n else f"no replica count up to {4096 // gpus} meets the SLOs")
-    status = 0 if found.result is not None else EXIT_DOES_NOT_FIT
-    if found.result is not None:
-        data["at_answer"] = simulation_json(found.result, args, qps=(
-            found.value if args.find == "max-rate" else args.qps))
-    if args.json:
-        return Outcome(dumps(data), status, wrap=False)
-    slo = ", ".join(x for x in (f"TTFT <= {format_seconds(slo_ttft)}" if slo_ttft else "",
-                                f"TPOT <= {format_seconds(slo_tpot)}" if slo_tpot else "") if x)
-    key = "qps" if args.find == "max-rate" else "replicas"
-    rows = [(f"{p.value:,.4g}", format_seconds(p.ttft_s), format_seconds(p.tpot_s),
-             "yes" if p.meets else "no") for p in found.probes]
-    lines = [f"{spec.name} on {acc.display_name}, {args.find} at p{pct:g} {slo}:",
-             table(rows, [key, f"p{pct:g} TTFT", f"p{pct:g} TPOT", "meets"], "rrrl"), "",
-             answer]
-    if found.result is not None:
-        lines += ["", simulation_text(found.result)]
-    return Outcome("\n".join(lines), status)

@@ -14,13 +14,10 @@ Engines that do not mix (SGLang) run a prefill-only step whenever a prefill can 
 a decode-only step otherwise; engines that reserve (TRT-LLM) admit a request only when blocks for
 its prompt and output are free, and never preempt.
 
-Speed (10,000 requests in well under a second): decoding sequences are not visited one by one.
-They are kept as aggregates — their count, Σ context, how many sit at each offset within a block
-(which says how many need a new block at each of the next 16 steps) and a heap of the steps at
-which each finishes — so a step costs O(1) Python work plus O(chunks). While nothing but decoding
-happens (no prefill can start, no request finishes, blocks last), runs of steps are advanced at
-once: their durations are a vector over the growing Σ context, and the run stops at the next
-arrival, finish or block shortage.
+Speed (10,000 requests in well under a second): decoding sequences are not visited one by one
+but kept as aggregates (count, Σ context, residues within a block, a heap of finishing steps), so
+a step costs O(1) Python work plus O(chunks), and runs of decode-only steps are advanced at once
+(serving/decode_run.py). What a run records is serving/replica_trace.py's ReplicaTrace.
 """
 
 from __future__ import annotations
@@ -29,40 +26,17 @@ import heapq
 import math
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from itertools import accumulate
 from math import floor
 
 import numpy as np
 
+from llmsizer.serving.decode_run import DecodeRun
 from llmsizer.serving.engines import EngineProfile
+from llmsizer.serving.replica_trace import ReplicaTrace
 from llmsizer.serving.speculative import steps_to_reach
 from llmsizer.serving.step_cost import StepCost
 
 MAX_RUN = 4096  # steps advanced at once, at most
-
-
-@dataclass
-class ReplicaTrace:
-    """What happened to each request and to the engine; times in seconds from the start."""
-
-    send_s: list[float]
-    first_token_s: list[float]
-    finish_s: list[float]
-    itl_values: list[np.ndarray] = field(default_factory=list)
-    itl_weights: list[np.ndarray] = field(default_factory=list)
-    sample_t: list[float] = field(default_factory=list)  # step ends
-    sample_kv_blocks: list[int] = field(default_factory=list)
-    sample_queue: list[int] = field(default_factory=list)
-    kv_block_seconds: float = 0.0  # ∫ blocks in use dt
-    queue_seconds: float = 0.0  # ∫ waiting requests dt
-    busy_s: float = 0.0
-    end_s: float = 0.0
-    steps: int = 0
-    preemptions: int = 0
-    max_kv_blocks: int = 0
-    total_blocks: int = 0
-    max_running: int = 0
 
 
 def run_replica(cost: StepCost, engine: EngineProfile, num_blocks: int, max_num_seqs: int,
@@ -283,60 +257,18 @@ def run_replica(cost: StepCost, engine: EngineProfile, num_blocks: int, max_num_
                 # get shorter: the run stops at the same step.
                 d0 = const + cost.decode_attention_1(B, float(S0 + B * A(D)))
                 k = min(k, max(1, int((t_arr - now) / d0) + 3))
-            if not reserve and not spec:
-                s0 = (1 - D) % bs  # blocks needed at steps D, D+1, …: res[(1 − D − j) % bs]
-                cyc = res[s0::-1] + res[:s0:-1]
-                qq, rem = divmod(free, B)
-                j = 0
-                while j < bs and cyc[j] <= rem:
-                    rem -= cyc[j]
-                    j += 1
-                k = min(k, qq * bs + j)
-            elif not reserve and k <= 8:  # step_need over the run, step by step
-                a_run = [A(D - 1 + j) for j in range(k + 1)]
-                cum, demand_run = 0, []
-                for j in range(k):
-                    full, part = divmod(a_run[j + 1] - a_run[j], bs)
-                    cum += full * B + sum(res[-(a_run[j] + i) % bs] for i in range(part))
-                    if cum > free:
-                        k = j
-                        break
-                    demand_run.append(cum)
-                a = np.array(a_run, dtype=np.int64)
-                step_demand = None
-            elif not reserve:  # step_need over the run, vectorized
-                k = min(k, 1024)
-                a = np.floor((D - 1 + np.arange(k + 1)) * E + 1e-9).astype(np.int64)
-                full, part = np.divmod(np.diff(a), bs)
-                rot = np.array([res[-m % bs] for m in range(bs)] * 2, dtype=np.int64)
-                window = np.concatenate(([0], np.cumsum(rot)))
-                start = a[:-1] % bs
-                step_demand = full * B + window[start + part] - window[start]
-                k = min(k, int(np.searchsorted(np.cumsum(step_demand), free, side="right")))
-            if spec and not reserve:
-                ctx = S0 + B * a[1:k + 1].astype(float)
-            elif spec:
-                ctx = S0 + B * np.floor((D + np.arange(k)) * E + 1e-9)
-            else:  # S0 + B·(D + j): whole numbers, exact in floating point
-                ctx = np.arange(S0 + B * D, S0 + B * (D + k), B, dtype=float)
-            d = const + cost.decode_attention_s(B, ctx)
+            run = DecodeRun(k, D=D, B=B, S0=S0, free=free, res=res, bs=bs, E=E, A=A,
+                            spec=spec, reserve=reserve)
+            k = run.k
+            d = const + cost.decode_attention_s(B, run.contexts())
             if t_arr < math.inf:  # steps that start before the next arrival
                 k = max(1, int(now < t_arr) + int(np.searchsorted(
                     now + np.cumsum(d[:-1]), t_arr, side="left")))
                 d = d[:k]
-            if reserve:
+            demand = run.demand(k)
+            if demand is None:  # reserved at admission: a run takes no blocks
                 used = np.full(k, num_blocks - free, dtype=float)
-            elif spec:
-                demand = (np.array(demand_run[:k], dtype=float) if step_demand is None
-                          else np.cumsum(step_demand[:k]).astype(float))
-                used = num_blocks - free + demand
-                free -= int(demand[-1])
             else:
-                if k <= 4 * bs:
-                    demand = np.array(list(accumulate(cyc[j % bs] for j in range(k))),
-                                      dtype=float)
-                else:
-                    demand = np.cumsum(np.tile(np.array(cyc, dtype=float), -(-k // bs))[:k])
                 used = num_blocks - free + demand
                 free -= int(demand[-1])
             decode_itl(now - t_dec_end + float(d[0]), float(d[0]))
