@@ -114,11 +114,16 @@ OPTIMIZERS = ["adam", "adamw", "adam-8bit", "sgd-momentum"]
        st.sampled_from(RECIPES), st.sampled_from(OPTIMIZERS), st.sampled_from(["none", "full"]))
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_more_zero_sharding_never_uses_more_memory_per_device(spec, dp, seq, recipe, opt, rec):
+    # The framework's reduce buckets are left out: DeepSpeed's ZeRO-1/2 bucket holds up to 5e8
+    # elements (the whole model when smaller), torch DDP's two 25 MiB; for a small model with a
+    # cheap optimizer (fp32 weights, 8-bit Adam) ZeRO-1's bigger bucket really does outweigh what
+    # it shards. Sharding itself never adds.
     precision, o = training_precision(recipe), optimizer(opt)
     peaks = []
     for zero in range(4):
         par = Parallelism(dp=dp, zero=zero, recompute=rec)
-        peaks.append(training_memory(spec, par, precision, o, seq).peak.total)
+        peak = training_memory(spec, par, precision, o, seq).peak
+        peaks.append(peak.total - peak.other_parts.get("gradient buckets", 0.0))
     assert all(b <= a for a, b in zip(peaks, peaks[1:], strict=False)), peaks
     assert all(p > 0 for p in peaks)
 
