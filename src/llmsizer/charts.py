@@ -70,7 +70,10 @@ def training_memory_chart(data: dict[str, Any], lang: str = "en") -> dict[str, A
 def step_time_chart(data: dict[str, Any], lang: str = "en") -> dict[str, Any]:
     """The step time's parts (compute, bubble, exposed communication, optimizer), in seconds."""
     parts = data["step_time_breakdown_s"]
-    values = [{"part": _t(k.replace("_", " "), lang), "seconds": v}
+    from llmsizer.i18n import pgettext
+
+    # "optimizer" here is the optimizer's update, not its states (the memory chart's part)
+    values = [{"part": pgettext("step time", k.replace("_", " "), lang), "seconds": v}
               for k, v in parts.items() if isinstance(v, (int, float)) and v > 0]
     return _spec("Step time breakdown", [
         {"data": {"values": values}, "mark": {"type": "bar"},

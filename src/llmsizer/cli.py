@@ -435,11 +435,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if out.wrap and not getattr(args, "json", False):
         from llmsizer.report import fit_width, output_width
 
-        text = fit_width(text, output_width())
         if getattr(args, "lang", "en") != "en":  # labels and titles; numbers and JSON stay
             from llmsizer.i18n import translate_text
 
             text = translate_text(text, args.lang)
+        text = fit_width(text, output_width())  # in terminal cells, after translating
     with contextlib.suppress(BrokenPipeError):  # `llmsizer models | head`
         print(text)
     return out.status

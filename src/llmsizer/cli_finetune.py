@@ -7,6 +7,7 @@ from dataclasses import replace
 from typing import Any
 
 from llmsizer.errors import SpecError
+from llmsizer.report import columns
 from llmsizer.units import format_bytes, format_count, format_seconds
 
 
@@ -242,21 +243,26 @@ def text(d: dict[str, Any]) -> str:
              f"{d['seq']}, micro-batch {d['micro_batch']} × {d['grad_accum']}, recompute "
              f"{d['recompute']}, {d['optimizer']}"
              + (f", ZeRO-{d['zero']}" if d["zero"] else "")
-             + (f", offload {'+'.join(d['offload'])}" if d["offload"] else ""),
-             f"trainable parameters  {d['trainable_params']:,} ({format_count(d['trainable_params'])},"
-             f" {100 * d['trainable_fraction']:.3g}% of {format_count(d['total_params'])})"]
+             + (f", offload {'+'.join(d['offload'])}" if d["offload"] else "")]
+    # label/value blocks laid out by report.columns: padded in terminal cells, so they line up
+    # in Chinese (--lang zh) too
+    head = [("trainable parameters", f"{d['trainable_params']:,} "
+             f"({format_count(d['trainable_params'])}, {100 * d['trainable_fraction']:.3g}% of "
+             f"{format_count(d['total_params'])})")]
     if "lora" in d:
         lo = d["lora"]
-        lines.append(f"adapters              r={lo['rank']} alpha={lo['alpha']:g} on "
+        head.append(("adapters", f"r={lo['rank']} alpha={lo['alpha']:g} on "
                      + ", ".join(sorted({x['module'] for x in lo['modules']}))
                      + f"; base {lo['base_weights']}"
                      + (" + double quant" if lo["double_quant"] and lo["base_weights"] in
-                        ("nf4", "fp4") else ""))
+                        ("nf4", "fp4") else "")))
+    lines += columns(head, "ll", indent="", gap="  ")
     lines.append("memory per device")
-    for key in ("weights", "gradients", "optimizer", "activations", "other", "total"):
-        lines.append(f"  {key:<12} {format_bytes(m[key]):>12}")
+    memory = [(key, format_bytes(m[key])) for key in
+              ("weights", "gradients", "optimizer", "activations", "other", "total")]
     if d["host_bytes_per_device"]:
-        lines.append(f"  host memory  {format_bytes(d['host_bytes_per_device']):>12} (offloaded)")
+        memory.append(("host memory", format_bytes(d["host_bytes_per_device"]), "(offloaded)"))
+    lines += columns(memory, "lrl", gap="  ")
     verdict = "fits" if d["fits"] else f"DOES NOT FIT ({format_bytes(d['shortfall_bytes'])} over)"
     lines.append(f"capacity {format_bytes(d['capacity_bytes'])}: {verdict}")
     b = d["step_time_breakdown_s"]
@@ -267,10 +273,9 @@ def text(d: dict[str, Any]) -> str:
         lines.append(f"time to train {format_seconds(d['time_to_train_s'])}")
     if d.get("suggestions"):
         lines.append("what to change (in order, each on top of the memory savers above it):")
-        for s in d["suggestions"]:
-            lines.append(f"  {s['change']:<40} {format_gib(s['memory_per_device']):>10} "
-                         f"{'fits' if s['fits'] else 'no':>4}  {format_seconds(s['step_time_s'])}"
-                         "/step")
+        lines += columns([(s["change"], format_gib(s["memory_per_device"]),
+                           "fits" if s["fits"] else "no", f"{format_seconds(s['step_time_s'])}/step")
+                          for s in d["suggestions"]], "lrrr")
     return "\n".join(lines)
 
 

@@ -8,6 +8,13 @@ its keys are an interface.
 Text tables translate their cells while they are laid out (`output_language`, set by the CLI
 around a command) and pad them by terminal cells (`display_width`), so that Chinese labels,
 two cells wide per character, still line up; translating a finished table afterwards would not.
+
+A word can be right in one place and wrong in another ("hidden" is the hidden size as a column
+header, overlapped time in prose; "no" is a table cell, not every "no" in a sentence). Such words
+carry a gettext `msgctxt`: `label` entries translate a whole label (a table cell, a chart or page
+label) and nothing inside prose; other contexts (`bound`, …) are asked for by name where the
+renderer knows what the word means (`pgettext`). Entries without a context are phrases, replaced
+wherever they occur as whole words.
 """
 
 from __future__ import annotations
@@ -29,51 +36,88 @@ _OUTPUT_LANGUAGE: contextvars.ContextVar[str] = contextvars.ContextVar("llmsizer
 
 
 def parse_po(text: str) -> dict[str, str]:
-    """msgid -> msgstr of a .po file (plain entries; fuzzy and untranslated ones skipped)."""
-    out: dict[str, str] = {}
-    msgid: list[str] | None = None
-    msgstr: list[str] | None = None
+    """msgid -> msgstr of a .po file's entries without a msgctxt (plain entries; fuzzy and
+    untranslated ones skipped)."""
+    return {k: v for (ctx, k), v in parse_po_contexts(text).items() if ctx is None}
+
+
+def parse_po_contexts(text: str) -> dict[tuple[str | None, str], str]:
+    """(msgctxt or None, msgid) -> msgstr of every translated, non-fuzzy entry of a .po file."""
+    out: dict[tuple[str | None, str], str] = {}
+    fields: dict[str, list[str]] = {}
     current: list[str] | None = None
     fuzzy = False
 
     def flush() -> None:
-        if msgid is not None and msgstr is not None and not fuzzy:
-            key, value = "".join(msgid), "".join(msgstr)
+        if "msgid" in fields and "msgstr" in fields and not fuzzy:
+            ctx = "".join(fields["msgctxt"]) if "msgctxt" in fields else None
+            key, value = "".join(fields["msgid"]), "".join(fields["msgstr"])
             if key and value:
-                out[key] = value
+                out[(ctx, key)] = value
 
     for raw in text.splitlines() + [""]:
         line = raw.strip()
         if not line:
             flush()
-            msgid = msgstr = current = None
-            fuzzy = False
+            fields, current, fuzzy = {}, None, False
         elif line.startswith("#,") and "fuzzy" in line:
             fuzzy = True
         elif line.startswith("#"):
             continue
-        elif line.startswith("msgid "):
-            msgid, current = [ast.literal_eval(line[6:])], None
-            current = msgid
-        elif line.startswith("msgstr "):
-            msgstr = [ast.literal_eval(line[7:])]
-            current = msgstr
+        elif line.startswith(("msgctxt ", "msgid ", "msgstr ")):
+            if line.startswith("msgctxt ") and "msgid" in fields:  # a new entry, no blank line
+                flush()
+                fields, fuzzy = {}, False
+            name, _, value = line.partition(" ")
+            current = fields[name] = [ast.literal_eval(value)]
         elif line.startswith('"') and current is not None:
             current.append(ast.literal_eval(line))
     return out
 
 
 @functools.cache
-def catalog(lang: str) -> dict[str, str]:
-    """The messages of `lang` (empty for English or an unknown language)."""
+def _entries(lang: str) -> dict[tuple[str | None, str], str]:
     if lang not in LANGUAGES or lang == "en":
         return {}
     po = resources.files("llmsizer").joinpath("locale", lang, "LC_MESSAGES", "llmsizer.po")
-    return parse_po(po.read_text("utf-8"))
+    return parse_po_contexts(po.read_text("utf-8"))
+
+
+@functools.cache
+def catalog(lang: str) -> dict[str, str]:
+    """The phrases of `lang`, translated wherever they occur (empty for English or an unknown
+    language)."""
+    return {k: v for (ctx, k), v in _entries(lang).items() if ctx is None}
+
+
+@functools.cache
+def labels(lang: str) -> dict[str, str]:
+    """What a whole label translates to: the phrases, overridden by the `label` context (what the
+    page and the charts look their labels up in)."""
+    out = catalog(lang).copy()
+    out.update({k: v for (ctx, k), v in _entries(lang).items() if ctx == "label"})
+    return out
 
 
 def gettext(text: str, lang: str = "en") -> str:
-    return catalog(lang).get(text, text)
+    """`text` as a whole label in `lang`."""
+    return labels(lang).get(text, text)
+
+
+def pgettext(context: str, text: str, lang: str | None = None) -> str:
+    """`text` in `context` (a msgctxt: `label`, `bound`, …), in `lang` (default: the output
+    language); a phrase of the catalog if the context has no entry for it."""
+    lang = output_lang() if lang is None else lang
+    entries = _entries(lang)
+    return entries.get((context, text)) or entries.get((None, text)) or text
+
+
+def translate_cell(text: str, lang: str | None = None) -> str:
+    """A table cell or other whole label in `lang` (default: the output language): the label's
+    own translation if it has one, else its phrases translated."""
+    lang = output_lang() if lang is None else lang
+    whole = _entries(lang).get(("label", text))
+    return whole if whole is not None else translate_text(text, lang)
 
 
 @functools.cache
@@ -82,9 +126,12 @@ def _pattern(lang: str) -> re.Pattern[str] | None:
     if not phrases:
         return None
     # a phrase matches only as whole words: not inside a longer identifier or number, nor as one
-    # part of a dotted name (embedding.tokens.weight)
-    return re.compile(r"(?<![\w-])(?<!\w\.)(?:" + "|".join(re.escape(p) for p in phrases)
-                      + r")(?![\w])(?!\.\w)")
+    # part of a dotted or hyphenated name (embedding.tokens.weight, compute-bound); a command-line
+    # flag and its value ("--offload optimizer,params") are matched first and kept: what a user
+    # types must stay typeable
+    return re.compile(r"(?P<flag>(?<![\w-])--[A-Za-z][\w-]*(?:[ =](?!-)[^\s;()]+)?)|"
+                      r"(?<![\w-])(?<!\w\.)(?:" + "|".join(re.escape(p) for p in phrases)
+                      + r")(?![\w-])(?!\.\w)")
 
 
 def translate_text(text: str, lang: str = "en") -> str:
@@ -95,6 +142,8 @@ def translate_text(text: str, lang: str = "en") -> str:
     messages = catalog(lang)
 
     def translated(m: re.Match[str]) -> str:
+        if m.group("flag"):
+            return m.group(0)
         phrase, result = m.group(0), messages[m.group(0)]
         # a translation that keeps the term ("TTFT" -> "首词元时间 TTFT") is not translated again
         # (tables translate their cells, then the finished text is translated as a whole)
@@ -144,24 +193,51 @@ _WIDE_OR_WORD = re.compile(r"\s*[\u1100-\u115f\u2e80-\ua4cf\uac00-\ud7a3\uf900-\
                            r"\uac00-\ud7a3\uf900-\ufaff\ufe30-\ufe4f\uff00-\uff60\uffe0-\uffe6]+")
 
 
-def wrap_cells(text: str, cells: int) -> list[str]:
-    """`text` folded into lines of at most `cells` terminal cells: at spaces, or between any two
-    wide (CJK) characters, a word longer than a line cut where it must be."""
-    cells = max(1, cells)
+# what may not begin a line: closing brackets and CJK punctuation stay with what they close
+_NO_BREAK_BEFORE = re.compile(r"[)\]}%,.;:!?\uff09\uff0c\u3002\u3001\uff1b\uff1a\uff01\uff1f"
+                              r"\u300d\u300f\u300b\u3011]")
+
+
+def _tokens(text: str) -> list[str]:
+    """The pieces a line may break between: words (with the spaces before them) and single wide
+    characters; a piece that may not begin a line is glued to the one before it."""
+    out: list[str] = []
+    for token in _WIDE_OR_WORD.findall(" ".join(text.split())):
+        if out and _NO_BREAK_BEFORE.match(token):
+            out[-1] += token
+        else:
+            out.append(token)
+    return out
+
+
+def wrap_cells(text: str, cells: int, later_cells: int | None = None) -> list[str]:
+    """`text` folded into lines of at most `cells` terminal cells (`later_cells` for every line
+    after the first, if given): at spaces, or between any two wide (CJK) characters, a word longer
+    than a line cut where it must be."""
+    first = max(1, cells)
+    later = first if later_cells is None else max(1, later_cells)
     lines: list[str] = []
     line, used = "", 0
-    for token in _WIDE_OR_WORD.findall(" ".join(text.split())):
-        if line and used + display_width(token) > cells:
+
+    def room() -> int:
+        return first if not lines else later
+
+    for token in _tokens(text):
+        if line and used + display_width(token) > room():
             lines.append(line)
             line, used, token = "", 0, token.lstrip()
-        while display_width(token) > cells:  # a word wider than the line
+        while display_width(token) > room() - used:  # a word wider than the line
             head = ""
             for c in token:
-                if display_width(head + c) > cells - used:
+                if display_width(head + c) > room() - used:
                     break
                 head += c
             if not head and not line:
                 head = token[0]
+            if not head:  # nothing fits after what the line holds: start a new line
+                lines.append(line)
+                line, used, token = "", 0, token.lstrip()
+                continue
             lines.append(line + head)
             line, used, token = "", 0, token[len(head):]
         line += token

@@ -36,37 +36,72 @@ def table(rows: Sequence[Sequence[Any]], header: Sequence[str], align: str = "",
     line up in every language. Wider than `width` (default: output_width()), the text columns
     wrap inside their cells; if the numbers alone are too wide, each row is printed as a block of
     "header: value" lines."""
-    from llmsizer.i18n import display_width, output_lang, pad, translate_text, wrap_cells
+    from llmsizer.i18n import translate_cell
 
-    width = width or output_width()
-    lang = output_lang()
-    cells = [[translate_text(str(c), lang) for c in r] for r in [header, *rows]]
-    widths = [max(display_width(r[i]) for r in cells) for i in range(len(header))]
+    cells = [[translate_cell(str(c)) for c in r] for r in [header, *rows]]
     align = align or "l" + "r" * (len(header) - 1)
-    total = sum(widths) + 2 * (len(widths) - 1)
+    widths = _column_widths(cells, align, width or output_width(), "  ")
+    if widths is None:
+        return _records(cells)
+    lines = _lay_out(cells[0], widths, align, "  ") + ["  ".join("-" * w for w in widths)]
+    for r in cells[1:]:
+        lines += _lay_out(r, widths, align, "  ")
+    return "\n".join(lines)
+
+
+def columns(rows: Sequence[Sequence[Any]], align: str, indent: str = "  ", gap: str = " ",
+            width: int | None = None) -> list[str]:
+    """Rows laid out in aligned columns without a header or rule (the "label  value" blocks of
+    the text reports), as table() lays out its body: cells translated as whole labels, padded in
+    terminal cells, text columns wrapped inside their cells to fit `width` (default:
+    output_width()). Too wide even then, rows are printed unpadded."""
+    from llmsizer.i18n import display_width, translate_cell
+
+    cells = [[translate_cell(str(c)) for c in r] for r in rows]
+    if not cells:
+        return []
+    n = max(len(r) for r in cells)
+    cells = [r + [""] * (n - len(r)) for r in cells]
+    align = (align + "l" * n)[:n]
+    widths = _column_widths(cells, align, (width or output_width()) - display_width(indent), gap,
+                            last_first=True)
+    if widths is None:
+        return [indent + gap.join(c for c in r if c) for r in cells]
+    return [indent + line for r in cells for line in _lay_out(r, widths, align, gap)]
+
+
+def _column_widths(cells: list[list[str]], align: str, width: int, gap: str,
+                   last_first: bool = False) -> list[int] | None:
+    """Each column's width in terminal cells so the rows fit `width`, the widest text ('l')
+    column narrowed first (with `last_first`, the right-most one: the trailing remarks of a
+    columns() block), never below 12 cells; None if they cannot fit."""
+    from llmsizer.i18n import display_width
+
+    widths = [max(display_width(r[i]) for r in cells) for i in range(len(cells[0]))]
+    total = sum(widths) + len(gap) * (len(widths) - 1)
     while total > width:
         text_cols = [i for i, a in enumerate(align) if a == "l" and widths[i] > 12]
         if not text_cols:
-            return _records(cells)
-        i = max(text_cols, key=lambda c: widths[c])
+            return None
+        i = text_cols[-1] if last_first else max(text_cols, key=lambda c: widths[c])
         cut = min(total - width, widths[i] - 12)
         widths[i] -= cut
         total -= cut
+    return widths
 
-    def fmt(row: list[str]) -> list[str]:
-        parts = [wrap_cells(c, w) if display_width(c) > w else [c]
-                 for c, w in zip(row, widths, strict=True)]
-        out = []
-        for k in range(max(len(p) for p in parts)):
-            line = [p[k] if k < len(p) else "" for p in parts]
-            out.append("  ".join(pad(c, w, a)
-                                 for c, w, a in zip(line, widths, align, strict=True)).rstrip())
-        return out
 
-    lines = fmt(cells[0]) + ["  ".join("-" * w for w in widths)]
-    for r in cells[1:]:
-        lines += fmt(r)
-    return "\n".join(lines)
+def _lay_out(row: list[str], widths: list[int], align: str, gap: str) -> list[str]:
+    """One row as one or more lines: cells padded to their column, wider ones wrapped."""
+    from llmsizer.i18n import display_width, pad, wrap_cells
+
+    parts = [wrap_cells(c, w) if display_width(c) > w else [c]
+             for c, w in zip(row, widths, strict=True)]
+    out = []
+    for k in range(max(len(p) for p in parts)):
+        line = [p[k] if k < len(p) else "" for p in parts]
+        out.append(gap.join(pad(c, w, a)
+                            for c, w, a in zip(line, widths, align, strict=True)).rstrip())
+    return out
 
 
 def _records(cells: list[list[str]]) -> str:
@@ -82,17 +117,19 @@ def _records(cells: list[list[str]]) -> str:
 
 
 def fit_width(text: str, width: int) -> str:
-    """Fold every line longer than `width` at word boundaries, continuation lines indented."""
-    import textwrap
+    """Fold every line wider than `width` terminal cells at word boundaries (or between two
+    Chinese characters), continuation lines indented by four more cells than the line."""
+    from llmsizer.i18n import display_width, wrap_cells
 
     out = []
     for line in text.split("\n"):
-        if len(line) <= width:
+        if display_width(line) <= width:
             out.append(line)
             continue
         indent = line[: len(line) - len(line.lstrip())]
-        out += textwrap.wrap(line, width, initial_indent="", subsequent_indent=indent + "    ",
-                             break_on_hyphens=False) or [line[:width]]
+        more = indent + "    "
+        parts = wrap_cells(line, width - display_width(indent), width - display_width(more))
+        out += [indent + parts[0]] + [more + part for part in parts[1:]]
     return "\n".join(out)
 
 

@@ -7,6 +7,7 @@ from typing import Any
 from llmsizer.analysis.inference import ServingResult
 from llmsizer.analysis.kvcache import kv_heads_per_rank
 from llmsizer.analysis.params import count_params
+from llmsizer.i18n import pgettext
 from llmsizer.report import table
 from llmsizer.units import format_bytes, format_flops, format_seconds
 
@@ -172,7 +173,8 @@ def inference_text(r: ServingResult, data: dict[str, Any], sweep: list[ServingRe
     rows = []
     for name, p in (("prefill", r.prefill), ("decode step", r.decode)):
         rows.append((name, format_flops(p.flops), format_bytes(p.bytes),
-                     f"{p.flops / p.bytes:,.0f}", p.bound, format_seconds(p.compute_s),
+                     f"{p.flops / p.bytes:,.0f}", pgettext("bound", p.bound),
+                     format_seconds(p.compute_s),
                      format_seconds(p.comm_s), format_seconds(p.overhead_s),
                      format_seconds(p.time_s)))
     lines.append(table(rows, ["pass", "FLOPs", "bytes", "FLOP/B", "bound", "compute", "comm",
@@ -189,7 +191,8 @@ def inference_text(r: ServingResult, data: dict[str, Any], sweep: list[ServingRe
     if sweep:
         lines += ["", table([(s.batch, format_seconds(s.ttft_s), format_seconds(s.tpot_s),
                               format_seconds(s.e2e_latency_s), f"{s.throughput_tokens_per_s:,.0f}",
-                              s.decode.bound, "yes" if s.fits else "no") for s in sweep],
+                              pgettext("bound", s.decode.bound), "yes" if s.fits else "no")
+                             for s in sweep],
                             ["batch", "TTFT", "TPOT", "e2e", "tokens/s", "decode", "fits"])]
     lines += ["", "references:"]
     for ref in data["references"]:

@@ -7,7 +7,7 @@ from typing import Any
 from llmsizer.analysis.params import count_params
 from llmsizer.analysis.training import TrainingResult
 from llmsizer.formulas import flops_6NT, flops_8NT, flops_megatron, flops_palm, flops_seed001
-from llmsizer.report import table
+from llmsizer.report import columns, table
 from llmsizer.units import format_bytes, format_count, format_flops, format_seconds
 
 
@@ -266,16 +266,17 @@ def training_text(r: TrainingResult, data: dict[str, Any]) -> str:
                   f"  MFU with attention-inclusive model FLOPs "
                   f"({format_count(a['model_flops_per_token'])}/token): {100 * a['mfu']:.1f}%",
                   f"  HFU (with recomputation): {100 * a['hfu']:.1f}%"]
+    # name, value, error, what it is compared to: columns padded in terminal cells (the labels
+    # may be Chinese: --lang zh)
     lines += ["", "memory references:"]
-    for ref in data["memory_references"]:
-        err = ref["relative_error"]
-        lines.append(f"  {ref['name']:28s} {format_bytes(ref['value']):>24s}  "
-                     + (f"{100 * err:+6.1f}% vs {ref['compared_to']}" if err is not None
-                        else f"({ref['compared_to']})"))
+    lines += columns([(ref["name"], format_bytes(ref["value"]),
+                       *((f"{100 * ref['relative_error']:+.1f}%", f"vs {ref['compared_to']}")
+                         if ref["relative_error"] is not None else ("", f"({ref['compared_to']})")))
+                      for ref in data["memory_references"]], "lrrl", gap="  ")
     lines += ["", "FLOPs references:"]
-    for ref in data["references"]:
-        lines.append(f"  {ref['name']:28s} {format_flops(ref['value']):>14s}  "
-                     f"{100 * ref['relative_error']:+6.1f}% vs {ref['compared_to']}")
+    lines += columns([(ref["name"], format_flops(ref["value"]),
+                       f"{100 * ref['relative_error']:+.1f}%", f"vs {ref['compared_to']}")
+                      for ref in data["references"]], "lrrl", gap="  ")
     lines += ["", "assumptions: " + "; ".join(f"{k}: {v}" for k, v in r.assumptions.items()
                                              if k != "gpu")]
     return "\n".join(lines)

@@ -139,10 +139,10 @@ class Handler(BaseHTTPRequestHandler):
             if route == "schema":
                 return self._json(200, self.app.cli.schema())
             if route == "i18n":
-                from llmsizer.i18n import catalog
+                from llmsizer.i18n import labels
 
-                lang = dict(query).get("lang", "en")
-                return self._json(200, {"lang": lang, "messages": catalog(lang)})
+                lang = dict(query).get("lang", "en")  # the page translates whole labels
+                return self._json(200, {"lang": lang, "messages": labels(lang)})
             as_view = route.startswith("view/")
             command = route[len("view/"):] if as_view else route
             answer = self.app.cli.run(command, query)
