@@ -1,0 +1,324 @@
+"""What a training step keeps for backward, per op of the graph (issue 9: the graph is the
+single source of every number).
+
+`Op.saved_tensors`, `LayerGraph.saved_tensors` and `ModelGraph.saved_outside_layers` in
+llmsizer.graph delegate here; the names below are also importable from llmsizer.graph. Every size
+is read from an op's shapes (its widths, heads, top-k, shard), never from the spec's widths, so
+GQA, gated FFNs, head_dim ≠ h/a, MLA and MoE flow in from the graph.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from llmsizer.graph import LayerGraph, ModelGraph, Op
+
+# Tensors kept for backward, by element type: "activation" in the run's activation dtype (its
+# bytes are the caller's `act_bytes`), fp32 statistics (softmax log-sum-exp, RMSNorm's fp32 copy
+# and rsqrt, the loss's log-softmax), int64 token ids and labels, 1-byte dropout masks.
+SavedDType = Literal["activation", "fp32", "int64", "mask"]
+SAVED_DTYPE_BYTES = {"fp32": 4, "int64": 8, "mask": 1}
+# Named activation conventions (what `Saving.convention` takes):
+# - "megatron": Megatron-LM GPT layers with dropout (Korthikanti et al. 2022, "Reducing Activation
+#   Recomputation in Large Transformer Models", sec. 4, eqs. 1-6): for MHA, a 4h FFN and 2-byte
+#   activations exactly s·b·h·(34 + 5·a·s/h) per layer; with a flash kernel the a·s² tensors are
+#   replaced by the kernel's fp32 log-sum-exp (Dao et al. 2022).
+# - "hf-eager", "hf-sdpa": Hugging Face transformers Llama-style layers (RMSNorm, gated FFN, no
+#   dropout) with eager or SDPA attention, as torch.autograd.graph.saved_tensors_hooks measures
+#   them (tests/test_verify_activations.py).
+ACTIVATION_CONVENTIONS = ("megatron", "hf-eager", "hf-sdpa")
+# Mixers whose layers follow the megatron convention under every convention (no measured
+# transformers convention exists for them yet).
+_MIXER_LAYERS = ("linear_attention", "mamba")
+
+
+@dataclass(frozen=True)
+class SavedTensor:
+    """One tensor kept for backward (or a few kept together and reported as one) on one device.
+
+    `counts` are its elements per element type before `split`, the divisor tensor or sequence
+    parallelism applies (kept apart so that bytes are one exact integer product divided once);
+    `formula` writes its bytes in s, b, e (bytes of an activation element) and the width symbols.
+    Tensors of one layer with the same non-empty `key` are one storage, read by several ops (the
+    normalised input of Q, K and V): the layer keeps it once.
+    """
+
+    name: str
+    formula: str
+    counts: tuple[tuple[SavedDType, int], ...]
+    split: int = 1
+    key: str = ""
+
+    @property
+    def elements(self) -> float:
+        return sum(n for _, n in self.counts) / self.split
+
+    def bytes(self, act_bytes: float) -> float:
+        return sum((act_bytes if d == "activation" else SAVED_DTYPE_BYTES[d]) * n
+                   for d, n in self.counts) / self.split
+
+
+def _saved(name: str, formula: str, count: int, split: int = 1, dtype: SavedDType = "activation",
+           key: str = "") -> SavedTensor:
+    return SavedTensor(name, formula + _per(split), ((dtype, count),), split, key)
+
+
+def _per(n: int) -> str:
+    return f"/{n}" if n > 1 else ""
+
+
+@dataclass(frozen=True)
+class Saving:
+    """How a training step keeps tensors for backward: the convention (ACTIVATION_CONVENTIONS),
+    the tensor-parallel degree and whether sequence parallelism splits the tensors outside the
+    TP region (Korthikanti et al. 2022 sec. 4.2.2), recomputation ("none", "selective": the
+    attention core, "full": all but the layer input), a flash-attention kernel (megatron) and
+    whether activations are fp32 (eager attention then keeps one copy of its probabilities)."""
+
+    convention: str = "megatron"
+    tp: int = 1
+    sequence_parallel: bool = False
+    recompute: str = "none"
+    flash: bool = False
+    fp32_activations: bool = False
+
+    def __post_init__(self) -> None:
+        if self.convention not in ACTIVATION_CONVENTIONS:
+            raise ValueError(f"activation convention {self.convention!r}: one of "
+                             + ", ".join(ACTIVATION_CONVENTIONS))
+
+    @property
+    def megatron(self) -> bool:
+        return self.convention == "megatron"
+
+    @property
+    def replicated_split(self) -> int:
+        """Divisor of the tensors outside the tensor-parallel region (norms, residuals)."""
+        return self.tp if self.sequence_parallel else 1
+
+
+# --- per op -----------------------------------------------------------------------------------
+
+def op_saved_tensors(op: Op, batch: int, seq: int, how: Saving,
+                     gated: bool = True) -> tuple[SavedTensor, ...]:
+    """The tensors this op keeps for backward for `batch` sequences of `seq` tokens on one
+    device, under `how` (`gated`: whether the FFN this op belongs to multiplies a gate).
+
+    Linears keep their input (Q/K/V, the FFN's gate and up projections, a mixer's input
+    projections share theirs); the attention core keeps queries, keys, values and what its
+    softmax needs; FFN projections also keep what the activation function needs; scans and
+    convolutions keep their inputs and outputs. The layer's norms and residual masks are the
+    layer's (`layer_saved_tensors`); the final norm, the lm_head input and the embedding's
+    token ids are counted here, the loss by `outside_saved_tensors`.
+    """
+    sb, t, rep = seq * batch, how.tp, how.replicated_split
+    if op.kind == "attention":
+        return _attention_saved(op, batch, seq, how)
+    if op.kind in ("conv", "scan"):
+        return (_saved(f"{op.name} inputs and outputs",
+                       f"e·s·b·({op.in_sym or 'in'} + {op.out_sym or 'out'})",
+                       sb * (op.in_features + op.out_features), t),)
+    if op.kind == "embedding":
+        # transformers keeps the token ids for the embedding's gradient
+        return () if how.megatron or op.name != "embed_tokens" else (
+            _saved("input ids (int64)", "8·s·b", sb, dtype="int64"),)
+    if op.kind == "norm" and op.component == "norms.final":
+        if how.megatron:
+            return (_saved("final norm input", "e·s·b·h", sb * op.in_features, rep),)
+        # RMSNorm in fp32: its fp32 input copy and rsqrt, and the normalised output
+        sbh = sb * op.in_features
+        return (SavedTensor("final RMSNorm (fp32 copy, rsqrt, output)",
+                            "4·s·b·h + 4·s·b + e·s·b·h",
+                            (("fp32", sbh), ("fp32", sb), ("activation", sbh))),)
+    if op.kind != "linear":
+        return ()
+    if op.component == "lm_head":
+        return (_saved("output projection input", "e·s·b·h", sb * op.in_features, rep),) \
+            if how.megatron else (_saved("lm_head input", "e·s·b·h", sb * op.in_features),)
+    block = op.component.split(".")[0]
+    if block == "attention":
+        if op.in_sym == "h":  # Q, K, V (MLA: their down-projections) read one input
+            name = "QKV projection input" if how.megatron else "Q/K/V projection input"
+            return (_saved(name, "e·s·b·h", sb * op.in_features, rep,
+                           key="attention input"),)
+        if op.weights and op.weights[0].shard == "row":
+            return (_saved("output projection input", "e·s·b·q", sb * op.in_features, t),)
+        return ()  # MLA's up-projections: not part of these conventions
+    if block == "mixer":
+        if op.in_sym == "h":
+            return (_saved("mixer input projections' input", "e·s·b·h", sb * op.in_features,
+                           key="mixer input"),)
+        if op.weights and op.weights[0].shard == "row":
+            k, _ = op.rank_dims(t)
+            return (_saved(f"{op.name} input", f"e·s·b·{op.in_sym}", sb * k),)
+        return ()
+    if block in ("mlp", "moe") and op.name in ("gate_proj", "up_proj", "down_proj"):
+        return _ffn_saved(op, sb, how, gated)
+    return ()
+
+
+def _ffn_saved(op: Op, sb: int, how: Saving, gated: bool) -> tuple[SavedTensor, ...]:
+    """An FFN projection: gate and up keep the FFN input (one storage) and their outputs as
+    the activation function needs them; down keeps its input. Expert ops count the top-k
+    experts a token passes through; routed and shared experts' tensors of one name are
+    reported together (`_ops_saved`)."""
+    t = how.tp
+    down = op.name == "down_proj"
+    width = op.active * (op.in_features if down else op.out_features)
+    sym = op.in_sym if down else op.out_sym
+    sym = f"k·{sym}" if op.expert_parallel else sym
+    inner = sb * width
+    if down:
+        return (_saved("down projection input", f"e·s·b·{sym}", inner, t),)
+    ffn_input = _saved("MLP input" if how.megatron else "gate/up projection input", "e·s·b·h",
+                       sb * op.in_features, how.replicated_split, key="ffn input")
+    if how.megatron:
+        name = ("gate projection output" if op.name == "gate_proj" else
+                "up projection output" if gated else "activation input")
+        return ffn_input, _saved(name, f"e·s·b·{sym}", inner, t)
+    if op.name == "gate_proj":  # SiLU keeps its input; the product keeps SiLU's output
+        return (ffn_input, _saved("activation input (gate output)", f"e·s·b·{sym}", inner, t),
+                _saved("activation output", f"e·s·b·{sym}", inner, t))
+    return ffn_input, _saved("up projection output", f"e·s·b·{sym}", inner, t)
+
+
+def _attention_saved(op: Op, batch: int, seq: int, how: Saving) -> tuple[SavedTensor, ...]:
+    """The attention core (Q·Kᵀ, softmax, ·V).
+
+    megatron (Korthikanti et al. 2022 sec. 4.1): Q and K for the scores, the softmax output,
+    its dropout mask (1 byte) and dropout output for ·V, and V; a flash kernel keeps instead
+    its fp32 log-sum-exp per row (Dao et al. 2022), selective recomputation drops the a·s²
+    tensors. hf-eager: repeat_kv materialises K and V at query heads, the fp32 softmax is kept
+    and, in 16-bit models, its cast-back probabilities too. hf-sdpa: Q, K and V at their own
+    (GQA) sizes and the fp32 log-sum-exp.
+    """
+    assert op.heads is not None
+    sb, t = seq * batch, how.tp
+    a = op.heads
+    q, kv = a * op.qk_dim, op.kv_heads * op.qk_dim  # queries, keys
+    v, o = op.kv_heads * op.v_dim, a * op.v_dim  # values, attention output
+    scores = a * seq * seq * batch
+    lse = _saved("softmax log-sum-exp (fp32)" if how.megatron else "log-sum-exp (fp32)",
+                 "4·a·s·b", a * sb, t, "fp32")
+    if how.megatron:
+        out = [_saved("Q and K", "e·s·b·(q + kv)", sb * (q + kv), t)]
+        if how.flash:
+            out.append(lse)
+        elif how.recompute != "selective":
+            out += [_saved("softmax output", "e·a·s²·b", scores, t),
+                    _saved("attention dropout mask", "a·s²·b", scores, t, "mask"),
+                    _saved("attention dropout output", "e·a·s²·b", scores, t)]
+        return (*out, _saved("V", "e·s·b·kv", sb * v, t))
+    if how.convention == "hf-eager":
+        qkv = "3·e·s·b·q" if q == o else "e·s·b·a·(2·d_qk + d_v)"
+        out = [_saved("Q, K and V (K/V repeated to query heads)", qkv, sb * (2 * q + o), t)]
+        if how.recompute != "selective":
+            out.append(_saved("softmax output (fp32)", "4·a·s²·b", scores, t, "fp32"))
+            if not how.fp32_activations:
+                out.append(_saved("attention probabilities (model dtype)", "e·a·s²·b",
+                                  scores, t))
+        return tuple(out)
+    kv_formula = "2·e·s·b·kv" if kv == v else "e·s·b·(kv + v)"
+    return (_saved("Q", "e·s·b·q", sb * q, t), _saved("K and V", kv_formula, sb * (kv + v), t),
+            lse)
+
+
+# --- per layer --------------------------------------------------------------------------------
+
+def layer_saved_tensors(layer: LayerGraph, batch: int, seq: int,
+                        how: Saving) -> tuple[SavedTensor, ...]:
+    """What this layer keeps for backward on one device: its ops' tensors (each storage once)
+    and, around them, the layer's own: the norms' inputs and the residual dropout masks
+    (megatron), or each RMSNorm's fp32 input copy, fp32 rsqrt and normalised output (hf).
+    With full recomputation only the layer input is kept (Korthikanti et al. 2022 sec. 5).
+    Layers with a linear-attention or state-space mixer follow the megatron convention."""
+    hidden = next(op.in_features for op in layer.ops if op.in_sym == "h")
+    sb, rep = seq * batch, how.replicated_split
+    if how.recompute == "full":
+        return (_saved("layer input", "e·s·b·h", sb * hidden, rep),)
+    if layer.layer_type in _MIXER_LAYERS:
+        how = replace(how, convention="megatron")
+    ffn = [op for op in layer.ops if op.component.split(".")[0] in ("mlp", "moe")]
+    mixer = [op for op in layer.ops if op not in ffn and op.component != "norms.layers"]
+    gated = any(op.name == "gate_proj" for op in ffn)
+
+    def norm_input(which: str) -> SavedTensor:
+        return _saved(f"{which} LayerNorm input", "e·s·b·h", sb * hidden, rep)
+
+    def rmsnorm(which: str) -> list[SavedTensor]:
+        return [_saved(f"{which} RMSNorm fp32 input copy", "4·s·b·h", sb * hidden, rep, "fp32"),
+                _saved(f"{which} RMSNorm fp32 rsqrt", "4·s·b", sb, rep, "fp32"),
+                _saved(f"{which} RMSNorm normalised output", "e·s·b·h", sb * hidden, rep)]
+
+    def residual_mask(which: str) -> SavedTensor:
+        return _saved(f"{which} residual dropout mask", "s·b·h", sb * hidden, rep, "mask")
+
+    saved = [norm_input("attention")] if how.megatron else \
+        rmsnorm("attention") + (rmsnorm("MLP") if ffn else [])
+    saved += _ops_saved(mixer, batch, seq, how, gated)
+    if not ffn:
+        return tuple(saved)
+    if how.megatron:
+        saved += [residual_mask("attention"), norm_input("MLP")]
+    saved += _ops_saved(ffn, batch, seq, how, gated)
+    if how.megatron:
+        saved.append(residual_mask("MLP"))
+    return tuple(saved)
+
+
+def _ops_saved(ops: list[Op], batch: int, seq: int, how: Saving,
+               gated: bool) -> list[SavedTensor]:
+    """The ops' tensors in order: a keyed storage once; routed and shared experts' tensors of
+    one name added together (a token's top-k expert rows and its shared-expert rows)."""
+    out: list[SavedTensor] = []
+    keys: set[str] = set()
+    at: dict[str, int] = {}
+    for op in ops:
+        for s in op_saved_tensors(op, batch, seq, how, gated):
+            if s.key:
+                if s.key in keys:
+                    continue
+                keys.add(s.key)
+            elif s.name in at:
+                first = out[at[s.name]]
+                assert first.split == s.split and len(first.counts) == len(s.counts) == 1
+                out[at[s.name]] = replace(first, counts=(
+                    (first.counts[0][0], first.counts[0][1] + s.counts[0][1]),))
+                continue
+            at[s.name] = len(out)
+            out.append(s)
+    return out
+
+
+# --- outside the layers -----------------------------------------------------------------------
+
+def outside_saved_tensors(graph: ModelGraph, batch: int, seq: int,
+                          how: Saving) -> tuple[SavedTensor, ...]:
+    """What is kept for backward outside the layers, on one device of the first and last
+    pipeline stages: the embedding side, the head and the loss.
+
+    megatron (Korthikanti et al. 2022 sec. 4.3): the final norm's and the output projection's
+    inputs and the fp32 logits of the cross-entropy. hf: the token ids, the rotary cos/sin
+    (computed once, shared by all layers), the final RMSNorm, the lm_head input, the fp32
+    log-softmax of the logits, the shifted labels (with b = 1 the shifted slice keeps its
+    padding position) and the loss normaliser.
+    """
+    sb = seq * batch
+    saved = [s for op in graph.embedding for s in op_saved_tensors(op, batch, seq, how)]
+    if not how.megatron:
+        rope = 0 if how.recompute == "full" else 2 * seq * graph.spec.head_size
+        saved.append(_saved("rotary cos and sin", "2·s·d·e", rope))
+    saved += [s for op in graph.head for s in op_saved_tensors(op, batch, seq, how)]
+    vocab_local = graph.head[-1].rank_dims(how.tp)[1]  # the lm_head's vocabulary shard
+    if how.megatron:
+        return (*saved, _saved("fp32 logits for the loss", "4·s·b·V" + _per(how.tp),
+                               sb * vocab_local, dtype="fp32"))
+    return (*saved,
+            _saved("log-softmax of the logits (fp32)", "4·s·b·V" + _per(how.tp),
+                   sb * vocab_local, dtype="fp32"),
+            _saved("shifted labels (int64)", "8·s·b", sb if batch > 1 else seq + 1,
+                   dtype="int64"),
+            _saved("loss normaliser", "4", 1, dtype="fp32"))
+
