@@ -35,7 +35,9 @@ def add_parsers(sub: Any, positive_int: Any) -> None:
     p.add_argument("--gpus", type=arg_int(1, MAX_PLAN_GPUS), required=True,
                    help=f"number of GPUs (at most {MAX_PLAN_GPUS:,}: the search enumerates "
                    "their divisors)")
-    p.add_argument("--gpus-per-node", type=arg_int(1, 1024), default=8, help="GPUs per node")
+    p.add_argument("--gpus-per-node", type=arg_int(1, 1024),
+                   help="GPUs per node: the NVLink domain (default: the GPU's, 8 for an HGX/DGX "
+                   "node, 72 for a GB200/GB300 NVL72 rack)")
     p.add_argument("--seq", type=arg_length(1, MAX_LENGTH), required=True,
                    help="sequence length in tokens (4k = 4096)")
     p.add_argument("--allow-long-context", action="store_true",
@@ -103,6 +105,9 @@ def add_parsers(sub: Any, positive_int: Any) -> None:
                    help="with --qps: the percentile at which the SLOs must hold (default 90)")
     s.add_argument("--engine", default=None, help="with --qps: vllm, sglang, trtllm or lmdeploy "
                    "scheduling (default: the --export engine, else vllm)")
+    from llmsizer.cli_plan_serve import add_simulated_arguments
+
+    add_simulated_arguments(s)
     s.add_argument("--requests", type=arg_int(1, 10**6), default=300,
                    help="with --qps: requests per simulation (at least 200 per replica)")
     s.add_argument("--seed", type=arg_int(0, 2**63 - 1), default=0,
@@ -197,6 +202,7 @@ def run_plan(args: argparse.Namespace) -> Any:
     check_export_flags(args)
     spec = get_model(args.model)
     acc = get_accelerator(args.gpu)
+    args.gpus_per_node = args.gpus_per_node or acc.nvlink_domain
     check_positions(spec, args.model, args.seq, "seq", args.allow_long_context)
     global_batch = global_batch_sequences(args)
     assert global_batch is not None  # the parser requires one of the two

@@ -10,6 +10,16 @@ from typing import Any
 from llmsizer.errors import SpecError
 
 
+def add_simulated_arguments(s: argparse.ArgumentParser) -> None:
+    """plan-serve's flags that only the simulated search (--qps) reads, beyond cli_plan's."""
+    from llmsizer.serving.planner import DISAGGREGATE
+
+    s.add_argument("--disaggregate", default="off", metavar="|".join(DISAGGREGATE),
+                   help="with --qps: also search disaggregated prefill/decode layouts (x "
+                   "prefill + y decode instances, each pool's TP) and rank them with the "
+                   "colocated ones (auto), or only them (only); default off")
+
+
 def run_simulated(args: argparse.Namespace) -> Any:
     from llmsizer.analysis.efficiency import Efficiency
     from llmsizer.analysis.inference import ServingConfig
@@ -26,6 +36,9 @@ def run_simulated(args: argparse.Namespace) -> Any:
     from llmsizer.specs.precision import kv_dtype_bytes, weight_format
     from llmsizer.units import format_seconds
 
+    disaggregate = getattr(args, "disaggregate", "off")
+    if disaggregate not in planner.DISAGGREGATE:
+        raise SpecError("disaggregate", disaggregate, ", ".join(planner.DISAGGREGATE))
     if args.export and args.export not in SERVING_EXPORTS:
         raise SpecError("export", args.export, ", ".join(SERVING_EXPORTS))
     engine_name = args.engine or (args.export or "vllm")
@@ -60,7 +73,7 @@ def run_simulated(args: argparse.Namespace) -> Any:
             spec, acc, cfg, engine, eff, gpus=args.gpus, qps=args.qps, make_workload=workload,
             percentile=args.percentile, slo_ttft_s=ttft_slo, slo_tpot_s=tpot_slo,
             requests=args.requests, gpus_per_node=args.gpus_per_node,
-            progress=bar if sys.stderr.isatty() else None)
+            progress=bar if sys.stderr.isatty() else None, disaggregate=disaggregate)
     finally:
         bar.close()
     model_id, from_catalog = hf_model_id(args.model)
@@ -72,6 +85,7 @@ def run_simulated(args: argparse.Namespace) -> Any:
         "percentile": args.percentile, "ttft_slo_s": ttft_slo, "tpot_slo_s": tpot_slo,
         "prompt": args.prompt, "output": args.output, "requests": args.requests,
         "seed": args.seed, "candidates": tried, "simulations": sims,
+        "disaggregate": disaggregate,
         "objective": "goodput_requests_per_s_per_gpu",
         "plans": [c.as_dict(args.price) for c in found[: args.top]]}
     if args.price is not None:
@@ -83,6 +97,11 @@ def run_simulated(args: argparse.Namespace) -> Any:
             raise SpecError("export", args.export, "a plan that meets the objectives (none "
                             "does)")
         best = found[0]
+        if best.split is not None:
+            raise SpecError("export", args.export, "a colocated best plan (the best is "
+                            f"disaggregated, {best.layout}: launch its prefill and decode "
+                            "instances with the engine's KV-transfer connector; try "
+                            "--disaggregate off)")
         text = launch_command(
             args.export, model_id, tp=best.tp, pp=best.pp, max_num_seqs=best.max_num_seqs,
             max_num_batched_tokens=best.max_num_batched_tokens, max_model_len=max_len,
@@ -110,7 +129,7 @@ def run_simulated(args: argparse.Namespace) -> Any:
                        status)
     rows = []
     for i, c in enumerate(found[: args.top], 1):
-        row = [i, f"tp{c.tp} pp{c.pp} x{c.replicas}", c.gpus,
+        row = [i, c.layout, c.gpus,
                f"{c.max_num_seqs}/{c.max_num_batched_tokens}", format_seconds(c.ttft_s),
                format_seconds(c.tpot_s), f"{c.goodput_requests_per_s:,.2f}",
                f"{c.goodput_per_gpu:,.3f}"]
@@ -123,12 +142,28 @@ def run_simulated(args: argparse.Namespace) -> Any:
         cols.append(f"{args.currency}/Mtok")
     best = found[0]
     lines = [head, "", table(rows, cols, "rlrrrrrr" + ("r" if args.price is not None else "")),
-             "",
-             f"best: {best.replicas} instance{'s' if best.replicas != 1 else ''} of tp={best.tp}"
-             f" pp={best.pp} ({best.gpus} GPUs), max-num-seqs {best.max_num_seqs}, "
-             f"max-num-batched-tokens {best.max_num_batched_tokens}",
+             "", best_line(best),
+             *([f"disaggregated layouts: xP tpA + yD tpB = x prefill instances of TP A, y "
+                f"decode instances of TP B ({disaggregate})"] if disaggregate != "off" else []),
              "good/s: requests/s meeting both SLOs; /GPU: that per GPU"
              + (f"; {args.currency}/Mtok: per million output tokens of those requests"
                 if args.price is not None else ""),
              "export the best: --export vllm | sglang | trtllm [-o FILE]"]
     return "\n".join(lines)
+
+
+def best_line(best: Any) -> str:
+    """The best plan in words; for a disaggregated one, its prefill:decode ratio."""
+    if best.split is None:
+        return (f"best: {best.replicas} instance{'s' if best.replicas != 1 else ''} of "
+                f"tp={best.tp} pp={best.pp} ({best.gpus} GPUs), max-num-seqs "
+                f"{best.max_num_seqs}, max-num-batched-tokens {best.max_num_batched_tokens}")
+    d = best.split
+    info = best.result.disaggregation
+    return (f"best: disaggregated {d.prefill_instances}P:{d.decode_instances}D, "
+            f"{d.prefill_instances} prefill instance{'s' if d.prefill_instances != 1 else ''} "
+            f"of tp={d.prefill_tp} + {d.decode_instances} decode "
+            f"instance{'s' if d.decode_instances != 1 else ''} of tp={d.decode_tp} "
+            f"({best.gpus} GPUs; pools busy {info.prefill.busy_fraction:.0%} / "
+            f"{info.decode.busy_fraction:.0%}, KV over {info.transfer.link}), max-num-seqs "
+            f"{best.max_num_seqs}, max-num-batched-tokens {best.max_num_batched_tokens}")

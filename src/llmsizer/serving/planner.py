@@ -14,6 +14,14 @@ such TP (PP as the cross-node dimension), × 3 sequence limits × 3 chunk sizes 
 candidates — each a doubling-then-bisection over replicas within --gpus; the step-time table is
 built once per layout and shared by its batch-limit variants. Candidates whose simulations come
 out identical (the limits never bound) are shown once, with the larger limits.
+
+Disaggregated layouts (`disaggregate` "auto": beside the colocated ones; "only": instead of
+them; "off", the default: not searched) are x prefill + y decode instances
+(serving/disaggregated.py) for every pair of TPs above (PP 1, both pools inside the budget), with
+the largest batch limits: an instance that only prefills or only decodes has no other phase to
+protect from long steps, so the limits that trade throughput for TPOT in a colocated instance
+have nothing to trade. x and y are searched by serving/plan_disaggregated.py; the candidates are
+ranked with the colocated ones by the same goodput per GPU.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ PPS = (1, 2, 4)
 SEQS = (64, 256, 1024)
 CHUNKS = (2048, 8192, 16384)
 MIN_REQUESTS_PER_REPLICA = 200
+DISAGGREGATE = ("off", "auto", "only")
 
 
 @dataclass(frozen=True)
@@ -46,17 +55,32 @@ class Candidate:
     output_tokens_per_s: float
     kv_pool_tokens: int
     result: Any
+    split: Any = None  # serving/disaggregated.py Disaggregation: x prefill + y decode instances
 
     @property
     def gpus(self) -> int:
-        return self.tp * self.pp * self.replicas
+        return self.split.gpus(self.pp) if self.split else self.tp * self.pp * self.replicas
+
+    @property
+    def layout(self) -> str:
+        if self.split is None:
+            return f"tp{self.tp} pp{self.pp} x{self.replicas}"
+        d = self.split
+        return (f"{d.prefill_instances}P tp{d.prefill_tp} + {d.decode_instances}D "
+                f"tp{d.decode_tp}")
 
     @property
     def goodput_per_gpu(self) -> float:
         return self.goodput_requests_per_s / self.gpus
 
     def as_dict(self, price: float | None) -> dict[str, Any]:
-        out = {"tp": self.tp, "pp": self.pp, "replicas": self.replicas, "gpus": self.gpus,
+        """The plan's JSON; a disaggregated plan has `tp` and `replicas` null and its instances
+        under `disaggregated`."""
+        d = self.split
+        out = {"tp": self.tp if d is None else None, "pp": self.pp,
+               "replicas": self.replicas if d is None else None, "gpus": self.gpus,
+               "layout": "colocated" if d is None else "disaggregated",
+               "disaggregated": None if d is None else _split_dict(self.result, d),
                "max_num_seqs": self.max_num_seqs,
                "max_num_batched_tokens": self.max_num_batched_tokens,
                "ttft_s": self.ttft_s, "tpot_s": self.tpot_s,
@@ -74,6 +98,17 @@ class Candidate:
             out["goodput_requests_per_hour_per_unit_cost"] = (
                 self.goodput_requests_per_s * 3600 / (price * self.gpus) if price > 0 else None)
         return out
+
+
+def _split_dict(r: Any, d: Any) -> dict[str, Any]:
+    info = r.disaggregation
+    return {"prefill_instances": d.prefill_instances, "decode_instances": d.decode_instances,
+            "prefill_tp": d.prefill_tp, "decode_tp": d.decode_tp,
+            "ratio": f"{d.prefill_instances}P:{d.decode_instances}D",
+            "prefill_busy_fraction": info.prefill.busy_fraction,
+            "decode_busy_fraction": info.decode.busy_fraction,
+            "kv_transfer_link": info.transfer.link,
+            "kv_transfer_mean_s": float(info.transfer.transfer_s.mean())}
 
 
 def layouts(spec: Any, gpus: int, gpus_per_node: int) -> list[tuple[int, int]]:
@@ -102,22 +137,32 @@ def layouts(spec: Any, gpus: int, gpus_per_node: int) -> list[tuple[int, int]]:
 def plan(spec: Any, acc: Any, base_cfg: Any, engine: Any, eff: Any, *, gpus: int, qps: float,
          make_workload: Callable[[int], Any], percentile: float, slo_ttft_s: float | None,
          slo_tpot_s: float | None, requests: int, gpus_per_node: int = 8,
-         speculation: Any = None, progress: Callable[[int, int], None] | None = None
-         ) -> tuple[list[Candidate], int, int]:
+         speculation: Any = None, progress: Callable[[int, int], None] | None = None,
+         disaggregate: str = "off") -> tuple[list[Candidate], int, int]:
     """(candidates meeting the SLOs within `gpus`, best first; candidates tried; simulations
-    run)."""
+    run). `disaggregate`: "off", "auto" or "only" (module docstring)."""
     from dataclasses import replace
 
     from llmsizer.analysis.serving_sim import simulate
 
-    grid = [(tp, pp, s, c) for tp, pp in layouts(spec, gpus, gpus_per_node)
-            for s in SEQS for c in CHUNKS]
+    if disaggregate not in DISAGGREGATE:
+        raise SpecError("disaggregate", disaggregate, ", ".join(DISAGGREGATE))
+    if disaggregate != "off" and speculation is not None:
+        raise SpecError("disaggregate", disaggregate, "off with speculative decoding (the "
+                        "draft's KV transfer is not modelled)")
+    lay = layouts(spec, gpus, gpus_per_node)
+    grid = [] if disaggregate == "only" else [
+        (tp, pp, s, c) for tp, pp in lay for s in SEQS for c in CHUNKS]
+    tps = [tp for tp, pp in lay if pp == 1]
+    pairs = [] if disaggregate == "off" else [
+        (p, d) for p in tps for d in tps if p + d <= gpus]
+    total = len(grid) + len(pairs)
     found: list[Candidate] = []
     sims = 0
     fits_memory: dict[tuple[int, int], bool] = {}
     for i, (tp, pp, seqs, chunk) in enumerate(grid):
         if progress:
-            progress(i, len(grid))
+            progress(i, total)
         if fits_memory.get((tp, pp)) is False:
             continue
         cfg = replace(base_cfg, tp=tp, pp=pp)
@@ -156,8 +201,18 @@ def plan(spec: Any, acc: Any, base_cfg: Any, engine: Any, eff: Any, *, gpus: int
                                eng.max_num_batched_tokens, ttft, tpot,
                                r.goodput_requests_per_s, r.throughput_tokens_per_s,
                                r.pool.tokens, r))
+    for j, (p, d) in enumerate(pairs):
+        if progress:
+            progress(len(grid) + j, total)
+        c, n = _disaggregated(spec, acc, base_cfg, engine, eff, p, d, gpus=gpus,
+                              make_workload=make_workload, percentile=percentile,
+                              slo_ttft_s=slo_ttft_s, slo_tpot_s=slo_tpot_s, requests=requests,
+                              gpus_per_node=gpus_per_node)
+        sims += n
+        if c is not None:
+            found.append(c)
     if progress:
-        progress(len(grid), len(grid))
+        progress(total, total)
     # Best goodput per GPU, then fewer GPUs, lower latency; among candidates whose simulations
     # came out the same (the batch limits never bound), the larger limits (more headroom).
     found.sort(key=lambda c: (-round(c.goodput_per_gpu, 9), c.gpus, round(c.ttft_s, 9),
@@ -165,9 +220,51 @@ def plan(spec: Any, acc: Any, base_cfg: Any, engine: Any, eff: Any, *, gpus: int
     unique: list[Candidate] = []
     seen = set()
     for c in found:
-        key = (c.tp, c.pp, c.replicas, round(c.ttft_s, 9), round(c.tpot_s, 9),
+        key = (c.tp, c.pp, c.replicas, c.split, round(c.ttft_s, 9), round(c.tpot_s, 9),
                round(c.goodput_requests_per_s, 9))
         if key not in seen:
             seen.add(key)
             unique.append(c)
-    return unique, len(grid), sims
+    return unique, total, sims
+
+
+def _disaggregated(spec: Any, acc: Any, base_cfg: Any, engine: Any, eff: Any, prefill_tp: int,
+                   decode_tp: int, *, gpus: int, make_workload: Callable[[int], Any],
+                   percentile: float, slo_ttft_s: float | None, slo_tpot_s: float | None,
+                   requests: int, gpus_per_node: int) -> tuple[Candidate | None, int]:
+    """The fewest-GPU x prefill (TP prefill_tp) + y decode (TP decode_tp) instances meeting the
+    SLOs, as a Candidate (None when none fits or meets within `gpus`); and simulations run."""
+    from dataclasses import replace
+
+    from llmsizer.analysis.serving_sim import simulate
+    from llmsizer.serving.disaggregated import Disaggregation
+    from llmsizer.serving.plan_disaggregated import min_split
+
+    eng = engine.with_limits(max(SEQS), max(CHUNKS))
+    cfg = replace(base_cfg, pp=1)
+    sims = 0
+
+    def run(x: int, y: int) -> Any:
+        nonlocal sims
+        sims += 1
+        return simulate(spec, acc, cfg, eng,
+                        make_workload(max(requests, MIN_REQUESTS_PER_REPLICA * max(x, y))),
+                        eff=eff, slo_ttft_s=slo_ttft_s, slo_tpot_s=slo_tpot_s,
+                        gpus_per_node=gpus_per_node,
+                        disaggregation=Disaggregation(x, y, prefill_tp, decode_tp))
+
+    try:
+        found = min_split(run, prefill_tp, decode_tp, 1, gpus, percentile, slo_ttft_s,
+                          slo_tpot_s)
+    except SpecError:  # a pool without room for a KV cache or a request
+        return None, sims
+    if found is None:
+        return None, sims
+    r = found.result
+    ttft, tpot = search.at_percentile(r, percentile)
+    split = Disaggregation(found.prefill_instances, found.decode_instances, prefill_tp,
+                           decode_tp)
+    return Candidate(decode_tp, 1, found.prefill_instances + found.decode_instances,
+                     r.max_num_seqs, eng.max_num_batched_tokens, ttft, tpot,
+                     r.goodput_requests_per_s, r.throughput_tokens_per_s, r.pool.tokens, r,
+                     split), sims
