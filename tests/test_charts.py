@@ -188,3 +188,37 @@ def test_lang_never_changes_json(capsys):
 def test_chart_titles_follow_the_language(capsys):
     data = run_json(TRAIN, capsys)
     assert charts_for("train", data, "zh")[0]["title"] == "每设备显存"
+
+
+def page_and_chart_labels():
+    """Every English label the page and the charts show, read off their sources."""
+    import re
+    from importlib import resources
+
+    static = resources.files("llmsizer").joinpath("web", "static")
+    js = static.joinpath("app.js").read_text("utf-8")
+    html = static.joinpath("index.html").read_text("utf-8")
+    charts_py = resources.files("llmsizer").joinpath("charts.py").read_text("utf-8")
+    found = set(re.findall(r'\bt\("([^"]+)"\)', js))
+    found |= {label for _, label in re.findall(r'\["([a-z]+)", "([A-Z][^"]+)"\]', js)}  # VIEWS
+    found |= set(re.findall(r'\["([A-Z][^"]+)", "[\w.]+", "\w+"\]', js))  # SUMMARY rows
+    found |= set(re.findall(r'data-t="([^"]+)"', html))
+    for pieces in re.findall(r'_(?:t|spec)\(((?:\s*"[^"]*")+)', charts_py):  # "a " "b" = "a b"
+        found.add("".join(re.findall(r'"([^"]*)"', pieces)))
+    found |= set(re.findall(r'_[qn]\("[^"]*", "([^"]+)"', charts_py))
+    return found
+
+
+def test_every_page_and_chart_label_has_a_chinese_translation(capsys):
+    from llmsizer.charts import MEMORY_PARTS
+    from llmsizer.i18n import labels, pgettext
+
+    kept = {"MFU", "GiB", ".", "lang", "view"}  # terms and units that read the same in Chinese
+    wanted = page_and_chart_labels() | set(MEMORY_PARTS) | {"yes", "no"}
+    assert {"Training", "Memory per device", "Pipeline schedule", "Results"} <= wanted
+    missing = sorted(w for w in wanted - kept if w not in labels("zh"))
+    assert not missing, missing
+    # the step-time chart's parts, from a real answer
+    data = run_json(TRAIN, capsys)
+    steps = [k.replace("_", " ") for k in data["step_time_breakdown_s"]]
+    assert all(pgettext("step time", s, "zh") != s for s in steps), steps
