@@ -113,3 +113,15 @@ def test_raising_any_peak_or_bandwidth_never_raises_a_predicted_time(
         faster = step_s(model, _faster(acc, what, factor), par, seq=2048, nic=25e9,
                         framework=framework, precision=prec)
     assert faster <= base * (1 + 1e-12)
+
+
+def test_a_gb200_rack_is_one_nvlink_domain():
+    # GB200 NVL72: 72 GPUs behind NVLink switches (nvidia.com/en-us/data-center/gb200-nvl72):
+    # by default a 64-GPU data-parallel group stays on NVLink, where 8-GPU nodes would send it
+    # over the NICs
+    acc = get_accelerator("gb200")
+    assert acc.nvlink_domain == 72 and get_accelerator("b200").nvlink_domain == 8
+    par = Parallelism(dp=64, zero=1, micro_batch=1, grad_accum=1)
+    rack = step_s("llama-2-13b", acc, par, gpus_per_node=acc.nvlink_domain)
+    nodes = step_s("llama-2-13b", acc, par, gpus_per_node=8)
+    assert rack < nodes

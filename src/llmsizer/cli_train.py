@@ -32,7 +32,9 @@ def add_parser(sub: Any, positive_int: Any) -> None:
     add_model_and_gpu(t)
     t.add_argument("--gpus", type=arg_int(1, MAX_GPUS),
                    help="number of GPUs (default: one node, --gpus-per-node)")
-    t.add_argument("--gpus-per-node", type=arg_int(1, 1024), default=8, help="GPUs per node")
+    t.add_argument("--gpus-per-node", type=arg_int(1, 1024),
+                   help="GPUs per node: the NVLink domain (default: the GPU's, 8 for an HGX/DGX "
+                   "node, 72 for a GB200/GB300 NVL72 rack)")
     t.add_argument("--tokens", type=arg_count(), help="training tokens, e.g. 15T (for time-to-train)")
     t.add_argument("--seq", type=arg_length(1, MAX_LENGTH),
                    help="sequence length in tokens, 4k = 4096 (default: 4096, or the model's "
@@ -186,6 +188,7 @@ def build(args: argparse.Namespace) -> tuple[Any, ...]:
 
     spec = get_model(args.model)
     acc = get_accelerator(args.gpu)
+    args.gpus_per_node = args.gpus_per_node or acc.nvlink_domain
     if args.seq is None:
         from llmsizer.catalog import position_limit
 

@@ -47,6 +47,11 @@ class Accelerator:
             if v <= 0:
                 raise SpecError(f"{self.name}.peak_tflops.{dtype}", v, "a positive number")
 
+    @property
+    def nvlink_domain(self) -> int:
+        """GPUs one NVLink domain connects: the catalog's figure, else an 8-GPU node."""
+        return int(self.extras.get("nvlink_domain") or 8)
+
     def peak(self, dtype: str) -> float:
         """Dense peak FLOP/s for `dtype`; an error naming the dtypes this device has otherwise."""
         key = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32"}.get(dtype, dtype)
