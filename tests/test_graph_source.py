@@ -47,11 +47,7 @@ FORBIDDEN = {
 }
 # Lines that still do what FORBIDDEN names, each with why and where it goes: remove an entry when
 # its line moves to the graph.
-PENDING = {
-    ("finetune.py", "sbh = act_bytes * batch * seq * spec.hidden_size"):
-        "the final RMSNorm's normalised output, subtracted for a frozen head: read the activation "
-        "part of ModelGraph.saved_outside_layers' final-norm tensor instead",
-}
+PENDING: dict[tuple[str, str], str] = {}
 
 
 @pytest.mark.parametrize("path", SCANNED, ids=lambda p: p.name)

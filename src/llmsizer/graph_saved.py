@@ -59,6 +59,12 @@ class SavedTensor:
         return sum((act_bytes if d == "activation" else SAVED_DTYPE_BYTES[d]) * n
                    for d, n in self.counts) / self.split
 
+    def bytes_of(self, dtype: SavedDType, act_bytes: float) -> float:
+        """The bytes of its elements of one element type (the final RMSNorm's normalised output:
+        its "activation" part)."""
+        per = act_bytes if dtype == "activation" else SAVED_DTYPE_BYTES[dtype]
+        return sum(per * n for d, n in self.counts if d == dtype) / self.split
+
 
 def _saved(name: str, formula: str, count: int, split: int = 1, dtype: SavedDType = "activation",
            key: str = "") -> SavedTensor:

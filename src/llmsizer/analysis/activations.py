@@ -27,11 +27,13 @@ CONVENTIONS = ACTIVATION_CONVENTIONS
 
 @dataclass(frozen=True)
 class Saved:
-    """One kept tensor: its bytes for the whole (b, s) micro-batch on one device."""
+    """One kept tensor: its bytes for the whole (b, s) micro-batch on one device, and the part of
+    them in the activation dtype (the rest: fp32 statistics, int64 ids, 1-byte masks)."""
 
     name: str
     bytes: float
     formula: str
+    activation_bytes: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,9 @@ class LayerActivations:
 
 
 def _in_bytes(tensors: tuple[SavedTensor, ...], act_bytes: float) -> LayerActivations:
-    return LayerActivations(tuple(Saved(t.name, t.bytes(act_bytes), t.formula) for t in tensors))
+    return LayerActivations(tuple(Saved(t.name, t.bytes(act_bytes), t.formula,
+                                        t.bytes_of("activation", act_bytes))
+                                  for t in tensors))
 
 
 def _saving(convention: str, act_bytes: float, tp: int, sequence_parallel: bool, recompute: str,

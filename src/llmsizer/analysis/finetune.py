@@ -213,13 +213,12 @@ def lora_output_bytes(spec: ModelSpec, batch: int, seq: int, convention: str,
     gradient, no lm_head input, no normalised output of the final norm."""
     out = output_activations(spec, batch, seq, convention=convention, act_bytes=act_bytes,
                              recompute=recompute)
-    sbh = act_bytes * batch * seq * spec.hidden_size
     total = out.bytes
     for s in out.saved:
         if s.name in ("input ids (int64)", "lm_head input", "output projection input"):
             total -= s.bytes
         elif s.name.startswith("final RMSNorm"):
-            total -= sbh
+            total -= s.activation_bytes  # the normalised output: kept only for the weight's grad
     return total
 
 
