@@ -72,6 +72,40 @@ def test_api_answer_equals_cli_json(server, query, argv):
     assert data == cli_json(*argv)
 
 
+def test_remembered_sweep_passes_give_the_cli_answer(server):
+    # a second batch for the same workload reuses the sweep the server remembers: the answer is
+    # still what the command line (which remembers nothing) prints for that batch
+    for batch in ("8", "24"):
+        status, data = get_json(server, "/api/infer?model=llama-3-8b&gpu=a100&batch=" + batch
+                                + "&prompt=1500&sweep=1")
+        assert status == 200
+        assert data == cli_json("infer", "llama-3-8b", "--gpu", "a100", "--batch", batch,
+                                "--prompt", "1500", "--sweep")
+
+
+def test_the_memo_answers_only_inside_the_api():
+    from llmsizer.analysis import inference
+    from llmsizer.web import memo
+
+    memo.install()
+    inference.compute_bound_batch.cache_clear()
+    spec_args = _small_serving_args()
+    inference.compute_bound_batch(*spec_args)  # outside the API: computed, not remembered
+    assert inference.compute_bound_batch.cache_info().currsize == 0
+    with memo.active():
+        first = inference.compute_bound_batch(*spec_args)
+        again = inference.compute_bound_batch(*spec_args)
+    info = inference.compute_bound_batch.cache_info()
+    assert first == again and info.hits == 1 and info.currsize == 1
+
+
+def _small_serving_args():
+    from llmsizer import get_accelerator, get_model
+    from llmsizer.analysis.inference import ServingConfig
+
+    return get_model("gpt2"), get_accelerator("a100"), ServingConfig(), 1024
+
+
 def test_does_not_fit_is_still_an_answer_with_its_exit_status(server):
     status, headers, data = request(server, "GET", "/api/train?model=llama-2-70b&gpu=a100&gpus=8")
     assert status == 200

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmsizer.errors import ImpossibleResultError, LlmsizerError
+from llmsizer.web import memo
 
 # The API offers every command of the parser but these (serve itself).
 NOT_IN_API = frozenset({"serve"})
@@ -95,6 +96,7 @@ class Cli:
         self.serial_lock = threading.Lock()  # SERIAL_COMMANDS, one at a time
         self.upload_lock = threading.Lock()
         self.cache: OrderedDict[tuple[str, ...], Answer] = OrderedDict()
+        memo.install()  # the sweep's passes, remembered across answers (web/memo.py)
         self.uploads: dict[str, str] = {}  # token -> path of a checked config.json
         self._schema: dict[str, Any] | None = None
 
@@ -204,7 +206,8 @@ class Cli:
             raise ApiError(self._unpath(e.message.removeprefix("llmsizer: error: "))) from None
         cli.NOTES.clear()
         try:
-            out = cli.COMMANDS[args.command](args)
+            with memo.active():
+                out = cli.COMMANDS[args.command](args)
         except LlmsizerError as e:
             msg = cli.user_message(e, set(self.commands[args.command]._option_string_actions))
             raise ApiError(self._unpath(msg)) from None
