@@ -14,6 +14,7 @@ finish at max(T + G/nb, G + T/nb); what shows beyond T is max(G + T/nb − T, G/
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 import numpy as np
 
@@ -116,6 +117,7 @@ def base_name(name: str) -> str:
     return ALIASES.get(base, base)
 
 
+@lru_cache(maxsize=256)
 def profile(name: str) -> Profile:
     """The profile called `name` (case-insensitive), with any "+switch"/"-switch" suffixes
     applied; an error naming the choices otherwise."""

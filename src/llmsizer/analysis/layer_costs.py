@@ -8,7 +8,7 @@ parallelism): it is computed once per such key and per kind of layer, and cached
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache, cached_property, lru_cache
 
 from llmsizer.analysis import comm, frameworks
@@ -322,8 +322,15 @@ def _micro_batch_costs(st: Setting, tp: int, cp: int, ep: int, micro_batch: int,
     return MicroBatchCosts(costs, tp_layer, head_s, out_act, loss_transient)
 
 
-@lru_cache(maxsize=4096)
 def stage_costs(st: Setting, g: Group) -> StageCosts:
+    """Per-stage costs of one micro-batch of group `g`: independent of its data-parallel size
+    and accumulation, so shared by every group of the same micro-batch shape (a search visits
+    many of those)."""
+    return _stage_costs(st, replace(g, dp=1, grad_accum=1))
+
+
+@lru_cache(maxsize=4096)
+def _stage_costs(st: Setting, g: Group) -> StageCosts:
     spec = st.spec
     validate_parallel(spec, g.tp, g.pp, g.ep)
     if st.seq % g.cp:
