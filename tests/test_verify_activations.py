@@ -29,7 +29,7 @@ def kept_bytes(config: dict, impl: str, dtype, batch: int, seq: int, checkpointi
     {module name: bytes} for the modules inside the layers."""
     torch.manual_seed(0)
     cfg = transformers.AutoConfig.for_model(
-        "llama", **{k: v for k, v in config.items() if k != "model_type"})
+        config["model_type"], **{k: v for k, v in config.items() if k != "model_type"})
     model = transformers.AutoModelForCausalLM.from_config(cfg, attn_implementation=impl,
                                                           dtype=dtype).train()
     if checkpointing:
@@ -60,7 +60,7 @@ def kept_bytes(config: dict, impl: str, dtype, batch: int, seq: int, checkpointi
             outside += storage.nbytes()
         return tensor
 
-    ids = torch.randint(0, VOCAB, (batch, seq))
+    ids = torch.randint(0, config["vocab_size"], (batch, seq))
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         model(input_ids=ids, labels=ids)
     return per_layer, outside, per_module
@@ -137,3 +137,84 @@ def test_each_block_of_the_graph_keeps_what_its_modules_save(impl, dtype, kv):
                 "post_attention_layernorm"
             ours[norm] += t.bytes(e)
     assert ours == theirs
+
+
+# Multi-head latent attention (DeepSeek-V2, arXiv 2405.04434 sec. 2.1): a tiny model whose widths
+# are all different, so that a tensor booked at the wrong width cannot match by accident.
+# All layers dense (first_k_dense_replace = layers): the latent path is what is checked here.
+MLA = dict(hidden_size=128, num_attention_heads=4, num_key_value_heads=4, kv_lora_rank=32,
+           qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=12, intermediate_size=160,
+           moe_intermediate_size=40, n_routed_experts=4, num_experts_per_tok=2,
+           n_shared_experts=1, first_k_dense_replace=LAYERS, num_hidden_layers=LAYERS,
+           vocab_size=VOCAB, attention_dropout=0.0, tie_word_embeddings=False)
+MLA_CASES = [
+    # model_type, q_lora_rank, impl, dtype
+    *itertools.product(["deepseek_v3"], [48], ["eager", "sdpa"], ["bfloat16", "float32"]),
+    *itertools.product(["deepseek_v2"], [None], ["eager", "sdpa"], ["bfloat16"]),
+]
+
+
+def _mla_config(model_type: str, q_lora, impl: str) -> dict:
+    config = dict(MLA, model_type=model_type, q_lora_rank=q_lora)
+    if impl == "sdpa":
+        # PyTorch's CPU SDPA has no fused kernel for values narrower than keys: it falls back to
+        # the math kernel (an s² tensor, and fp32 copies of 16-bit inputs), which hf-sdpa does
+        # not describe; on a GPU the memory-efficient kernel takes d_v != d_qk. Equal widths
+        # here keep the fused CPU kernel.
+        config["v_head_dim"] = config["qk_nope_head_dim"] + config["qk_rope_head_dim"]
+    if model_type == "deepseek_v3":
+        config.update(n_group=1, topk_group=1)
+    return config
+
+
+@pytest.mark.parametrize("model_type,q_lora,impl,dtype", MLA_CASES)
+def test_mla_saved_bytes_match_the_hf_convention(model_type, q_lora, impl, dtype):
+    """Per layer, outside the layers, and block by block within a layer: the latent RMSNorms and
+    the up-projections' inputs, V kept as kv_b_proj's whole output under SDPA, and the rotary
+    cos/sin as wide as qk_rope_head_dim. DeepSeek-V2 keeps its rotary table as complex64
+    (4·s·d_rope bytes whatever the dtype): equal to V3's cos/sin only in 16-bit, the case run."""
+    config = _mla_config(model_type, q_lora, impl)
+    spec = spec_from_hf_config(config)
+    torch_dtype = getattr(torch, dtype)
+    e = torch.tensor([], dtype=torch_dtype).element_size()
+    batch, seq = 2, 16
+    per_layer, outside, per_module = kept_bytes(config, impl, torch_dtype, batch, seq, False)
+    ours = layer_activations(spec, batch, seq, convention=f"hf-{impl}", act_bytes=e).bytes
+    head = output_activations(spec, batch, seq, convention=f"hf-{impl}", act_bytes=e).bytes
+    rope = 2 * seq * config["qk_rope_head_dim"] * e
+    assert [per_layer[i] for i in range(1, LAYERS)] == [ours] * (LAYERS - 1)
+    assert per_layer[0] == ours + rope
+    assert outside + rope == head
+    # block by block: self_attn (the latent norms are its modules) and the MLP
+    theirs: collections.Counter = collections.Counter()
+    for name, n in per_module.items():
+        if name.startswith("model.layers.1.") and name.split(".")[3] in ("self_attn", "mlp"):
+            theirs[name.split(".")[3]] += n
+    layer = build_graph(spec).layers[1]
+    how = Saving(f"hf-{impl}", fp32_activations=e == 4)
+    mine: collections.Counter = collections.Counter()
+    keys: set[str] = set()
+    for op in layer.ops:
+        block = "mlp" if op.component.startswith("mlp.") else "self_attn" \
+            if op.component.startswith(("attention.", "norms.q_a", "norms.kv_a")) else None
+        for t in op.saved_tensors(batch, seq, how):
+            if block is not None and not (t.key and t.key in keys):
+                keys.add(t.key)
+                mine[block] += t.bytes(e)
+    assert mine == theirs
+
+
+def test_mla_latent_tensors_are_kept_under_every_convention():
+    config = _mla_config("deepseek_v3", 48, "eager")
+    spec = spec_from_hf_config(config)
+    s, r_q, r_kv = 16, 48, 32
+    for convention in ("megatron", "hf-eager", "hf-sdpa"):
+        saved = {t.name: t.bytes for t in layer_activations(spec, 1, s, convention=convention).saved}
+        assert saved["q_b_proj input"] == 2 * s * r_q
+        assert saved["kv_b_proj input"] == 2 * s * r_kv
+        if convention == "megatron":
+            assert saved["q_a norm input"] == 2 * s * r_q
+            assert saved["kv_a norm input"] == 2 * s * r_kv
+        else:
+            assert saved["kv_a RMSNorm fp32 input copy"] == 4 * s * r_kv
+            assert saved["kv_a RMSNorm normalised output"] == 2 * s * r_kv

@@ -29,6 +29,10 @@ SAVED_DTYPE_BYTES = {"fp32": 4, "int64": 8, "mask": 1}
 #   dropout) with eager or SDPA attention, as torch.autograd.graph.saved_tensors_hooks measures
 #   them (tests/test_verify_activations.py).
 ACTIVATION_CONVENTIONS = ("megatron", "hf-eager", "hf-sdpa")
+# MLA's latent path: the down-projections, the RMSNorms of their outputs, the up-projections.
+_LATENT_DOWN = ("q_a_proj", "kv_a_proj")
+_LATENT_NORMS = ("norms.q_a", "norms.kv_a")
+_LATENT_UP = ("q_b_proj", "kv_b_proj")
 # Mixers whose layers follow the megatron convention under every convention (no measured
 # transformers convention exists for them yet).
 _MIXER_LAYERS = ("linear_attention", "mamba")
@@ -138,6 +142,8 @@ def op_saved_tensors(op: Op, batch: int, seq: int, how: Saving,
         return (SavedTensor("final RMSNorm (fp32 copy, rsqrt, output)",
                             "4·s·b·h + 4·s·b + e·s·b·h",
                             (("fp32", sbh), ("fp32", sb), ("activation", sbh))),)
+    if op.kind == "norm" and op.component in _LATENT_NORMS:
+        return _latent_norm_saved(op, sb, how)
     if op.kind != "linear":
         return ()
     if op.component == "lm_head":
@@ -147,11 +153,20 @@ def op_saved_tensors(op: Op, batch: int, seq: int, how: Saving,
     if block == "attention":
         if op.in_sym == "h":  # Q, K, V (MLA: their down-projections) read one input
             name = "QKV projection input" if how.megatron else "Q/K/V projection input"
-            return (_saved(name, "e·s·b·h", sb * op.in_features, rep,
-                           key="attention input"),)
+            shared = _saved(name, "e·s·b·h", sb * op.in_features, rep, key="attention input")
+            if op.name in _LATENT_DOWN and how.fp32_activations and not how.megatron:
+                # An fp32 model's RMSNorm upcast is a no-op: the norm keeps the down-projection's
+                # output itself (kv_a: the rotary key's columns too, one storage).
+                width = op.out_sym.replace("+", " + ")
+                return shared, _saved(f"{op.name} output (its RMSNorm's fp32 input)",
+                                      f"e·s·b·({width})" if "+" in width else f"e·s·b·{width}",
+                                      sb * op.out_features, rep)
+            return (shared,)
         if op.weights and op.weights[0].shard == "row":
             return (_saved("output projection input", "e·s·b·q", sb * op.in_features, t),)
-        return ()  # MLA's up-projections: not part of these conventions
+        if op.name in _LATENT_UP:  # MLA's up-projections keep the normalised latent they read
+            return (_saved(f"{op.name} input", f"e·s·b·{op.in_sym}", sb * op.in_features, rep),)
+        return ()
     if block == "mixer":
         if op.in_sym == "h":
             return (_saved("mixer input projections' input", "e·s·b·h", sb * op.in_features,
@@ -226,9 +241,33 @@ def _attention_saved(op: Op, batch: int, seq: int, how: Saving) -> tuple[SavedTe
                 out.append(_saved("attention probabilities (model dtype)", "e·a·s²·b",
                                   scores, t))
         return tuple(out)
+    if op.kv_rank:
+        # MLA (transformers' DeepseekV2/V3Attention): V is a view of kv_b_proj's output, so the
+        # kernel keeps that whole storage (the no-rope keys too), and the query, built by
+        # concatenation, gives the kernel an output layout of its own that o_proj's input copies.
+        nope = op.qk_dim - (op.latent_dim - op.kv_rank)
+        return (_saved("Q", "e·s·b·a·d_qk", sb * q, t),
+                _saved("K and V", "e·s·b·a·(d_qk + d_n + d_v)",
+                       sb * (kv + a * (nope + op.v_dim)), t),
+                _saved("attention output (kernel's copy)", "e·s·b·a·d_v", sb * o, t), lse)
     kv_formula = "2·e·s·b·kv" if kv == v else "e·s·b·(kv + v)"
     return (_saved("Q", "e·s·b·q", sb * q, t), _saved("K and V", kv_formula, sb * (kv + v), t),
             lse)
+
+
+def _latent_norm_saved(op: Op, sb: int, how: Saving) -> tuple[SavedTensor, ...]:
+    """MLA's RMSNorms of the compressed query and KV latents (DeepSeek-V2, arXiv 2405.04434
+    sec. 2.1.2). megatron: the norm keeps its input (Megatron-LM's multi_latent_attention.py
+    applies q_layernorm / kv_layernorm to the latent); hf: the fp32 upcast and rsqrt of a
+    Llama-style RMSNorm and its normalised output (with fp32 activations the upcast is the input
+    itself, booked with the down-projection). Replicated ops: split only by sequence parallelism."""
+    rep, r, which = how.replicated_split, op.in_features, op.name.split("_")[0]
+    if how.megatron:
+        return (_saved(f"{which}_a norm input", f"e·s·b·{op.in_sym}", sb * r, rep),)
+    copy = () if how.fp32_activations else (
+        _saved(f"{which}_a RMSNorm fp32 input copy", f"4·s·b·{op.in_sym}", sb * r, rep, "fp32"),)
+    return (*copy, _saved(f"{which}_a RMSNorm fp32 rsqrt", "4·s·b", sb, rep, "fp32"),
+            _saved(f"{which}_a RMSNorm normalised output", f"e·s·b·{op.in_sym}", sb * r, rep))
 
 
 # --- per layer --------------------------------------------------------------------------------
@@ -307,15 +346,16 @@ def outside_saved_tensors(graph: ModelGraph, batch: int, seq: int,
 
     megatron (Korthikanti et al. 2022 sec. 4.3): the final norm's and the output projection's
     inputs and the fp32 logits of the cross-entropy. hf: the token ids, the rotary cos/sin
-    (computed once, shared by all layers), the final RMSNorm, the lm_head input, the fp32
-    log-softmax of the logits, the shifted labels (with b = 1 the shifted slice keeps its
-    padding position) and the loss normaliser.
+    (computed once, shared by all layers; as wide as the rotated part of a head), the final
+    RMSNorm, the lm_head input, the fp32 log-softmax of the logits, the shifted labels (with
+    b = 1 the shifted slice keeps its padding position) and the loss normaliser.
     """
     sb = seq * batch
     saved = [s for op in graph.embedding for s in op_saved_tensors(op, batch, seq, how)]
     if not how.megatron:
-        rope = 0 if how.recompute == "full" else 2 * seq * graph.spec.head_size
-        saved.append(_saved("rotary cos and sin", "2·s·d·e", rope))
+        width, sym = _rotary_width(graph)
+        rope = 0 if how.recompute == "full" else 2 * seq * width
+        saved.append(_saved("rotary cos and sin", f"2·s·{sym}·e", rope))
     saved += [s for op in graph.head for s in op_saved_tensors(op, batch, seq, how)]
     vocab_local = graph.head[-1].rank_dims(how.tp)[1]  # the lm_head's vocabulary shard
     if how.megatron:
@@ -328,3 +368,16 @@ def outside_saved_tensors(graph: ModelGraph, batch: int, seq: int,
                    dtype="int64"),
             _saved("loss normaliser", "4", 1, dtype="fp32"))
 
+
+
+def _rotary_width(graph: ModelGraph) -> tuple[int, str]:
+    """(width, symbol) of the rotary cos/sin tables: a query/key head (d), or MLA's rotary part
+    of it (d_r = qk_rope_head_dim: DeepSeek-V2 sec. 2.1.3, decoupled RoPE); 0 without rotary
+    positions or attention."""
+    if graph.spec.position != "rotary":
+        return 0, "d"
+    for layer in graph.layers:
+        op = layer.attention
+        if op is not None:
+            return (op.latent_dim - op.kv_rank, "d_r") if op.kv_rank else (op.qk_dim, "d")
+    return 0, "d"
