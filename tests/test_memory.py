@@ -203,3 +203,13 @@ def test_recomputation_and_sharding_never_keep_more(layer, convention, tp, flash
     assert kept(recompute="full") <= kept(recompute="selective") <= none
     assert kept(tp=2 * tp) <= none
     assert kept(sequence_parallel=True) <= none
+
+
+def test_a_sandwich_layer_keeps_its_post_norms_under_every_convention():
+    spec = get_model("gemma-2-9b")  # four RMSNorms per layer, h = 3584
+    s, h = 1024, 3584
+    megatron = {t.name: t.bytes for t in layer_activations(spec, 1, s).saved}
+    assert megatron["post-attention LayerNorm input"] == megatron["post-MLP LayerNorm input"] \
+        == 2 * s * h
+    hf = [t.name for t in layer_activations(spec, 1, s, convention="hf-eager").saved]
+    assert sum(n.endswith("RMSNorm normalised output") for n in hf) == 4

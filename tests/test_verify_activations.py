@@ -218,3 +218,44 @@ def test_mla_latent_tensors_are_kept_under_every_convention():
         else:
             assert saved["kv_a RMSNorm fp32 input copy"] == 4 * s * r_kv
             assert saved["kv_a RMSNorm normalised output"] == 2 * s * r_kv
+
+
+# Gemma 2 and 3: four RMSNorms per layer (sandwich), GeGLU. Softcapping off and a window wider
+# than the sequence, so that neither a tanh of the scores nor an explicit mask is kept.
+GEMMA = dict(hidden_size=128, num_attention_heads=4, num_key_value_heads=2, head_dim=24,
+             intermediate_size=160, num_hidden_layers=LAYERS, vocab_size=VOCAB,
+             attention_dropout=0.0, tie_word_embeddings=False, sliding_window=64,
+             attn_logit_softcapping=None, final_logit_softcapping=None)
+
+
+@pytest.mark.parametrize("model_type,impl,dtype", [
+    ("gemma2", "eager", "bfloat16"), ("gemma2", "eager", "float32"),  # no SDPA path in Gemma 2
+    ("gemma3_text", "eager", "bfloat16"), ("gemma3_text", "sdpa", "bfloat16"),
+    ("gemma3_text", "sdpa", "float32")])
+def test_sandwich_norm_layers_keep_four_norms(model_type, impl, dtype):
+    """Every one of the four norm modules saves an RMSNorm's tensors, and the layer's bytes are
+    the hf convention's plus two things it does not describe yet, written out here:
+    transformers' Gemma RMSNorm multiplies by (1 + w) in fp32 (its normalised output is fp32,
+    4·s·b·h instead of e·s·b·h, and 1 + w is a 4·h tensor of its own), and Gemma 3's per-head
+    q/k norms (fp32 copy, rsqrt and fp32 output over a·d and g·d, and their 1 + w)."""
+    config = dict(GEMMA, model_type=model_type)
+    spec = spec_from_hf_config(config)
+    torch_dtype = getattr(torch, dtype)
+    e = torch.tensor([], dtype=torch_dtype).element_size()
+    b, s, h, a, g, d = 2, 16, 128, 4, 2, 24
+    per_layer, outside, per_module = kept_bytes(config, impl, torch_dtype, b, s, False)
+    layer = layer_activations(spec, b, s, convention=f"hf-{impl}", act_bytes=e)
+    head = output_activations(spec, b, s, convention=f"hf-{impl}", act_bytes=e).bytes
+    norm_modules = ("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm",
+                    "post_feedforward_layernorm")
+    assert all(per_module[f"model.layers.1.{m}"] > 0 for m in norm_modules)
+    assert sum("RMSNorm fp32 rsqrt" in t.name for t in layer.saved) == 4
+    gemma_norm = (4 - e) * s * b * h + 4 * h  # fp32 normalised output and 1 + w
+    qk_norms = 0 if model_type == "gemma2" else \
+        (4 * (a + g) * d * 2 + 4 * (a + g)) * s * b + 2 * 4 * d
+    assert [per_layer[i] for i in range(1, LAYERS)] == \
+        [layer.bytes + 4 * gemma_norm + qk_norms] * (LAYERS - 1)
+    rope = 2 * s * d * e  # one table: every layer here is of one type
+    assert per_layer[0] == per_layer[1] + rope
+    # outside: the final norm's Gemma flavour and the embedding's sqrt(h) scale (one element)
+    assert outside + rope == head + gemma_norm + e

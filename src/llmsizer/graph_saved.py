@@ -276,7 +276,8 @@ def layer_saved_tensors(layer: LayerGraph, batch: int, seq: int,
                         how: Saving) -> tuple[SavedTensor, ...]:
     """What this layer keeps for backward on one device: its ops' tensors (each storage once)
     and, around them, the layer's own: the norms' inputs and the residual dropout masks
-    (megatron), or each RMSNorm's fp32 input copy, fp32 rsqrt and normalised output (hf).
+    (megatron), or each RMSNorm's fp32 input copy, fp32 rsqrt and normalised output (hf), for
+    every norm of the layer (four in a sandwich layer).
     With full recomputation only the layer input is kept (Korthikanti et al. 2022 sec. 5).
     Layers with a linear-attention or state-space mixer follow the megatron convention."""
     hidden = next(op.in_features for op in layer.ops if op.in_sym == "h")
@@ -300,16 +301,22 @@ def layer_saved_tensors(layer: LayerGraph, batch: int, seq: int,
     def residual_mask(which: str) -> SavedTensor:
         return _saved(f"{which} residual dropout mask", "s·b·h", sb * hidden, rep, "mask")
 
+    # Sandwich norms (Gemma 2 and 3: pre- and post-attention, pre- and post-feedforward
+    # RMSNorms, transformers' Gemma2/Gemma3DecoderLayer): the two beyond the pre-norms normalise
+    # the attention and the MLP outputs, and keep what any norm keeps.
+    norms = next((op.instances for op in layer.ops if op.component == "norms.layers"), 0)
+    post = ["post-attention", "post-MLP"][:max(0, norms - 2)] if ffn else []
     saved = [norm_input("attention")] if how.megatron else \
-        rmsnorm("attention") + (rmsnorm("MLP") if ffn else [])
+        rmsnorm("attention") + (rmsnorm("MLP") if ffn else []) + \
+        [s for which in post for s in rmsnorm(which)]
     saved += _ops_saved(mixer, batch, seq, how, gated)
     if not ffn:
         return tuple(saved)
     if how.megatron:
-        saved += [residual_mask("attention"), norm_input("MLP")]
+        saved += [norm_input(w) for w in post[:1]] + [residual_mask("attention"), norm_input("MLP")]
     saved += _ops_saved(ffn, batch, seq, how, gated)
     if how.megatron:
-        saved.append(residual_mask("MLP"))
+        saved += [norm_input(w) for w in post[1:]] + [residual_mask("MLP")]
     return tuple(saved)
 
 
