@@ -36,13 +36,9 @@ from typing import Literal
 from llmsizer.graph_saved import ACTIVATION_CONVENTIONS as ACTIVATION_CONVENTIONS
 from llmsizer.graph_saved import SAVED_DTYPE_BYTES as SAVED_DTYPE_BYTES
 from llmsizer.graph_saved import SavedDType as SavedDType
-from llmsizer.graph_saved import (
-    SavedTensor,
-    Saving,
-    layer_saved_tensors,
-    op_saved_tensors,
-    outside_saved_tensors,
-)
+from llmsizer.graph_saved import SavedTensor as SavedTensor
+from llmsizer.graph_saved import Saving as Saving
+from llmsizer.graph_saved import layer_saved_tensors, op_saved_tensors, outside_saved_tensors
 from llmsizer.specs.model import ModelSpec
 
 # How tensor parallelism (Megatron-LM, Shoeybi et al. 2019, sec. 3) splits a weight:
