@@ -5,14 +5,11 @@ are checked against the documented lists below instead.)"""
 
 from __future__ import annotations
 
-import io
 import json
 import shlex
-from contextlib import redirect_stderr, redirect_stdout
 
 import pytest
-
-from llmsizer.cli import main
+from clirun import run_cli
 
 # vllm serve: https://docs.vllm.ai/en/v0.8.5/serving/engine_args.html
 VLLM_FLAGS = {"--tensor-parallel-size", "--pipeline-parallel-size", "--max-num-seqs",
@@ -36,11 +33,7 @@ BASE = ["plan-serve", "llama-2-7b", "--gpu", "a100-80gb", "--gpus", "4", "--prom
         "--requests", "100"]
 
 
-def _cli(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        code = main(argv)
-    return code, out.getvalue(), err.getvalue()
+_cli = run_cli
 
 
 @pytest.fixture(scope="module")

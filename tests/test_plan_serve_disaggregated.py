@@ -6,13 +6,10 @@ re-simulating the chosen layouts through `llmsizer simulate` (not through the pl
 
 from __future__ import annotations
 
-import io
 import json
-from contextlib import redirect_stderr, redirect_stdout
 
 import pytest
-
-from llmsizer.cli import main
+from clirun import run_cli
 
 # Prefill-heavy: 8k-token prompts, 128 output tokens, 4 req/s, TPOT SLO 12 ms.
 PREFILL_HEAVY = ["plan-serve", "llama-3.1-8b", "--gpu", "h100", "--gpus", "4", "--prompt", "8k",
@@ -24,11 +21,7 @@ DECODE_HEAVY = ["plan-serve", "llama-3.1-8b", "--gpu", "h100", "--gpus", "4", "-
                 "--requests", "200"]
 
 
-def _cli(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        code = main(argv)
-    return code, out.getvalue(), err.getvalue()
+_cli = run_cli
 
 
 @pytest.fixture(scope="module")

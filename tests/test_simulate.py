@@ -4,20 +4,18 @@ theory or from the request timestamps, never from a stored run."""
 
 from __future__ import annotations
 
-import io
 import json
 import math
-from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import replace
 
 import numpy as np
 import pytest
+from clirun import run_cli
 
 from llmsizer.analysis.efficiency import Efficiency
 from llmsizer.analysis.inference import ServingConfig, _topology, forward_pass
 from llmsizer.analysis.serving_sim import kv_pool, simulate
 from llmsizer.catalog import get_accelerator, get_model
-from llmsizer.cli import main
 from llmsizer.serving.engines import engine_profile
 from llmsizer.serving.workload import Workload, from_trace, gamma_arrivals, synthetic
 
@@ -178,11 +176,7 @@ def test_every_engine_completes_every_request():
         assert int(r.outputs.sum()) == 300 * np.mean(work.output_tokens)
 
 
-def _cli(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        code = main(argv)
-    return code, out.getvalue(), err.getvalue()
+_cli = run_cli
 
 
 def test_cli_json_has_the_documented_keys():
