@@ -206,7 +206,8 @@ def run_calibrate(args: argparse.Namespace) -> str:
                             f"between 0 and the link's one-way {link / 1e9:g} GB/s")
         measured["comm_efficiency"] = args.busbw_gbs * 1e9 / link
         notes.append(f"all-reduce bus bandwidth {args.busbw_gbs:g} GB/s")
-    training = replace(Efficiency.for_accelerator(acc, workload="training"), **measured)
+    training = replace(Efficiency.for_accelerator(acc, workload="training"),
+                       **measured)  # type: ignore[arg-type]  # fractions only
     fitted = None
     if args.train:
         fitted, note = _fit_training(args, acc, training)

@@ -187,7 +187,7 @@ def apply_table(base: Efficiency, data: dict[str, Any], acc: Accelerator | None,
     "generations": {g: {"scale", "default"}}, "accelerators": {name: {...}}}, "serving": ...}
     (what `llmsizer calibrate` writes), or flat factors for every workload. "scale" multiplies the
     generation's measured values; "default"/flat values set a factor outright."""
-    from llmsizer.files import check_object, EFFICIENCY_FIELDS
+    from llmsizer.files import EFFICIENCY_FIELDS, check_object
 
     layers: list[tuple[dict[str, Any], dict[str, Any]]] = []  # (scale, set)
     if "training" not in data and "serving" not in data:

@@ -131,8 +131,8 @@ def profile(name: str) -> Profile:
     prof = PROFILES[key]
     if not mods:
         return prof
-    changes = {SWITCHES[m[1:]]: m[0] == "+" for m in mods}
-    return replace(prof, **changes, name=key + "".join(mods))
+    changes: dict[str, bool] = {SWITCHES[m[1:]]: m[0] == "+" for m in mods}
+    return replace(prof, name=key + "".join(mods), **changes)  # type: ignore[arg-type]
 
 
 def exposed(comm: np.ndarray | float, compute: np.ndarray | float,

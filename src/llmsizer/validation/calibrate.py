@@ -23,8 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from llmsizer.analysis.efficiency import Efficiency, apply_table, generation_efficiency, \
-    generation_of
+from llmsizer.analysis.efficiency import Efficiency, apply_table, generation_efficiency, generation_of
 from llmsizer.validation.cases import Case, load_cases
 from llmsizer.validation.runner import Report, Row, run
 
