@@ -43,18 +43,31 @@ def worker(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
 
     from llmsizer.measure.runtime import cpu_share
 
+    def together() -> None:
+        # Every rank starts each benchmark at the same moment, as the ranks of a training step
+        # run the same kernels together: on a machine whose cores share caches, memory or a
+        # physical core, a rank timed while its neighbour runs a different benchmark measures
+        # a contention no step has.
+        if ctx.world > 1:
+            _sync(ctx)
+
     c0, t0 = time.process_time(), time.perf_counter()
     out: dict[str, Any] = {"threads": ctx.threads}
     ctx.progress("GEMM peak sweep")
+    together()
     out["peak_flops"] = {d: gemm_sweep(ctx, d) for d in PEAK_DTYPES[ctx.device]}
     ctx.progress(f"the model's GEMMs at {tokens} tokens")
+    together()
     out["gemms"] = model_gemms(ctx, spec, tokens, payload["dtype"])
     ctx.progress("fused attention (SDPA), forward and backward")
+    together()
     out["attention"] = attention(ctx, spec, payload["micro_batch"], payload["seq"],
                                  payload["dtype"])
     ctx.progress("element-wise kernels and a memory stream")
+    together()
     out["elementwise"] = elementwise(ctx, spec, payload["micro_batch"], payload["seq"],
                                      payload["dtype"])
+    together()
     out["stream"] = stream(ctx)
     out["kernel_overhead_s"] = kernel_overhead(ctx)
     out["cpu_share"] = cpu_share(time.process_time() - c0, time.perf_counter() - t0, ctx)
