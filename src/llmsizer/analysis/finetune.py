@@ -30,6 +30,7 @@ from llmsizer.analysis.activations import layer_activations, output_activations
 from llmsizer.analysis.cluster import Cluster
 from llmsizer.analysis.efficiency import Efficiency, gemm_efficiency, op_time
 from llmsizer.analysis.finetune_targets import Adapter, adapters
+from llmsizer.analysis.frameworks import DDP_BUCKET_BYTES
 from llmsizer.analysis.layer_costs import _linear_time
 from llmsizer.analysis.params import count_params
 from llmsizer.analysis.training import TrainingResult, train_step
@@ -48,7 +49,7 @@ from llmsizer.specs.precision import (
 Method = Literal["full", "lora", "qlora", "dora"]
 METHODS = ("full", "lora", "qlora", "dora")
 ADAPTER_BYTES = 4  # PEFT casts adapters to fp32 under a 16-bit base (autocast_adapter_dtype)
-DDP_BUCKETS = 2 * 25 * 2**20  # torch DDP: two 25 MiB gradient buckets in flight
+DDP_BUCKETS = 2 * DDP_BUCKET_BYTES  # torch DDP: two 25 MiB gradient buckets in flight
 # Inputs that feed several adapters as one tensor (fp32 models share one copy among them).
 _SHARED_INPUT = {"q_proj": "attn", "k_proj": "attn", "v_proj": "attn", "q_a_proj": "attn",
                  "kv_a_proj": "attn", "in_proj_qkvz": "mixer", "in_proj_ba": "mixer",

@@ -20,6 +20,13 @@ import numpy as np
 
 from llmsizer.errors import SpecError
 
+# Framework defaults for gradient buckets (the time model's bucket count and the memory model's
+# bucket buffers both read these)
+DDP_BUCKET_BYTES = 25 * 2**20  # torch DDP bucket_cap_mb default (25 MiB)
+DEEPSPEED_REDUCE_BUCKET = 5e8  # elements: DeepSpeed reduce_bucket_size default
+DEEPSPEED_PREFETCH = 5e7  # elements: DeepSpeed stage3_prefetch_bucket_size default
+_DDP_ELEMENTS = DDP_BUCKET_BYTES / 2  # a 25 MiB bucket of 2-byte gradients
+
 
 @dataclass(frozen=True)
 class Profile:
@@ -71,15 +78,16 @@ PROFILES: dict[str, Profile] = {
                     _MEGATRON_SOURCE + "; NeMo performance recipes: tp_comm_overlap on"),
     # DeepSpeed: overlap_comm defaults to True only for ZeRO-3; reduce_bucket_size 5e8 elements
     # (deepspeed/runtime/zero/config.py)
-    "deepspeed": Profile("deepspeed", False, False, True, False, False, "attention", True, 2, 5e8, 0,
+    "deepspeed": Profile("deepspeed", False, False, True, False, False, "attention", True, 2,
+                         DEEPSPEED_REDUCE_BUCKET, 0,
                          "DeepSpeed deepspeed/runtime/zero/config.py: overlap_comm True only for "
                          "stage 3, reduce_bucket_size 5e8, stage3_prefetch_bucket_size 5e7"),
     # FSDP2: backward prefetch always, forward keeps two all-gathers in flight; DDP's 25 MiB
     # buckets for replicated gradients (pytorch docs notes/fsdp.html; torch DDP bucket_cap_mb)
-    "fsdp2": Profile("fsdp2", True, False, True, False, False, "attention", False, 2, 25 * 2**20 / 2, 0,
+    "fsdp2": Profile("fsdp2", True, False, True, False, False, "attention", False, 2, _DDP_ELEMENTS, 0,
                      "PyTorch FSDP2 (fully_shard): per-layer all-gather prefetch and reduce-"
                      "scatter under backward; DDP bucket_cap_mb 25"),
-    "fsdp1": Profile("fsdp1", True, False, True, False, False, "attention", False, 2, 25 * 2**20 / 2, 0,
+    "fsdp1": Profile("fsdp1", True, False, True, False, False, "attention", False, 2, _DDP_ELEMENTS, 0,
                      "PyTorch FSDP1: BACKWARD_PRE prefetch, forward prefetch implicit, "
                      "limit_all_gathers"),
     # torchtitan = FSDP2 (+ TP/PP); async TP is opt-in (torch.compile + symmetric memory); its
@@ -87,13 +95,13 @@ PROFILES: dict[str, Profile] = {
     # other matmul, so backward re-runs the rest (torchtitan/models/llama3/infra/parallelize.py,
     # _apply_ac_to_transformer_block: mm outputs saved only on odd counts)
     "torchtitan": Profile("torchtitan", True, False, True, False, False, "every-other-matmul",
-                          False, 2, 25 * 2**20 / 2, 0,
+                          False, 2, _DDP_ELEMENTS, 0,
                           "pytorch/torchtitan docs/fsdp.md; async TP opt-in "
                           "(benchmarks/asyncTP_llama3_h100_2025-06_torchtitan.md); op-level "
                           "selective AC (models/llama3/infra/parallelize.py)"),
     # llm-foundry trains with Composer's FSDP1 (FULL_SHARD, activation checkpointing options)
     "foundry": Profile("foundry", True, False, True, False, False, "attention", False, 2,
-                       25 * 2**20 / 2, 0,
+                       _DDP_ELEMENTS, 0,
                        "mosaicml/llm-foundry scripts/train/yamls: Composer FSDP (FULL_SHARD)"),
 }
 DEFAULT = "megatron"
@@ -109,22 +117,24 @@ SWITCHES = {"tp-comm-overlap": "tp_comm_overlap", "overlap-grad-reduce": "overla
             "prefetch-params": "prefetch_params"}
 
 
-def base_name(name: str) -> str:
-    """The framework a name with switches names ("megatron+tp-comm-overlap" -> "megatron")."""
+def _split_switches(name: str) -> tuple[str, list[str]]:
+    """("megatron", ["+tp-comm-overlap"]) from "megatron+tp-comm-overlap" (aliases resolved)."""
     import re
 
-    base = re.split(r"(?=[+-](?:" + "|".join(SWITCHES) + r")\b)", name.lower())[0]
-    return ALIASES.get(base, base)
+    base, *mods = re.split(r"(?=[+-](?:" + "|".join(SWITCHES) + r")\b)", name.lower())
+    return ALIASES.get(base, base), mods
+
+
+def base_name(name: str) -> str:
+    """The framework a name with switches names ("megatron+tp-comm-overlap" -> "megatron")."""
+    return _split_switches(name)[0]
 
 
 @lru_cache(maxsize=256)
 def profile(name: str) -> Profile:
     """The profile called `name` (case-insensitive), with any "+switch"/"-switch" suffixes
     applied; an error naming the choices otherwise."""
-    import re
-
-    base, *mods = re.split(r"(?=[+-](?:" + "|".join(SWITCHES) + r")\b)", name.lower())
-    key = ALIASES.get(base, base)
+    key, mods = _split_switches(name)
     if key not in PROFILES:
         raise SpecError("framework", name, "one of " + ", ".join(PROFILES)
                         + " (optionally +/-" + ", +/-".join(SWITCHES) + ")")

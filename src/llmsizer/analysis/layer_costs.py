@@ -122,10 +122,11 @@ def _fp8_cast_bytes(op: Op, tokens: int, tp: int, ep: int, recipe: str) -> tuple
 
 def _attention_time(op: Op, layer: LayerGraph, mb: int, seq_local: int, cp: int, tp: int,
                     flash: bool, acc: Accelerator, peak: float, e: float,
-                    eff: Efficiency, backward: bool = False) -> float:
-    """Forward (or backward, without its 2.5x FLOPs) time of the attention core on one device.
-    Flash kernels skip masked tiles (causal pairs) and reach the generation's measured
-    efficiency at this context length; eager computes and stores the full square of scores."""
+                    eff: Efficiency) -> tuple[float, float]:
+    """Forward time of the attention core on one device, and the time of the same work at the
+    backward kernels' efficiency (the backward's 2.5x FLOPs are applied by the caller). Flash
+    kernels skip masked tiles (causal pairs) and reach the generation's measured efficiency at
+    this context length; eager computes and stores the full square of scores."""
     context = seq_local * cp
     if cp == 1:
         pairs = layer_pairs(layer, seq_local, context, "causal" if flash else "dense")
@@ -137,8 +138,11 @@ def _attention_time(op: Op, layer: LayerGraph, mb: int, seq_local: int, cp: int,
     qkvo = e * mb * seq_local * (heads + kv_heads) * (op.qk_dim + op.v_dim)
     scores = 0 if flash else 4 * e * mb * heads * seq_local * context
     window = min(context, layer.keys_visible or context)
-    efficiency = eff.attention_at(window, backward) if flash else eff.attention_efficiency
-    return op_time(flops, qkvo + scores, peak, acc.memory_bandwidth_bytes_s, efficiency, eff)
+    fwd_eff, bwd_eff = ((eff.attention_at(window), eff.attention_at(window, backward=True))
+                        if flash else (eff.attention_efficiency,) * 2)
+    bw = acc.memory_bandwidth_bytes_s
+    return (op_time(flops, qkvo + scores, peak, bw, fwd_eff, eff),
+            op_time(flops, qkvo + scores, peak, bw, bwd_eff, eff))
 
 
 def _stream_time(op: Op, tokens: int, tp: int, acc: Accelerator, e: float,
@@ -198,10 +202,8 @@ def _layer_cost(st: Setting, layer_index: int, tp: int, cp: int, ep: int, mb: in
                 f, b = _fp8_cast_bytes(op, tokens, tp, ep, st.fp8_recipe)
                 cast_f, cast_b = cast_f + f, cast_b + b
         elif op.kind == "attention":
-            attn = _attention_time(op, layer, mb, seq_local, cp, tp, flash, acc, attn_peak, e,
-                                   eff)
-            attn_bwd = _attention_time(op, layer, mb, seq_local, cp, tp, flash, acc, attn_peak,
-                                       e, eff, backward=True)
+            attn, attn_bwd = _attention_time(op, layer, mb, seq_local, cp, tp, flash, acc,
+                                             attn_peak, e, eff)
         elif op.kind in ("scan", "conv"):
             fwd_scan += _stream_time(op, tokens, tp, acc, e, eff)
     # Element-wise work (norms, residual adds, activation, rotary, MoE routing and permutation,

@@ -16,6 +16,7 @@ from functools import lru_cache
 import numpy as np
 
 from llmsizer.analysis import comm, frameworks
+from llmsizer.analysis.frameworks import DDP_BUCKET_BYTES, DEEPSPEED_PREFETCH, DEEPSPEED_REDUCE_BUCKET
 from llmsizer.analysis.layer_costs import (
     DEFAULT_FRAMEWORK_OVERHEAD,
     Group,
@@ -27,9 +28,6 @@ from llmsizer.analysis.layer_costs import (
 __all__ = ["DEFAULT_FRAMEWORK_OVERHEAD", "Group", "GroupResult", "Setting", "Variants",
            "evaluate", "group_costs", "in_flight", "stage_costs"]
 
-DDP_BUCKET_BYTES = 25 * 2**20  # torch DDP bucket_cap_mb default (25 MiB), two in flight
-DEEPSPEED_REDUCE_BUCKET = 5e8  # elements: DeepSpeed reduce_bucket_size default
-DEEPSPEED_PREFETCH = 5e7  # elements: stage3_prefetch_bucket_size default
 SCHEDULE_CODE = {"gpipe": 0, "1f1b": 1, "interleaved": 2}
 
 
@@ -236,7 +234,8 @@ def evaluate(st: Setting, gs: list[Group] | Group, vs: list[Variants] | Variants
     # Gradients allocated by the backward (PyTorch's set_to_none) meet all the activations only
     # when an earlier micro-batch left them behind (accumulation, pipelining); otherwise the
     # peak is the larger of the two moments: the loss backward, or the end of the backward
-    persistent = frameworks.profile(st.framework).persistent_grads
+    prof = frameworks.profile(st.framework)
+    persistent = prof.persistent_grads
     meet = (accum[:, None] > 1) | (pp > 1) | persistent
     total = weights + optim + np.where(meet, grads + act + other, np.maximum(
         grads + other - loss_t, act + other))
@@ -246,7 +245,6 @@ def evaluate(st: Setting, gs: list[Group] | Group, vs: list[Variants] | Variants
     # ---- time ----
     # What the framework overlaps (llmsizer.analysis.frameworks): every communication term is
     # kept whole (…_total) and as what shows on the critical path.
-    prof = frameworks.profile(st.framework)
     overlap = st.dp_overlap
     t_mb = per_row([c.t_mb for c in costs])
     t_fwd = per_row([c.t_fwd for c in costs])
