@@ -1,0 +1,93 @@
+"""The training time model's mechanisms against hand derivations and their cited sources
+(issue 10): bucketed overlap, NCCL's hierarchical bus bandwidth, FP8 recipes, framework switches."""
+
+import pytest
+
+from llmsizer.analysis import comm, frameworks
+from llmsizer.analysis.cluster import Cluster
+from llmsizer.analysis.efficiency import Efficiency
+from llmsizer.analysis.training import train_step
+from llmsizer.catalog import get_accelerator, get_model
+from llmsizer.errors import SpecError
+from llmsizer.specs.parallel import Parallelism
+from llmsizer.specs.precision import optimizer, training_precision
+
+
+@pytest.mark.parametrize("g,t,nb,expected", [
+    # one bucket: it is ready only when the compute ends, so all of it shows
+    (4.0, 10.0, 1, 4.0),
+    # 4 buckets of 1 s each after 2.5 s of compute each: each finishes under the next part of
+    # the compute; only the last bucket's 1 s shows
+    (4.0, 10.0, 4, 1.0),
+    # communication longer than compute: the first bucket starts after T/nb, then G runs whole
+    (20.0, 10.0, 5, 20.0 + 2.0 - 10.0),
+    (0.0, 10.0, 5, 0.0),
+])
+def test_bucketed_overlap_matches_the_hand_timeline(g, t, nb, expected):
+    assert float(frameworks.exposed(g, t, nb)) == pytest.approx(expected)
+
+
+def test_a_group_across_nodes_runs_at_the_nics_it_owns():
+    # 32 ranks on 4 nodes of 8: per-accelerator NIC rate = busbw·(k−1)/(n−1)
+    # (stas00/ml-engineering network/README.md), so busbw = NIC·31/3, capped by NVLink's
+    nic, nvlink = 50e9, 450e9
+    topo = comm.Topology(8, comm.Link("nvlink", nvlink, 5e-6), comm.Link("nic", nic, 14e-6))
+    assert topo.link_for(32, 1).effective_bytes_s == pytest.approx(min(nvlink, nic * 31 / 3))
+    # one rank per node (stride 8): each rank's own NIC
+    assert topo.link_for(16, 8).effective_bytes_s == pytest.approx(nic)
+    # inside a node: NVLink
+    assert topo.link_for(8, 1).effective_bytes_s == pytest.approx(nvlink)
+
+
+def test_ring_latency_counts_network_steps_apart():
+    # NCCL tuning.cc: base + (steps − inter steps)·intra + inter steps·network, per ring pass
+    link = comm.Link("x", 1e12, 2e-6, nodes=4, inter_latency_s=10e-6)
+    n = 32
+    expected = comm.NCCL_BASE_LATENCY_S + (2 * (n - 1) - 2 * 4) * 2e-6 + 2 * 4 * 10e-6
+    assert link.ring_latency(n, 2) == pytest.approx(expected)
+
+
+def _step(precision: str, seq: int = 8192, **kw):
+    acc = get_accelerator("h100")
+    return train_step(get_model("llama-2-7b"), Parallelism(micro_batch=1, grad_accum=4),
+                      training_precision(precision), optimizer("adam"), seq, Cluster(acc),
+                      Efficiency.for_accelerator(acc), **kw)
+
+
+def test_fp8_speeds_up_only_the_linear_products():
+    # FP8 GEMMs run at most twice bf16's rate (H100: 1979 vs 989 TFLOP/s dense) and attention
+    # stays in bf16 (Transformer Engine's default, torchao): the step gains less than 2x, and the
+    # longer the sequence (the larger attention's share), the less it gains
+    short = _step("mixed", 2048).time.compute_s / _step("fp8", 2048).time.compute_s
+    long = _step("mixed", 16384).time.compute_s / _step("fp8", 16384).time.compute_s
+    assert 1.0 < short < 2.0
+    assert long < short
+
+
+def test_current_scaling_costs_more_than_delayed():
+    # current scaling reads each tensor once more for its amax before casting
+    assert _step("fp8", fp8_recipe="current").time.compute_s > \
+        _step("fp8", fp8_recipe="delayed").time.compute_s
+
+
+def test_switches_turn_one_overlap_on_or_off():
+    assert frameworks.profile("megatron+tp-comm-overlap").tp_comm_overlap
+    assert not frameworks.profile("nemo-tp-comm-overlap").tp_comm_overlap
+    assert frameworks.base_name("nemo-tp-comm-overlap") == "nemo"
+    with pytest.raises(SpecError, match="framework"):
+        frameworks.profile("megatron+warp-drive")
+
+
+def test_tp_overlap_hides_only_what_the_products_cover():
+    acc = get_accelerator("h100")
+    par = Parallelism(tp=8, sequence_parallel=True, micro_batch=1, grad_accum=4)
+
+    def t(fw):
+        return train_step(get_model("llama-2-70b"), par, training_precision("mixed"),
+                          optimizer("adam"), 4096, Cluster(acc), Efficiency.for_accelerator(acc),
+                          framework=fw).time
+
+    plain, hidden = t("megatron"), t("megatron+tp-comm-overlap")
+    assert hidden.tp_comm_total_s == pytest.approx(plain.tp_comm_total_s)
+    assert 0 < hidden.tp_comm_s < plain.tp_comm_s == pytest.approx(plain.tp_comm_total_s)
+    assert hidden.total_s < plain.total_s
