@@ -26,7 +26,9 @@ def loso():
 @pytest.mark.parametrize("metric", sorted(GATE["ceilings"]))
 def test_leave_one_source_out_error_stays_under_its_ceilings(loso, metric):
     summary = loso.summary(metric)
-    assert summary["families"] >= 10, "the gate needs many source families to mean anything"
+    # step time needs many source families to mean anything; peak memory has only the sources
+    # that publish it (torchtitan's benchmark pages)
+    assert summary["families"] >= GATE["min_families"][metric]
     for key, ceiling in GATE["ceilings"][metric].items():
         assert summary[key] <= ceiling, (
             f"{metric}: {key} = {summary[key]:.3f} rose above its ceiling {ceiling} "

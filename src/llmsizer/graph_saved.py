@@ -284,6 +284,8 @@ def layer_saved_tensors(layer: LayerGraph, batch: int, seq: int,
     sb, rep = seq * batch, how.replicated_split
     if how.recompute == "full":
         return (_saved("layer input", "e·s·b·h", sb * hidden, rep),)
+    if how.recompute == "selective-op":
+        return _op_sac_saved(layer, batch, seq, how, hidden)
     if layer.layer_type in _MIXER_LAYERS:
         how = replace(how, convention="megatron")
     ffn = [op for op in layer.ops if op.component.split(".")[0] in ("mlp", "moe")]
@@ -317,6 +319,42 @@ def layer_saved_tensors(layer: LayerGraph, batch: int, seq: int,
     saved += _ops_saved(ffn, batch, seq, how, gated)
     if how.megatron:
         saved += [norm_input(w) for w in post[1:]] + [residual_mask("MLP")]
+    return tuple(saved)
+
+
+def _op_sac_saved(layer: LayerGraph, batch: int, seq: int, how: Saving,
+                  hidden: int) -> tuple[SavedTensor, ...]:
+    """Per-op selective activation checkpointing as torchtitan applies it to each block
+    (torchtitan models/llama3/parallelize_llama.py, _apply_ac_to_transformer_block, op mode;
+    torch.utils.checkpoint.create_selective_checkpoint_contexts): the block's input, and the
+    outputs of the ops the policy must save — every odd-numbered aten.mm of the block in forward
+    order (the 1st, 3rd, …), the flash/efficient attention kernel (its output and fp32
+    log-sum-exp) and the sequence-parallel reduce-scatters. Everything else is recomputed.
+    A row-parallel product's output is the partial sum before its reduce-scatter, whole on
+    every TP rank; a column-parallel one is split. torchao's float8 linears are aten.mm on a
+    float8 tensor subclass (the policy sees the mm before the subclass dispatches it to
+    torch._scaled_mm), so FP8 runs keep the same set. Routed experts run as one grouped product
+    (torch._grouped_mm), which the policy does not list: recomputed."""
+    sb, t, rep = seq * batch, how.tp, how.replicated_split
+    saved = [_saved("block input", "e·s·b·h", sb * hidden, rep)]
+    mm = 0
+    for op in layer.ops:
+        # routed experts run one grouped product (torch._grouped_mm), not aten.mm
+        if op.kind in ("linear", "router") and op.instances == 1:
+            mm += 1
+            if mm % 2:
+                n = op.rank_dims(t)[1]
+                whole, split = (op.out_features, t) if n * t == op.out_features else (n, 1)
+                saved.append(_saved(f"{op.name} output (odd matmul)", f"e·s·b·{op.out_sym}",
+                                    sb * whole, split))
+        elif op.kind == "attention":
+            assert op.heads is not None
+            saved += [_saved("attention kernel output", "e·s·b·a·d_v",
+                             sb * op.heads * op.v_dim, t),
+                      _saved("log-sum-exp (fp32)", "4·a·s·b", op.heads * sb, t, "fp32")]
+    if how.sequence_parallel and t > 1:
+        saved.append(_saved("sequence-parallel reduce-scatter outputs", "2·e·s·b·h",
+                            2 * sb * hidden, t))
     return tuple(saved)
 
 

@@ -284,6 +284,7 @@ def training_text(r: TrainingResult, data: dict[str, Any]) -> str:
 
 def explain_lines(r: TrainingResult) -> list[str]:
     """Formulas with values substituted for the headline numbers, and where each comes from."""
+    from llmsizer.analysis import frameworks
     from llmsizer.analysis.activations import layer_activations, output_activations
 
     p, peak, t = r.par, r.memory.peak, r.time
@@ -323,8 +324,9 @@ def explain_lines(r: TrainingResult) -> list[str]:
     act_b = 4 if prec is not None and prec.compute_dtype == "fp32" else 2
     b, s = p.micro_batch, r.seq // p.cp
     first_layer = sum(st.layers for st in r.memory.stages[:peak.stage])
+    saving = frameworks.saving_recompute(r.framework, p.recompute)
     layer = layer_activations(r.spec, b, s, convention=r.activations, act_bytes=act_b, tp=p.tp,
-                              sequence_parallel=p.sequence_parallel, recompute=p.recompute,
+                              sequence_parallel=p.sequence_parallel, recompute=saving,
                               moe_layer=r.spec.is_moe_layer(first_layer), flash=r.flash)
     lines.append(f"activations per layer ({r.activations}, b={b}, s={s}, h={r.spec.hidden_size}, "
                  f"e={act_b}) = {format_bytes(layer.bytes)}:")

@@ -65,14 +65,15 @@ def layer_activations(spec: ModelSpec, batch: int, seq: int, *, convention: str 
     """Bytes one layer keeps for backward for one micro-batch of `batch` sequences of `seq`
     tokens (already divided by context parallelism), on one device of a TP group. `layer_index`
     picks the layer (its mixer and widths from the op graph); by default the first layer of the
-    MoE or dense kind asked for."""
+    MoE or dense kind asked for. `recompute` "selective-op" is torchtitan's per-op selective
+    checkpointing."""
     how = _saving(convention, act_bytes, tp, sequence_parallel, recompute, flash)
     if layer_index is None:
         layer_index = next((i for i in range(spec.num_layers)
                             if spec.is_moe_layer(i) == moe_layer), 0)
     layer = build_graph(spec).layers[layer_index]
     mixer = layer.layer_type in ("linear_attention", "mamba")
-    if (not how.megatron and recompute != "full" and not mixer
+    if (not how.megatron and recompute not in ("full", "selective-op") and not mixer
             and (spec.ffn_kind != "gated" or spec.norm != "rmsnorm")):
         raise SpecError("activations", convention, "megatron for this model: the Hugging Face "
                         "conventions describe Llama-style layers (RMSNorm, gated FFN)")

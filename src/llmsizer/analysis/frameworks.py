@@ -26,6 +26,9 @@ DDP_BUCKET_BYTES = 25 * 2**20  # torch DDP bucket_cap_mb default (25 MiB)
 DEEPSPEED_REDUCE_BUCKET = 5e8  # elements: DeepSpeed reduce_bucket_size default
 DEEPSPEED_PREFETCH = 5e7  # elements: DeepSpeed stage3_prefetch_bucket_size default
 _DDP_ELEMENTS = DDP_BUCKET_BYTES / 2  # a 25 MiB bucket of 2-byte gradients
+# FSDP2 mixed precision as torchtitan configures it: gradients reduced in fp32
+# (training.mixed_precision_reduce = "float32", torchtitan config_manager.py)
+FSDP_REDUCE_BYTES = 4
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,12 @@ class Profile:
     bucket_elements: float  # gradient bucket, elements (see `buckets`)
     bucket_per_dp_rank: float  # … or this many elements per data-parallel rank, if larger
     source: str
+    # ZeRO-3 under pipeline parallelism (torch.distributed.pipelining with FSDP2, as torchtitan
+    # runs it): a stage's parameters stay gathered from its forward to its backward
+    # (reshard_after_forward=False when PP is on), and gradients accumulate unsharded, in the
+    # fp32 reduce dtype, until the last micro-batch's backward reduce-scatters them
+    # (PipelineStage: set_requires_gradient_sync(last_backward))
+    pp_unsharded: bool = False
 
     def buckets(self, params: float, dp: int) -> float:
         """Gradient buckets of `params` parameters at data-parallel size `dp`."""
@@ -98,7 +107,10 @@ PROFILES: dict[str, Profile] = {
                           False, 2, _DDP_ELEMENTS, 0,
                           "pytorch/torchtitan docs/fsdp.md; async TP opt-in "
                           "(benchmarks/asyncTP_llama3_h100_2025-06_torchtitan.md); op-level "
-                          "selective AC (models/llama3/infra/parallelize.py)"),
+                          "selective AC (models/llama3/infra/parallelize.py); with PP, FSDP "
+                          "does not reshard after forward (parallelize_llama.py apply_fsdp) and "
+                          "gradients sync only on the last backward (torch.distributed."
+                          "pipelining stage.py)", pp_unsharded=True),
     # llm-foundry trains with Composer's FSDP1 (FULL_SHARD, activation checkpointing options)
     "foundry": Profile("foundry", True, False, True, False, False, "attention", False, 2,
                        _DDP_ELEMENTS, 0,
@@ -143,6 +155,15 @@ def profile(name: str) -> Profile:
         return prof
     changes: dict[str, bool] = {SWITCHES[m[1:]]: m[0] == "+" for m in mods}
     return replace(prof, name=key + "".join(mods), **changes)  # type: ignore[arg-type]
+
+
+def saving_recompute(framework: str, recompute: str) -> str:
+    """The recomputation the activation model applies for the user's `--recompute` under
+    `framework`: "selective" means torchtitan's per-op policy ("selective-op") there, the
+    attention core elsewhere."""
+    if recompute == "selective" and profile(framework).selective == "every-other-matmul":
+        return "selective-op"
+    return recompute
 
 
 def exposed(comm: np.ndarray | float, compute: np.ndarray | float,

@@ -217,13 +217,15 @@ def _layer_cost(st: Setting, layer_index: int, tp: int, cp: int, ep: int, mb: in
     backward = 2 * (fwd_mm + fwd_scan) + ATTENTION_BACKWARD_FACTOR[st.attention] * attn_bwd + \
         2 * ew + cast_b / bw
     selective = attn
-    if frameworks.profile(st.framework).selective == "every-other-matmul":
-        # half of the products' outputs and the element-wise ops are rebuilt; attention is kept
+    saving = frameworks.saving_recompute(st.framework, recompute)
+    if saving == "selective-op":
+        # the products it does not save (every other one) and the element-wise ops are rebuilt;
+        # attention is kept
         selective = fwd_mm / 2 + ew
     recompute_s = {"full": forward, "selective": selective}.get(recompute, 0.0)
 
     act, act_full = (_saved_bytes(spec, mb, seq_local, st.activations, e, tp, sp, rc, moe,
-                                  flash, layer_index) for rc in (recompute, "none"))
+                                  flash, layer_index) for rc in (saving, "none"))
 
     topo = st.topology
     ep_s = cp_s = 0.0

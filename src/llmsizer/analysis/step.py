@@ -16,7 +16,8 @@ from functools import lru_cache
 import numpy as np
 
 from llmsizer.analysis import comm, frameworks
-from llmsizer.analysis.frameworks import DDP_BUCKET_BYTES, DEEPSPEED_PREFETCH, DEEPSPEED_REDUCE_BUCKET
+from llmsizer.analysis.frameworks import (DDP_BUCKET_BYTES, DEEPSPEED_PREFETCH,
+                                         DEEPSPEED_REDUCE_BUCKET, FSDP_REDUCE_BYTES)
 from llmsizer.analysis.layer_costs import (
     DEFAULT_FRAMEWORK_OVERHEAD,
     Group,
@@ -228,13 +229,18 @@ def evaluate(st: Setting, gs: list[Group] | Group, vs: list[Variants] | Variants
     # the bucket is gathered whole, and ZeRO-3 then holds at most what ZeRO-0 does.
     gather_b = np.where(zero == 3, p.weight_bytes * np.minimum(np.maximum(
         2 * per_stage("largest_layer_params"), DEEPSPEED_PREFETCH), full - sharded), 0.0)
+    prof = frameworks.profile(st.framework)
+    # FSDP2 under torch.distributed.pipelining (frameworks.Profile.pp_unsharded): the whole
+    # stage gathered, and its gradients accumulated unsharded in fp32
+    unsharded = (zero == 3) & (pp > 1 and prof.pp_unsharded)
+    gather_b = np.where(unsharded, p.weight_bytes * (full - sharded), gather_b)
+    grads = np.where(unsharded & ~off_o, np.maximum(grads, FSDP_REDUCE_BYTES * full), grads)
     ws = per_stage("recompute_working_set")
     loss_t = per_stage("loss_transient_bytes")
     other = st.framework_overhead + buckets + gather_b + ws + loss_t
     # Gradients allocated by the backward (PyTorch's set_to_none) meet all the activations only
     # when an earlier micro-batch left them behind (accumulation, pipelining); otherwise the
     # peak is the larger of the two moments: the loss backward, or the end of the backward
-    prof = frameworks.profile(st.framework)
     persistent = prof.persistent_grads
     meet = (accum[:, None] > 1) | (pp > 1) | persistent
     total = weights + optim + np.where(meet, grads + act + other, np.maximum(
@@ -292,6 +298,15 @@ def evaluate(st: Setting, gs: list[Group] | Group, vs: list[Variants] | Variants
     else:
         z3_mb = layers * (2 * l_ag + l_rs)
     z3_total = accum * layers * (2 * l_ag + l_rs)
+    if prof.pp_unsharded:
+        # kept gathered from forward to backward, reduce-scattered once, after the last backward
+        z3_once = l_ag + (layers - 1) * np.maximum(0.0, l_ag - f_l) if overlap and \
+            prof.prefetch_params else layers * l_ag
+        z3_last = (layers - 1) * np.maximum(0.0, l_rs - b_l) + l_rs if overlap and \
+            prof.prefetch_params else layers * l_rs
+        if pp > 1:
+            z3_mb = z3_once + z3_last / accum
+            z3_total = accum * layers * l_ag + layers * l_rs
     dp_total = np.where(z3, z3_total, np.where(z12, rs + ag, ar))
     dp_exposed = np.where(z3, accum * z3_mb, np.where(z12, rs_exposed + ag_exposed, ar_exposed))
 

@@ -69,6 +69,7 @@ class TrainingResult:
     opt: Optimizer | None = None
     activations: str = "megatron"
     flash: bool = True
+    framework: str = frameworks.DEFAULT
 
     @property
     def fits(self) -> bool:
@@ -143,7 +144,7 @@ def train_step(spec: ModelSpec, par: Parallelism, precision: TrainingPrecision, 
                                  "(one NIC per GPU; hierarchical collectives)")
     return TrainingResult(spec, par, seq, memory, cluster.accelerator.memory_bytes, step_flops,
                           time, cluster.accelerator.peak(precision.compute_dtype), assumptions,
-                          precision, opt, activations, attention_backward == "flash")
+                          precision, opt, activations, attention_backward == "flash", prof.name)
 
 
 def _overlaps(prof: frameworks.Profile, dp_overlap: bool) -> str:
