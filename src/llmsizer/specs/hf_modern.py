@@ -155,7 +155,16 @@ def _deepseek_v3(r: _Reader, name: str | None) -> ModelSpec:
     return _deepseek(r, name, v3=True)
 
 
+# Gemma3TextConfig's defaults for the fields Google's released configs leave out: the
+# google/gemma-3-{4b,12b,27b}-it text_configs omit vocab_size (262,208) and
+# max_position_embeddings, the 4b one the head counts too; transformers fills them in from these.
+_GEMMA3_TEXT_DEFAULTS = {"vocab_size": 262208, "num_attention_heads": 8, "num_key_value_heads": 4,
+                         "max_position_embeddings": 131072}
+
+
 def _gemma3_text(r: _Reader, name: str | None) -> ModelSpec:
+    r = _Reader({**_GEMMA3_TEXT_DEFAULTS, **{k: v for k, v in r.cfg.items() if v is not None}},
+                r.origin)
     bias = r.bool("attention_bias", False)
     layers = r.int("num_hidden_layers")
     pattern = r.int("sliding_window_pattern", default=6)
