@@ -204,6 +204,10 @@ def apply_table(base: Efficiency, data: dict[str, Any], acc: Accelerator | None,
     scales: dict[str, float] = {}
     for scale, _ in layers:
         scales |= {k: float(f) for k, f in scale.items() if k in SCALED}
+        # the fraction of the measured matmul ceiling a whole step reaches applies to the FP8
+        # ceiling too, unless a table scales that one apart
+        if "matmul_ceiling" in scale and "fp8_matmul_ceiling" not in scale:
+            scales["fp8_matmul_ceiling"] = float(scale["matmul_ceiling"])
     values: dict[str, Any] = {k: min(1.0, v * f) for k, f in scales.items()
                               if (v := getattr(base, k, None)) is not None}
     source = base.source + (f"; scaled by {origin} ({workload})" if scales else "")

@@ -80,11 +80,17 @@ _MEGATRON_SOURCE = (
     "distributed/distributed_data_parallel_config.py (bucket = max(40M, 1M·dp) parameters); "
     "the overlap flags as its performance examples set them")
 PROFILES: dict[str, Profile] = {
-    "megatron": Profile("megatron", True, True, False, False, True, "attention", True, 0, 40e6, 1e6,
-                        _MEGATRON_SOURCE),
+    # ZeRO-3 in Megatron is Megatron-FSDP (--use-megatron-fsdp): per-module parameter
+    # all-gathers overlapped with compute (megatron/core/distributed/fsdp/src/README.md,
+    # "Communication Overlapping"; --fsdp-double-buffer)
+    "megatron": Profile("megatron", True, True, True, False, True, "attention", True, 0, 40e6, 1e6,
+                        _MEGATRON_SOURCE + "; Megatron-FSDP overlaps parameter all-gathers and "
+                        "gradient reduce-scatters (megatron/core/distributed/fsdp/src/README.md)"),
     # NeMo's performance recipes switch on Transformer Engine's userbuffer TP overlap
-    "nemo": Profile("nemo", True, True, False, True, True, "attention", True, 0, 40e6, 1e6,
-                    _MEGATRON_SOURCE + "; NeMo performance recipes: tp_comm_overlap on"),
+    "nemo": Profile("nemo", True, True, True, True, True, "attention", True, 0, 40e6, 1e6,
+                    _MEGATRON_SOURCE + "; NeMo performance recipes: tp_comm_overlap on; "
+                    "Megatron-FSDP overlaps parameter all-gathers and gradient reduce-scatters "
+                    "(megatron/core/distributed/fsdp/src/README.md)"),
     # DeepSpeed: overlap_comm defaults to True only for ZeRO-3; reduce_bucket_size 5e8 elements
     # (deepspeed/runtime/zero/config.py)
     "deepspeed": Profile("deepspeed", False, False, True, False, False, "attention", True, 2,
