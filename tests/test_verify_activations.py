@@ -233,11 +233,10 @@ GEMMA = dict(hidden_size=128, num_attention_heads=4, num_key_value_heads=2, head
     ("gemma3_text", "eager", "bfloat16"), ("gemma3_text", "sdpa", "bfloat16"),
     ("gemma3_text", "sdpa", "float32")])
 def test_sandwich_norm_layers_keep_four_norms(model_type, impl, dtype):
-    """Every one of the four norm modules saves an RMSNorm's tensors, and the layer's bytes are
-    the hf convention's plus two things it does not describe yet, written out here:
-    transformers' Gemma RMSNorm multiplies by (1 + w) in fp32 (its normalised output is fp32,
-    4·s·b·h instead of e·s·b·h, and 1 + w is a 4·h tensor of its own), and Gemma 3's per-head
-    q/k norms (fp32 copy, rsqrt and fp32 output over a·d and g·d, and their 1 + w)."""
+    """Every one of the four norm modules saves an RMSNorm's tensors in transformers' Gemma
+    flavour, which multiplies by (1 + w) in fp32 (its normalised output is fp32 and 1 + w a
+    tensor of its own); Gemma 3's per-head q/k norms keep the same per head; the embedding's
+    √h scale is a one-element tensor."""
     config = dict(GEMMA, model_type=model_type)
     spec = spec_from_hf_config(config)
     torch_dtype = getattr(torch, dtype)
@@ -249,13 +248,45 @@ def test_sandwich_norm_layers_keep_four_norms(model_type, impl, dtype):
     norm_modules = ("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm",
                     "post_feedforward_layernorm")
     assert all(per_module[f"model.layers.1.{m}"] > 0 for m in norm_modules)
-    assert sum("RMSNorm fp32 rsqrt" in t.name for t in layer.saved) == 4
-    gemma_norm = (4 - e) * s * b * h + 4 * h  # fp32 normalised output and 1 + w
-    qk_norms = 0 if model_type == "gemma2" else \
-        (4 * (a + g) * d * 2 + 4 * (a + g)) * s * b + 2 * 4 * d
-    assert [per_layer[i] for i in range(1, LAYERS)] == \
-        [layer.bytes + 4 * gemma_norm + qk_norms] * (LAYERS - 1)
+    assert sum("RMSNorm fp32 rsqrt" in t.name for t in layer.saved) == \
+        (4 if model_type == "gemma2" else 6)
+    # by hand, the q/k norms of Gemma 3: fp32 copy, rsqrt and fp32 output over a·d and g·d
+    # per token, and their 1 + w
+    qk = sum(t.bytes for t in layer.saved if t.name.startswith(("Q norm", "K norm")))
+    assert qk == (0 if model_type == "gemma2" else
+                  (4 * (a + g) * d * 2 + 4 * (a + g)) * s * b + 2 * 4 * d)
+    assert [per_layer[i] for i in range(1, LAYERS)] == [layer.bytes] * (LAYERS - 1)
     rope = 2 * s * d * e  # one table: every layer here is of one type
     assert per_layer[0] == per_layer[1] + rope
-    # outside: the final norm's Gemma flavour and the embedding's sqrt(h) scale (one element)
-    assert outside + rope == head + gemma_norm + e
+    assert outside + rope == head
+
+
+QK_NORM_MODELS = {
+    # Qwen3: one RMSNorm weight of head_dim shared by the heads, applied per head
+    "qwen3": dict(hidden_size=128, num_attention_heads=4, num_key_value_heads=2, head_dim=32,
+                  intermediate_size=256, num_hidden_layers=LAYERS, vocab_size=VOCAB,
+                  tie_word_embeddings=False, attention_bias=False),
+}
+
+
+@pytest.mark.parametrize("model_type", list(QK_NORM_MODELS))
+@pytest.mark.parametrize("impl,dtype", [("eager", "bfloat16"), ("sdpa", "bfloat16"),
+                                        ("sdpa", "float32")])
+def test_qk_norms_keep_an_rmsnorms_tensors_per_head(model_type, impl, dtype):
+    config = dict(QK_NORM_MODELS[model_type], model_type=model_type)
+    spec = spec_from_hf_config(config)
+    torch_dtype = getattr(torch, dtype)
+    e = torch.tensor([], dtype=torch_dtype).element_size()
+    b, s = 2, 16
+    per_layer, outside, _ = kept_bytes(config, impl, torch_dtype, b, s, False)
+    layer = layer_activations(spec, b, s, convention=f"hf-{impl}", act_bytes=e)
+    head = output_activations(spec, b, s, convention=f"hf-{impl}", act_bytes=e).bytes
+    a, g, d = 4, 2, 32
+    # by hand: per head, the fp32 input copy (in an fp32 model the projection's output itself,
+    # which the norm keeps), the fp32 rsqrt and the normalised output
+    qk = sum(t.bytes for t in layer.saved if t.name.startswith(("Q norm", "K norm")))
+    assert qk == (4 * (a + g) * d + 4 * (a + g) + e * (a + g) * d) * s * b
+    assert [per_layer[i] for i in range(1, LAYERS)] == [layer.bytes] * (LAYERS - 1)
+    rope = 2 * s * d * e
+    assert per_layer[0] == per_layer[1] + rope
+    assert outside + rope == head

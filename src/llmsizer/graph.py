@@ -178,6 +178,8 @@ class Op:
     # scan / conv: work per token; state kept per sequence (elements, all heads)
     flops_per_token: int = 0
     state: int = 0
+    # norm: applied as x̂·(1 + w) in fp32 (Gemma's RMSNorm; see ModelSpec.norm_unit_offset)
+    unit_offset: bool = False
 
     # --- parameters and their shards ----------------------------------------------------------
 
@@ -447,13 +449,16 @@ def _linear(name: str, component: str, in_f: int, out_f: int, bias: bool, shard:
 
 def _norm(name: str, component: str, spec: ModelSpec, instances: int = 1,
           width: int | None = None, sym: str = "h", bias: bool | None = None,
-          shape: tuple[int, ...] | None = None) -> Op:
+          shape: tuple[int, ...] | None = None, heads: int | None = None) -> Op:
+    """A norm over `width` features (h by default), applied to `heads` rows per token where it
+    normalises each head apart (per-head q/k norms)."""
     h = width or spec.hidden_size
     weights = [Weight("weight", shape or (h,), "replicated")]
     if bias if bias is not None else (spec.norm == "layernorm" and spec.norm_bias):
         weights.append(Weight("bias", (h,), "replicated"))
     return Op(name, "norm", component, tuple(weights), h, h, instances, instances,
-              in_sym=sym, out_sym=sym)
+              heads=heads, in_sym=sym, out_sym=sym,
+              unit_offset=spec.norm == "rmsnorm" and spec.norm_unit_offset)
 
 
 def _params(name: str, component: str, shape: tuple[int, ...], shard: Shard = "replicated",
@@ -477,14 +482,15 @@ def _ffn(spec: ModelSpec, prefix: str, width: int, f: str, bias: bool, instances
 
 def _qk_norms(spec: ModelSpec, q_width: int, kv_width: int) -> list[Op]:
     d = spec.head_size
+    a, g = spec.num_heads, spec.kv_heads
     if spec.qk_norm == "head":  # one weight of head_dim shared by every head
-        return [_norm("q_norm", "norms.q_norm", spec, width=d, sym="d", bias=False),
-                _norm("k_norm", "norms.k_norm", spec, width=d, sym="d", bias=False)]
+        return [_norm("q_norm", "norms.q_norm", spec, width=d, sym="d", bias=False, heads=a),
+                _norm("k_norm", "norms.k_norm", spec, width=d, sym="d", bias=False, heads=g)]
     if spec.qk_norm == "head_each":  # a weight per head (Cohere)
         return [_norm("q_norm", "norms.q_norm", spec, width=d, sym="d", bias=False,
-                      shape=(spec.num_heads, d)),
+                      shape=(a, d), heads=a),
                 _norm("k_norm", "norms.k_norm", spec, width=d, sym="d", bias=False,
-                      shape=(spec.kv_heads, d))]
+                      shape=(g, d), heads=g)]
     if spec.qk_norm == "full":  # over all heads together (OLMo 2)
         return [_norm("q_norm", "norms.q_norm", spec, width=q_width, sym="a·d", bias=False),
                 _norm("k_norm", "norms.k_norm", spec, width=kv_width, sym="g·d", bias=False)]

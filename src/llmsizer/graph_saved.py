@@ -33,6 +33,7 @@ ACTIVATION_CONVENTIONS = ("megatron", "hf-eager", "hf-sdpa")
 _LATENT_DOWN = ("q_a_proj", "kv_a_proj")
 _LATENT_NORMS = ("norms.q_a", "norms.kv_a")
 _LATENT_UP = ("q_b_proj", "kv_b_proj")
+_QK_NORMS = ("norms.q_norm", "norms.k_norm")
 # Mixers whose layers follow the megatron convention under every convention (no measured
 # transformers convention exists for them yet).
 _MIXER_LAYERS = ("linear_attention", "mamba")
@@ -139,9 +140,16 @@ def op_saved_tensors(op: Op, batch: int, seq: int, how: Saving,
             return (_saved("final norm input", "e·s·b·h", sb * op.in_features, rep),)
         # RMSNorm in fp32: its fp32 input copy and rsqrt, and the normalised output
         sbh = sb * op.in_features
+        if op.unit_offset:
+            return (SavedTensor("final RMSNorm (fp32 copy, rsqrt, fp32 output, 1 + w)",
+                                "4·s·b·h + 4·s·b + 4·s·b·h + 4·h",
+                                (("fp32", sbh), ("fp32", sb), ("fp32", sbh),
+                                 ("fp32", op.in_features))),)
         return (SavedTensor("final RMSNorm (fp32 copy, rsqrt, output)",
                             "4·s·b·h + 4·s·b + e·s·b·h",
                             (("fp32", sbh), ("fp32", sb), ("activation", sbh))),)
+    if op.kind == "norm" and op.component in _QK_NORMS:
+        return _qk_norm_saved(op, sb, how)
     if op.kind == "norm" and op.component in _LATENT_NORMS:
         return _latent_norm_saved(op, sb, how)
     if op.kind != "linear":
@@ -255,6 +263,37 @@ def _attention_saved(op: Op, batch: int, seq: int, how: Saving) -> tuple[SavedTe
             lse)
 
 
+def _rmsnorm_saved(which: str, rows: int, width: int, sym: str, split: int,
+                   unit_offset: bool) -> list[SavedTensor]:
+    """What a transformers RMSNorm over `width` features of `rows` rows keeps: its fp32 input
+    copy, the fp32 rsqrt per row and the normalised output — in the model's dtype (Llama's
+    `weight * x̂.to(dtype)`) or, for Gemma's x̂·(1 + w) in fp32, in fp32 with the 1 + w tensor."""
+    out = [_saved(f"{which} RMSNorm fp32 input copy", f"4·s·b·{sym}", rows * width, split, "fp32"),
+           _saved(f"{which} RMSNorm fp32 rsqrt", "4·s·b" + ("" if sym == "h" else f"·{sym[:1]}"),
+                  rows, split, "fp32")]
+    if unit_offset:
+        return out + [_saved(f"{which} RMSNorm normalised output (fp32)", f"4·s·b·{sym}",
+                             rows * width, split, "fp32"),
+                      _saved(f"{which} RMSNorm 1 + w (fp32)", "4·d" if sym != "h" else "4·h",
+                             width, 1, "fp32")]
+    return out + [_saved(f"{which} RMSNorm normalised output", f"e·s·b·{sym}", rows * width,
+                         split)]
+
+
+def _qk_norm_saved(op: Op, sb: int, how: Saving) -> tuple[SavedTensor, ...]:
+    """A query or key norm (Qwen3, Gemma 3, OLMo 2, Cohere): per head (`heads` rows of head_dim
+    per token) or over all heads at once, inside the tensor-parallel region. megatron: the
+    norm keeps its input (Megatron-Core's q_layernorm/k_layernorm); hf: an RMSNorm's tensors."""
+    which = op.name.split("_")[0].upper()
+    heads = op.heads or 1
+    sym = ("a·d" if which == "Q" else "g·d") if heads > 1 or op.out_sym != "d" else "d"
+    if how.megatron:
+        return (_saved(f"{which} norm input", f"e·s·b·{sym}", sb * heads * op.in_features,
+                       how.tp),)
+    return tuple(_rmsnorm_saved(f"{which} norm", sb * heads, op.in_features, sym, how.tp,
+                                op.unit_offset))
+
+
 def _latent_norm_saved(op: Op, sb: int, how: Saving) -> tuple[SavedTensor, ...]:
     """MLA's RMSNorms of the compressed query and KV latents (DeepSeek-V2, arXiv 2405.04434
     sec. 2.1.2). megatron: the norm keeps its input (Megatron-LM's multi_latent_attention.py
@@ -295,10 +334,10 @@ def layer_saved_tensors(layer: LayerGraph, batch: int, seq: int,
     def norm_input(which: str) -> SavedTensor:
         return _saved(f"{which} LayerNorm input", "e·s·b·h", sb * hidden, rep)
 
+    offset = any(op.unit_offset for op in layer.ops if op.component == "norms.layers")
+
     def rmsnorm(which: str) -> list[SavedTensor]:
-        return [_saved(f"{which} RMSNorm fp32 input copy", "4·s·b·h", sb * hidden, rep, "fp32"),
-                _saved(f"{which} RMSNorm fp32 rsqrt", "4·s·b", sb, rep, "fp32"),
-                _saved(f"{which} RMSNorm normalised output", "e·s·b·h", sb * hidden, rep)]
+        return _rmsnorm_saved(which, sb, hidden, "h", rep, offset)
 
     def residual_mask(which: str) -> SavedTensor:
         return _saved(f"{which} residual dropout mask", "s·b·h", sb * hidden, rep, "mask")
@@ -397,6 +436,8 @@ def outside_saved_tensors(graph: ModelGraph, batch: int, seq: int,
     """
     sb = seq * batch
     saved = [s for op in graph.embedding for s in op_saved_tensors(op, batch, seq, how)]
+    if not how.megatron and graph.spec.embedding_scale:
+        saved.append(_saved("embedding scale √h (one element)", "e", 1))
     if not how.megatron:
         width, sym = _rotary_width(graph)
         rope = 0 if how.recompute == "full" else 2 * seq * width

@@ -89,6 +89,11 @@ def _gated_act(r: _Reader, key: str = "hidden_act", default: str = "silu") -> st
     return str(r.opt(key, default))
 
 
+# transformers' GemmaRMSNorm / Gemma2RMSNorm / Gemma3RMSNorm (x̂·(1 + w) in fp32) and the
+# embeddings' √h scale (GemmaModel.forward: `normalizer`)
+_GEMMA_NORMS = {"norm_unit_offset": True, "embedding_scale": True}
+
+
 def _llama_like(r: _Reader, name: str | None, *, vocab_default: int | None = None,
                 tie_default: bool = False, qkv_bias: bool = False, out_bias: bool = False,
                 mlp_bias: bool = False, norms_per_layer: int = 2, act_key: str = "hidden_act",

@@ -4,7 +4,7 @@ how the matching transformers modeling code builds its modules."""
 
 from __future__ import annotations
 
-from llmsizer.specs.hf_base import _gpt_family, _llama_like, _name, _Reader
+from llmsizer.specs.hf_base import _GEMMA_NORMS, _gpt_family, _llama_like, _name, _Reader
 from llmsizer.specs.model import ModelSpec, MoESpec
 
 
@@ -67,7 +67,7 @@ def _gemma(r: _Reader, name: str | None) -> ModelSpec:
     bias = r.bool("attention_bias", False)
     return _llama_like(r, name, tie_default=True, qkv_bias=bias, out_bias=bias,
                        act_key="hidden_activation" if "hidden_activation" in r.cfg else "hidden_act",
-                       act_default="gelu_pytorch_tanh")
+                       act_default="gelu_pytorch_tanh", **_GEMMA_NORMS)
 
 
 def _gemma2(r: _Reader, name: str | None) -> ModelSpec:
@@ -81,6 +81,7 @@ def _gemma2(r: _Reader, name: str | None) -> ModelSpec:
         act_key="hidden_activation", act_default="gelu_pytorch_tanh",
         sliding_window=window,
         sliding_window_layers=tuple(i for i, t in enumerate(types) if t == "sliding_attention"),
+        **_GEMMA_NORMS,
     )
 
 

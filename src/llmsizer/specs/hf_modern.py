@@ -8,7 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from llmsizer.specs.hf_base import ConfigError, _gpt_family, _llama_like, _name, _Reader
+from llmsizer.specs.hf_base import (_GEMMA_NORMS, ConfigError, _gpt_family, _llama_like, _name,
+                                    _Reader)
 from llmsizer.specs.model import (
     LAYER_TYPES,
     LinearAttentionSpec,
@@ -173,7 +174,7 @@ def _gemma3_text(r: _Reader, name: str | None) -> ModelSpec:
         act_key="hidden_activation", act_default="gelu_pytorch_tanh", qk_norm="head",
         head_dim=r.int("head_dim", default=256), norm_placement="sandwich",
         sliding_window=r.int("sliding_window", default=4096),
-        layer_types=_layer_types(r, layers, _every_nth_full(pattern)))
+        layer_types=_layer_types(r, layers, _every_nth_full(pattern)), **_GEMMA_NORMS)
 
 
 def _gpt_oss(r: _Reader, name: str | None) -> ModelSpec:

@@ -231,6 +231,10 @@ class ModelSpec:
     norm: Norm = "rmsnorm"
     norm_bias: bool = False  # LayerNorm with a bias (beta) vector
     norms_per_layer: int = 2  # Gemma-2 has 4, Falcon-7B (parallel block) 1
+    # Gemma's RMSNorm: the weight is stored as w and applied as x̂·(1 + w), in fp32 (the
+    # normalised output kept for backward is fp32, and 1 + w is a tensor of its own)
+    norm_unit_offset: bool = False
+    embedding_scale: bool = False  # Gemma: embeddings multiplied by √h (a one-element tensor)
     final_norm: bool = True
     embedding_norm: bool = False  # BLOOM: a LayerNorm right after the word embeddings
     qkv_bias: bool = False
