@@ -290,3 +290,26 @@ def test_qk_norms_keep_an_rmsnorms_tensors_per_head(model_type, impl, dtype):
     rope = 2 * s * d * e
     assert per_layer[0] == per_layer[1] + rope
     assert outside + rope == head
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_gemma2_soft_capping_keeps_the_tanh_outputs(dtype):
+    """Gemma 2 (eager) soft-caps the scores and the final logits as cap·tanh(x/cap): each tanh
+    keeps its output, a·s²·b per layer and s·b·V once, in the model's dtype."""
+    config = dict(GEMMA, model_type="gemma2", attn_logit_softcapping=50.0,
+                  final_logit_softcapping=30.0)
+    spec = spec_from_hf_config(config)
+    torch_dtype = getattr(torch, dtype)
+    e = torch.tensor([], dtype=torch_dtype).element_size()
+    b, s, a, d = 2, 16, 4, 24
+    per_layer, outside, _ = kept_bytes(config, "eager", torch_dtype, b, s, False)
+    layer = layer_activations(spec, b, s, convention="hf-eager", act_bytes=e)
+    head = output_activations(spec, b, s, convention="hf-eager", act_bytes=e).bytes
+    uncapped = spec_from_hf_config(dict(config, attn_logit_softcapping=None,
+                                        final_logit_softcapping=None))
+    assert layer.bytes - layer_activations(uncapped, b, s, convention="hf-eager",
+                                           act_bytes=e).bytes == e * a * s * s * b
+    assert head - output_activations(uncapped, b, s, convention="hf-eager",
+                                     act_bytes=e).bytes == e * s * b * VOCAB
+    assert [per_layer[i] for i in range(1, LAYERS)] == [layer.bytes] * (LAYERS - 1)
+    assert outside + 2 * s * d * e == head

@@ -180,6 +180,7 @@ class Op:
     state: int = 0
     # norm: applied as x̂·(1 + w) in fp32 (Gemma's RMSNorm; see ModelSpec.norm_unit_offset)
     unit_offset: bool = False
+    softcap: bool = False  # attention: scores soft-capped by a tanh (Gemma 2)
 
     # --- parameters and their shards ----------------------------------------------------------
 
@@ -546,7 +547,8 @@ def _attention_ops(spec: ModelSpec) -> list[Op]:
         ops.append(_params("sinks", "attention.sinks", (a,), "column", heads=a, sym="a"))
     # The attention core (Q·Kᵀ, softmax, ·V): no weights.
     ops.append(Op("attention", "attention", "attention.core", heads=a, kv_heads=spec.kv_heads,
-                  qk_dim=d, v_dim=d, in_features=d, out_features=d))
+                  qk_dim=d, v_dim=d, in_features=d, out_features=d,
+                  softcap=spec.attn_logit_softcap is not None))
     ops.append(_linear("o_proj", "attention.o_proj", spec.q_dim, h, spec.out_bias, "row",
                        "a·d>h"))
     return ops

@@ -244,6 +244,8 @@ def _attention_saved(op: Op, batch: int, seq: int, how: Saving) -> tuple[SavedTe
         qkv = "3·e·s·b·q" if q == o else "e·s·b·a·(2·d_qk + d_v)"
         out = [_saved("Q, K and V (K/V repeated to query heads)", qkv, sb * (2 * q + o), t)]
         if how.recompute != "selective":
+            if op.softcap:  # cap·tanh(scores/cap): tanh keeps its output
+                out.append(_saved("soft-capped scores (tanh output)", "e·a·s²·b", scores, t))
             out.append(_saved("softmax output (fp32)", "4·a·s²·b", scores, t, "fp32"))
             if not how.fp32_activations:
                 out.append(_saved("attention probabilities (model dtype)", "e·a·s²·b",
@@ -447,6 +449,9 @@ def outside_saved_tensors(graph: ModelGraph, batch: int, seq: int,
     if how.megatron:
         return (*saved, _saved("fp32 logits for the loss", "4·s·b·V" + _per(how.tp),
                                sb * vocab_local, dtype="fp32"))
+    if graph.spec.final_logit_softcap is not None:  # cap·tanh(logits/cap): tanh keeps its output
+        saved.append(_saved("soft-capped logits (tanh output)", "e·s·b·V" + _per(how.tp),
+                            sb * vocab_local))
     return (*saved,
             _saved("log-softmax of the logits (fp32)", "4·s·b·V" + _per(how.tp),
                    sb * vocab_local, dtype="fp32"),

@@ -71,6 +71,17 @@ class _Reader:
             raise ConfigError(f"{self.origin}: {keys[0]}={v!r} is not allowed: an integer")
         return v
 
+    def cap(self, key: str, default: float) -> float | None:
+        """A soft-capping constant: `default` when the key is absent (the config class's
+        default), None when it is null (capping off), else a positive number."""
+        v = self.cfg.get(key, default)
+        if v is None:
+            return None
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 < v < float("inf"):
+            raise ConfigError(f"{self.origin}: {key}={v!r} is not allowed: a positive number "
+                              "or null")
+        return float(v)
+
     def count(self, *keys: str, default: int | None = None) -> int:
         """An integer that must be 0 or more (expert counts, ranks)."""
         v = self.int(*keys, default=default)

@@ -81,6 +81,9 @@ def _gemma2(r: _Reader, name: str | None) -> ModelSpec:
         act_key="hidden_activation", act_default="gelu_pytorch_tanh",
         sliding_window=window,
         sliding_window_layers=tuple(i for i, t in enumerate(types) if t == "sliding_attention"),
+        # Gemma2Config's defaults when absent
+        attn_logit_softcap=r.cap("attn_logit_softcapping", 50.0),
+        final_logit_softcap=r.cap("final_logit_softcapping", 30.0),
         **_GEMMA_NORMS,
     )
 

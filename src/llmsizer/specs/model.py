@@ -235,6 +235,9 @@ class ModelSpec:
     # normalised output kept for backward is fp32, and 1 + w is a tensor of its own)
     norm_unit_offset: bool = False
     embedding_scale: bool = False  # Gemma: embeddings multiplied by √h (a one-element tensor)
+    # Gemma 2: scores and final logits soft-capped as cap·tanh(x/cap) (None: off)
+    attn_logit_softcap: float | None = None
+    final_logit_softcap: float | None = None
     final_norm: bool = True
     embedding_norm: bool = False  # BLOOM: a LayerNorm right after the word embeddings
     qkv_bias: bool = False
