@@ -91,3 +91,25 @@ def test_tp_overlap_hides_only_what_the_products_cover():
     assert hidden.tp_comm_total_s == pytest.approx(plain.tp_comm_total_s)
     assert 0 < hidden.tp_comm_s < plain.tp_comm_s == pytest.approx(plain.tp_comm_total_s)
     assert hidden.total_s < plain.total_s
+
+
+def test_a_power_limit_slows_compute_by_the_cube_root_of_the_power_ratio():
+    # P ∝ C·V²·f with V rising with f: (P_limit/P_rated)^(1/3). The law reproduces the H100 NVL
+    # datasheet (400 W, 835 dense bf16 TFLOP/s) from the H100 SXM (700 W, 989) within 2 %.
+    sxm, nvl = get_accelerator("h100-sxm-80gb"), get_accelerator("h100-nvl-94gb")
+    assert (400 / 700) ** (1 / 3) == pytest.approx(nvl.peak("bf16") / sxm.peak("bf16"), rel=0.02)
+    capped = get_accelerator("h100-sxm-96gb-hbm2e")  # torchtitan's Grand Teton H100s at 500 W
+    assert capped.clock_ratio == pytest.approx((500 / 700) ** (1 / 3))
+    assert capped.sustained_peak("bf16") == capped.peak("bf16") * capped.clock_ratio
+    assert sxm.clock_ratio == 1.0  # no limit below the rated power
+    from dataclasses import replace
+    uncapped = replace(capped, power_limit_w=None)
+    spec = get_model("llama-3.1-8b")
+    args = (spec, Parallelism(dp=8, zero=1, micro_batch=2),
+            training_precision("mixed"), optimizer("adam"), 8192)
+    slow = train_step(*args, Cluster(capped), Efficiency.for_accelerator(capped))
+    fast = train_step(*args, Cluster(uncapped), Efficiency.for_accelerator(uncapped))
+    # the matrix products and attention slow by the clock; memory streams do not
+    assert slow.time.compute_s > fast.time.compute_s
+    assert slow.time.compute_s < fast.time.compute_s / capped.clock_ratio
+    assert slow.mfu < fast.mfu and slow.peak_flops == fast.peak_flops  # MFU against the stated peak

@@ -425,6 +425,8 @@ GPU_FIELDS: dict[str, Field] = {
     "dense_fp16_flops_per_tensor_core_per_clock": _int(1, 1_000_000, nullable=True),
     "boost_clock_mhz": _pos(100_000, nullable=True),
     "tdp_w": _pos(100_000, nullable=True),
+    # a power limit below the rated TDP: compute runs at the clock it allows
+    "power_limit_w": _pos(100_000, nullable=True),
     # GPUs one NVLink domain connects (8 in an HGX/DGX node, 72 in a GB200 NVL72 rack)
     "nvlink_domain": _int(1, 100_000, nullable=True),
     "sources": Field(("object",), values=_STR),

@@ -294,6 +294,8 @@ def accelerator_json(acc: Accelerator) -> dict[str, Any]:
         "fp16_flops_per_tensor_core_per_clock": acc.fp16_flops_per_tensor_core_per_clock,
         "boost_clock_mhz": acc.boost_clock_mhz,
         "tdp_w": acc.tdp_w,
+        "power_limit_w": acc.power_limit_w,
+        "sustained_clock_ratio": acc.clock_ratio,
         "ridge_point_flops_per_byte": acc.ridge_point_flops_per_byte,
         "sources": acc.sources,
         "notes": acc.notes,
@@ -323,6 +325,11 @@ def accelerator_explain(acc: Accelerator) -> str:
         unit = "TOP/s  " if dtype.startswith("int") else "TFLOP/s"
         lines.append(f"  peak {dtype:5s} {v / 1e12:10.1f} {unit} dense   "
                      f"[{acc.sources.get('peak_tflops', '')}]")
+    if acc.clock_ratio < 1:
+        lines.append(f"  power limit {acc.power_limit_w:g} W of {acc.tdp_w:g} W rated: compute at "
+                     f"({acc.power_limit_w:g}/{acc.tdp_w:g})^(1/3) = {acc.clock_ratio:.3f} of "
+                     "the rated clock (P ∝ C·V²·f, V rising with f; the peaks above stay as "
+                     f"stated, for MFU)   [{acc.sources.get('power', '')}]")
     lines.append(f"  memory {format_bytes(acc.memory_bytes)} (datasheet: {acc.memory_stated})"
                  f"   [{acc.sources.get('memory', '')}]")
     lines.append(f"  memory bandwidth {acc.memory_bandwidth_bytes_s / 1e9:,.0f} GB/s"

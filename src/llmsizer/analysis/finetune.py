@@ -310,7 +310,7 @@ def finetune(spec: ModelSpec, ft: FineTune, par: Parallelism, precision: Trainin
 
     # ---- time: the full step without frozen weight gradients, plus adapters and dequant ----
     acc = cluster.accelerator
-    peak_flops = acc.peak(precision.compute_dtype)
+    peak_flops = acc.sustained_peak(precision.compute_dtype)
     tokens = mb * seq
     frozen_wgrad = sum(_linear_time(op, tokens, 1, 1, acc, precision.compute_dtype, e, eff)
                        for _, op in g.all_ops() if op.kind in ("linear", "router"))

@@ -181,7 +181,7 @@ def forward_pass(spec: ModelSpec, acc: Accelerator, cfg: ServingConfig, eff: Eff
     (context includes the new tokens). Pipeline stages run one after another for one batch."""
     graph = build_graph(spec)
     dtype = cfg.weights.compute_dtype if cfg.weights else "bf16"
-    peak = acc.peak(dtype if dtype in acc.peak_flops else "bf16")
+    peak = acc.sustained_peak(dtype if dtype in acc.peak_flops else "bf16")
     w_bytes = cfg.weights.bytes_per_param() if cfg.weights else 2.0
     e = 2.0
     tokens = batch * new_tokens

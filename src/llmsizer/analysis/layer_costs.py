@@ -97,7 +97,8 @@ def _linear_time(op: Op, tokens: int, tp: int, ep: int, acc: Accelerator, dtype:
     """Forward time of one linear op's share on one device (its product from the graph), at the
     matrix peak of `dtype` and the generation's ceiling for it."""
     g = op.rank_gemm(tokens, tp, ep)
-    return op_time(g.flops, e * (g.weight_elements + g.activation_elements), acc.peak(dtype),
+    return op_time(g.flops, e * (g.weight_elements + g.activation_elements),
+                   acc.sustained_peak(dtype),
                    acc.memory_bandwidth_bytes_s, gemm_efficiency(g, eff, acc, dtype), eff)
 
 
@@ -184,7 +185,7 @@ def _layer_cost(st: Setting, layer_index: int, tp: int, cp: int, ep: int, mb: in
     dtype = st.precision.compute_dtype
     # FP8 recipes run only the linear layers' products in FP8 (Transformer Engine, torchao):
     # attention, norms and the rest stay in bf16
-    attn_peak = acc.peak("bf16" if dtype == "fp8" else dtype)
+    attn_peak = acc.sustained_peak("bf16" if dtype == "fp8" else dtype)
     seq_local = st.seq // cp
     tokens = mb * seq_local
     layer = build_graph(spec).layers[layer_index]

@@ -212,6 +212,7 @@ def accelerator_from_dict(raw: dict[str, Any], origin: str = "catalog") -> Accel
                 "dense_fp16_flops_per_tensor_core_per_clock"),
             boost_clock_mhz=raw.get("boost_clock_mhz"),
             tdp_w=raw.get("tdp_w"),
+            power_limit_w=raw.get("power_limit_w"),
             aliases=tuple(raw.get("aliases", ())),
             sources=dict(raw.get("sources", {})),
             notes=str(raw.get("notes", "")),

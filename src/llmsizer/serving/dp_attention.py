@@ -101,7 +101,7 @@ class DpEpStepCost(StepCost):
         topo = _topology(acc, gpus_per_node, eff)
         link = topo.link_for(n, 1)
         dtype = one.weights.compute_dtype if one.weights else "bf16"
-        peak = acc.peak(dtype if dtype in acc.peak_flops else "bf16")
+        peak = acc.sustained_peak(dtype if dtype in acc.peak_flops else "bf16")
         bw = acc.memory_bandwidth_bytes_s
         w_bytes = one.weights.bytes_per_param() if one.weights else 2.0
         experts = _expert_ops(spec)

@@ -27,7 +27,8 @@ class Accelerator:
     tensor_cores_per_sm: int | None = None
     fp16_flops_per_tensor_core_per_clock: int | None = None
     boost_clock_mhz: float | None = None
-    tdp_w: float | None = None
+    tdp_w: float | None = None  # the rated board power the peaks are stated at
+    power_limit_w: float | None = None  # a lower power limit the part runs under, if any
     aliases: tuple[str, ...] = ()
     sources: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
     notes: str = ""
@@ -46,6 +47,24 @@ class Accelerator:
                 raise SpecError(f"{self.name}.peak_tflops", dtype, "dtypes " + ", ".join(DTYPES))
             if v <= 0:
                 raise SpecError(f"{self.name}.peak_tflops.{dtype}", v, "a positive number")
+        if self.power_limit_w is not None and not 0 < self.power_limit_w:
+            raise SpecError(f"{self.name}.power_limit_w", self.power_limit_w, "a positive power")
+
+    @property
+    def clock_ratio(self) -> float:
+        """Sustained tensor clock under `power_limit_w` as a fraction of the rated one: dynamic
+        power goes as C·V²·f and the voltage rises with the clock along the DVFS curve, so at a
+        power limit the clock settles near (P_limit/P_rated)^(1/3). Check: H100 NVL (400 W,
+        835 dense bf16 TFLOP/s) against H100 SXM (700 W, 989): 0.844 stated, (4/7)^(1/3) = 0.830
+        predicted. 1 without a limit below the rated power."""
+        if not self.power_limit_w or not self.tdp_w or self.power_limit_w >= self.tdp_w:
+            return 1.0
+        return (self.power_limit_w / self.tdp_w) ** (1 / 3)
+
+    def sustained_peak(self, dtype: str) -> float:
+        """The dense peak the time model runs compute at: `peak` at the clock the power limit
+        allows (`clock_ratio`). MFU stays against the stated `peak`, as sources report it."""
+        return self.peak(dtype) * self.clock_ratio
 
     @property
     def nvlink_domain(self) -> int:
