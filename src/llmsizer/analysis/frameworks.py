@@ -67,6 +67,10 @@ class Profile:
     # fp32 reduce dtype, until the last micro-batch's backward reduce-scatters them
     # (PipelineStage: set_requires_gradient_sync(last_backward))
     pp_unsharded: bool = False
+    # sharded data parallelism (ZeRO-1/2/3) communicates per wrapped unit — one transformer block
+    # — rather than in fixed-size buckets (FSDP: each FlatParameter / fully_shard module is one
+    # all-gather and one reduce-scatter; pytorch docs notes/fsdp.html)
+    per_unit_collectives: bool = False
 
     def buckets(self, params: float, dp: int) -> float:
         """Gradient buckets of `params` parameters at data-parallel size `dp`."""
@@ -97,30 +101,37 @@ PROFILES: dict[str, Profile] = {
                          DEEPSPEED_REDUCE_BUCKET, 0,
                          "DeepSpeed deepspeed/runtime/zero/config.py: overlap_comm True only for "
                          "stage 3, reduce_bucket_size 5e8, stage3_prefetch_bucket_size 5e7"),
+    # FSDP (1 and 2, and what is built on them): with SHARD_GRAD_OP / reshard_after_forward=False
+    # (ZeRO-2) the sharded parameters are all-gathered unit by unit in the next forward, prefetched
+    # under the previous unit's compute (pytorch docs notes/fsdp.html "FSDP Prefetch Nuances"), so
+    # the parameter gather overlaps the forward.
     # FSDP2: backward prefetch always, forward keeps two all-gathers in flight; DDP's 25 MiB
     # buckets for replicated gradients (pytorch docs notes/fsdp.html; torch DDP bucket_cap_mb)
-    "fsdp2": Profile("fsdp2", True, False, True, False, False, "attention", False, 2, _DDP_ELEMENTS, 0,
+    "fsdp2": Profile("fsdp2", True, True, True, False, False, "attention", False, 2,
+                     _DDP_ELEMENTS, 0,
                      "PyTorch FSDP2 (fully_shard): per-layer all-gather prefetch and reduce-"
-                     "scatter under backward; DDP bucket_cap_mb 25"),
-    "fsdp1": Profile("fsdp1", True, False, True, False, False, "attention", False, 2, _DDP_ELEMENTS, 0,
+                     "scatter under backward; DDP bucket_cap_mb 25", per_unit_collectives=True),
+    "fsdp1": Profile("fsdp1", True, True, True, False, False, "attention", False, 2,
+                     _DDP_ELEMENTS, 0,
                      "PyTorch FSDP1: BACKWARD_PRE prefetch, forward prefetch implicit, "
-                     "limit_all_gathers"),
+                     "limit_all_gathers", per_unit_collectives=True),
     # torchtitan = FSDP2 (+ TP/PP); async TP is opt-in (torch.compile + symmetric memory); its
     # selective activation checkpointing "op" policy saves the outputs of attention and of every
     # other matmul, so backward re-runs the rest (torchtitan/models/llama3/infra/parallelize.py,
     # _apply_ac_to_transformer_block: mm outputs saved only on odd counts)
-    "torchtitan": Profile("torchtitan", True, False, True, False, False, "every-other-matmul",
+    "torchtitan": Profile("torchtitan", True, True, True, False, False, "every-other-matmul",
                           False, 2, _DDP_ELEMENTS, 0,
                           "pytorch/torchtitan docs/fsdp.md; async TP opt-in "
                           "(benchmarks/asyncTP_llama3_h100_2025-06_torchtitan.md); op-level "
                           "selective AC (models/llama3/infra/parallelize.py); with PP, FSDP "
                           "does not reshard after forward (parallelize_llama.py apply_fsdp) and "
                           "gradients sync only on the last backward (torch.distributed."
-                          "pipelining stage.py)", pp_unsharded=True),
+                          "pipelining stage.py)", pp_unsharded=True, per_unit_collectives=True),
     # llm-foundry trains with Composer's FSDP1 (FULL_SHARD, activation checkpointing options)
-    "foundry": Profile("foundry", True, False, True, False, False, "attention", False, 2,
+    "foundry": Profile("foundry", True, True, True, False, False, "attention", False, 2,
                        _DDP_ELEMENTS, 0,
-                       "mosaicml/llm-foundry scripts/train/yamls: Composer FSDP (FULL_SHARD)"),
+                       "mosaicml/llm-foundry scripts/train/yamls: Composer FSDP (FULL_SHARD)",
+                       per_unit_collectives=True),
 }
 DEFAULT = "megatron"
 # what a validation case's "framework" may name that has no profile of its own

@@ -122,6 +122,7 @@ class GroupCosts:
     layer_scatter_s: float  # ZeRO-3: one layer's gradients reduce-scattered
     layers: int  # layers of the slowest stage
     params_worst: float  # parameters held by the time-critical stage
+    shard_buckets: float = 1.0  # messages the sharded (ZeRO-1/2) reduce-scatter and gather use
 
     def stage_array(self, attr: str) -> np.ndarray:
         """One per-stage attribute as a (1, pp) array, built once per group."""
@@ -152,12 +153,15 @@ def group_costs(st: Setting, g: Group) -> GroupCosts:
     n_d, n_e = g.dp * g.cp, g.dp * g.cp // g.ep
     d_w, x_w = float(sc.dense_params[worst]), float(sc.expert_params[worst])
     grad_b = 2 if p.gradient_bytes == 2 else 4
-    nb = frameworks.profile(st.framework).buckets(d_w + x_w, n_d)
-    ar = _sharded(comm.all_reduce_s, grad_b * d_w, grad_b * x_w, n_d, n_e, dp_link, nb)
-    rs = _sharded(comm.reduce_scatter_s, grad_b * d_w, grad_b * x_w, n_d, n_e, dp_link, nb)
-    ag = _sharded(comm.all_gather_s, p.weight_bytes * d_w, p.weight_bytes * x_w, n_d, n_e,
-                  dp_link, nb)
+    prof = frameworks.profile(st.framework)
+    nb = prof.buckets(d_w + x_w, n_d)
     n_layers = max(1, len(sc.layers[worst]))
+    # FSDP shards per wrapped unit (a transformer block): one collective per layer, not buckets
+    nb_shard = float(n_layers) if prof.per_unit_collectives else nb
+    ar = _sharded(comm.all_reduce_s, grad_b * d_w, grad_b * x_w, n_d, n_e, dp_link, nb)
+    rs = _sharded(comm.reduce_scatter_s, grad_b * d_w, grad_b * x_w, n_d, n_e, dp_link, nb_shard)
+    ag = _sharded(comm.all_gather_s, p.weight_bytes * d_w, p.weight_bytes * x_w, n_d, n_e,
+                  dp_link, nb_shard)
     layer_ag = _sharded(comm.all_gather_s, p.weight_bytes * d_w / n_layers,
                         p.weight_bytes * x_w / n_layers, n_d, n_e, dp_link)
     layer_rs = _sharded(comm.reduce_scatter_s, grad_b * d_w / n_layers, grad_b * x_w / n_layers,
@@ -165,7 +169,7 @@ def group_costs(st: Setting, g: Group) -> GroupCosts:
     return GroupCosts(sc, float(sc.compute_s[worst]), float(sc.forward_s[worst]),
                       float(sc.tp_comm_s[worst]), float(sc.linear_s[worst]),
                       float(sc.ep_comm_s[worst]), float(sc.cp_comm_s[worst]), p2p, nb, ar, rs, ag,
-                      layer_ag, layer_rs, n_layers, d_w + x_w)
+                      layer_ag, layer_rs, n_layers, d_w + x_w, nb_shard)
 
 
 def evaluate(st: Setting, gs: list[Group] | Group, vs: list[Variants] | Variants
@@ -222,14 +226,18 @@ def evaluate(st: Setting, gs: list[Group] | Group, vs: list[Variants] | Variants
 
     flight = in_flight(pp, accum, sched, vstages)
     act = per_stage("act_bytes") * flight + per_stage("output_act_bytes")
-    buckets = np.where(n_d > 1, np.where(zero > 0, np.minimum(DEEPSPEED_REDUCE_BUCKET, full)
-                                         * p.gradient_bytes, 2.0 * DDP_BUCKET_BYTES), 0.0)
+    prof = frameworks.profile(st.framework)
+    # sharded gradients go out in buckets (DeepSpeed's reduce bucket) or, under FSDP, one wrapped
+    # unit's unsharded gradients at a time; replicated ones in DDP's two 25 MiB buckets
+    shard_bucket = per_stage("largest_layer_params") if prof.per_unit_collectives else \
+        np.minimum(DEEPSPEED_REDUCE_BUCKET, full)
+    buckets = np.where(n_d > 1, np.where(zero > 0, shard_bucket * p.gradient_bytes,
+                                         2.0 * DDP_BUCKET_BYTES), 0.0)
     # ZeRO-3 gathers a layer's weights (two in flight, at least DeepSpeed's prefetch bucket) —
     # but never more than the parameters this rank does not already hold: a model smaller than
     # the bucket is gathered whole, and ZeRO-3 then holds at most what ZeRO-0 does.
     gather_b = np.where(zero == 3, p.weight_bytes * np.minimum(np.maximum(
         2 * per_stage("largest_layer_params"), DEEPSPEED_PREFETCH), full - sharded), 0.0)
-    prof = frameworks.profile(st.framework)
     # FSDP2 under torch.distributed.pipelining (frameworks.Profile.pp_unsharded): the whole
     # stage gathered, and its gradients accumulated unsharded in fp32
     unsharded = (zero == 3) & (pp > 1 and prof.pp_unsharded)
@@ -256,6 +264,7 @@ def evaluate(st: Setting, gs: list[Group] | Group, vs: list[Variants] | Variants
     t_fwd = per_row([c.t_fwd for c in costs])
     t_bwd = t_mb - t_fwd
     nb = per_row([c.buckets for c in costs])
+    nb_shard = per_row([c.shard_buckets for c in costs])
     bubble_mb = np.where(sched == 2, (pp - 1) / vstages, pp - 1.0)
     z3, z12 = zero_r == 3, (zero_r == 1) | (zero_r == 2)
 
@@ -281,8 +290,8 @@ def evaluate(st: Setting, gs: list[Group] | Group, vs: list[Variants] | Variants
     ag = per_row([c.param_gather_s for c in costs])
     grad_overlap = overlap and prof.overlap_grad_reduce
     ar_exposed = frameworks.exposed(ar, w_bwd, nb) if grad_overlap else ar
-    rs_exposed = frameworks.exposed(rs, w_bwd, nb) if grad_overlap else rs
-    ag_exposed = frameworks.exposed(ag, w_fwd, nb) if overlap and prof.overlap_param_gather \
+    rs_exposed = frameworks.exposed(rs, w_bwd, nb_shard) if grad_overlap else rs
+    ag_exposed = frameworks.exposed(ag, w_fwd, nb_shard) if overlap and prof.overlap_param_gather \
         else ag
     # ZeRO-3 / FSDP, every micro-batch: each layer's parameters gathered before its forward and
     # again before its backward, its gradients reduce-scattered after; with prefetch the next
