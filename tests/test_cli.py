@@ -217,3 +217,23 @@ def test_a_dtype_the_gpu_lacks_is_refused_with_the_way_out(capsys, argv, expect)
     # V100 has no bf16 tensor cores: the default bf16 recipes are refused, not silently changed.
     code, _, err = run(capsys, *argv)
     assert code == 2 and expect in err and len(err.strip().splitlines()) == 1
+
+
+def test_power_limit_slows_compute_and_is_checked():
+    from clirun import run_cli
+
+    base = ["train", "llama-3.1-8b", "--gpu", "h100", "--gpus", "8", "--zero", "3", "--json"]
+    code, out, _ = run_cli(base)
+    assert code == 0
+    rated = json.loads(out)
+    code, out, _ = run_cli(base + ["--power-limit", "500"])
+    assert code == 0
+    capped = json.loads(out)
+    # compute runs at (500/700)^(1/3) = 0.894 of the clock; memory streams and links do not slow
+    assert rated["step_time_s"] < capped["step_time_s"] < rated["step_time_s"] / 0.894
+    for bad in ("0", "nan", "-5", "watts"):
+        code, out, err = run_cli(base + ["--power-limit", bad])
+        assert code == 2 and "--power-limit" in err and "Traceback" not in err
+    # no rated TDP: nothing to derive the clock from
+    code, _, err = run_cli(["infer", "llama-3.1-8b", "--gpu", "tpu-v5e", "--power-limit", "100"])
+    assert code == 2 and "--power-limit" in err and "tdp_w" in err

@@ -241,7 +241,7 @@ def test_sandwich_norm_layers_keep_four_norms(model_type, impl, dtype):
     spec = spec_from_hf_config(config)
     torch_dtype = getattr(torch, dtype)
     e = torch.tensor([], dtype=torch_dtype).element_size()
-    b, s, h, a, g, d = 2, 16, 128, 4, 2, 24
+    b, s, a, g, d = 2, 16, 4, 2, 24
     per_layer, outside, per_module = kept_bytes(config, impl, torch_dtype, b, s, False)
     layer = layer_activations(spec, b, s, convention=f"hf-{impl}", act_bytes=e)
     head = output_activations(spec, b, s, convention=f"hf-{impl}", act_bytes=e).bytes

@@ -183,6 +183,26 @@ def add_model_and_gpu(p: argparse.ArgumentParser) -> None:
     """The MODEL argument and --gpu flag every analysis command takes, defined once."""
     p.add_argument("model", help=MODEL_HELP)
     p.add_argument("--gpu", required=True, help="accelerator name/alias or JSON file")
+    p.add_argument("--power-limit", type=arg_float(1, 100_000, low_open=True, what="watts"),
+                   metavar="W", help="run the accelerator under this power limit: compute at "
+                   "(W / rated TDP)^(1/3) of its clock, memory and links unchanged (default: "
+                   "the catalog's limit where it states one, else the rated power)")
+
+
+def accelerator_arg(args: argparse.Namespace) -> Any:
+    """The accelerator --gpu names, under --power-limit when one is given."""
+    from dataclasses import replace
+
+    from llmsizer.catalog import get_accelerator
+
+    acc = get_accelerator(args.gpu)
+    limit = getattr(args, "power_limit", None)
+    if limit is None:
+        return acc
+    if acc.tdp_w is None:
+        raise SpecError("power_limit", limit, f"nothing for {acc.name}: its rated TDP (tdp_w) "
+                        "is not known, so the clock at a limit cannot be derived")
+    return replace(acc, power_limit_w=limit)
 
 
 def build_parser() -> argparse.ArgumentParser:

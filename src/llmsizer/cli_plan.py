@@ -194,14 +194,15 @@ def run_plan(args: argparse.Namespace) -> Any:
     from llmsizer.analysis.cluster import Cluster
     from llmsizer.analysis.efficiency import Efficiency
     from llmsizer.analysis.planner import SearchSpace, search
-    from llmsizer.catalog import get_accelerator, get_model
+    from llmsizer.catalog import get_model
     from llmsizer.cli import EXIT_DOES_NOT_FIT, Outcome
     from llmsizer.cli_train import check_positions, global_batch_sequences
     from llmsizer.specs.precision import optimizer, training_precision
 
     check_export_flags(args)
     spec = get_model(args.model)
-    acc = get_accelerator(args.gpu)
+    from llmsizer.cli import accelerator_arg
+    acc = accelerator_arg(args)
     args.gpus_per_node = args.gpus_per_node or acc.nvlink_domain
     check_positions(spec, args.model, args.seq, "seq", args.allow_long_context)
     global_batch = global_batch_sequences(args)
@@ -393,7 +394,7 @@ def run_plan_serve(args: argparse.Namespace) -> Any:
     from llmsizer.analysis.efficiency import Efficiency
     from llmsizer.analysis.inference import ServingConfig, max_concurrency, serve
     from llmsizer.analysis.params import validate_parallel
-    from llmsizer.catalog import get_accelerator, get_model
+    from llmsizer.catalog import get_model
     from llmsizer.cli import EXIT_DOES_NOT_FIT, Outcome
     from llmsizer.cli_train import check_positions
     from llmsizer.report import dumps, table
@@ -405,7 +406,8 @@ def run_plan_serve(args: argparse.Namespace) -> Any:
 
         return run_simulated(args)
     spec = get_model(args.model)
-    acc = get_accelerator(args.gpu)
+    from llmsizer.cli import accelerator_arg
+    acc = accelerator_arg(args)
     check_positions(spec, args.model, args.prompt + args.output, "prompt+output",
                     args.allow_long_context)
     ttft_slo = parse_seconds(args.ttft_slo, "ttft-slo") if args.ttft_slo else None

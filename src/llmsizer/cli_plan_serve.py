@@ -23,7 +23,7 @@ def add_simulated_arguments(s: argparse.ArgumentParser) -> None:
 def run_simulated(args: argparse.Namespace) -> Any:
     from llmsizer.analysis.efficiency import Efficiency
     from llmsizer.analysis.inference import ServingConfig
-    from llmsizer.catalog import get_accelerator, get_model
+    from llmsizer.catalog import get_model
     from llmsizer.cli import EXIT_DOES_NOT_FIT, Outcome
     from llmsizer.cli_infer import check_compute_dtype
     from llmsizer.cli_plan import _Progress, emit_export, parse_seconds
@@ -50,7 +50,8 @@ def run_simulated(args: argparse.Namespace) -> Any:
         raise SpecError("qps", args.qps, "given with an SLO to meet (--ttft-slo and/or "
                         "--tpot-slo)")
     spec = get_model(args.model)
-    acc = get_accelerator(args.gpu)
+    from llmsizer.cli import accelerator_arg
+    acc = accelerator_arg(args)
     check_positions(spec, args.model, args.prompt + args.output, "prompt+output",
                     args.allow_long_context)
     weights, kv = weight_format(args.weights), kv_dtype_bytes(args.kv_dtype)

@@ -181,13 +181,14 @@ def check_positions(spec: Any, model: str, tokens: int, what: str, allow: bool) 
 def build(args: argparse.Namespace) -> tuple[Any, ...]:
     from llmsizer.analysis.efficiency import Efficiency
     from llmsizer.analysis.training import Cluster
-    from llmsizer.catalog import get_accelerator, get_model
+    from llmsizer.catalog import get_model
     from llmsizer.specs.parallel import Parallelism, parse_schedule
     from llmsizer.specs.precision import optimizer, training_precision
     from llmsizer.units import parse_bytes
 
     spec = get_model(args.model)
-    acc = get_accelerator(args.gpu)
+    from llmsizer.cli import accelerator_arg
+    acc = accelerator_arg(args)
     args.gpus_per_node = args.gpus_per_node or acc.nvlink_domain
     if args.seq is None:
         from llmsizer.catalog import position_limit

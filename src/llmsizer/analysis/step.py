@@ -16,8 +16,12 @@ from functools import lru_cache
 import numpy as np
 
 from llmsizer.analysis import comm, frameworks
-from llmsizer.analysis.frameworks import (DDP_BUCKET_BYTES, DEEPSPEED_PREFETCH,
-                                         DEEPSPEED_REDUCE_BUCKET, FSDP_REDUCE_BYTES)
+from llmsizer.analysis.frameworks import (
+    DDP_BUCKET_BYTES,
+    DEEPSPEED_PREFETCH,
+    DEEPSPEED_REDUCE_BUCKET,
+    FSDP_REDUCE_BYTES,
+)
 from llmsizer.analysis.layer_costs import (
     DEFAULT_FRAMEWORK_OVERHEAD,
     Group,

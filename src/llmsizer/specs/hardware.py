@@ -47,7 +47,7 @@ class Accelerator:
                 raise SpecError(f"{self.name}.peak_tflops", dtype, "dtypes " + ", ".join(DTYPES))
             if v <= 0:
                 raise SpecError(f"{self.name}.peak_tflops.{dtype}", v, "a positive number")
-        if self.power_limit_w is not None and not 0 < self.power_limit_w:
+        if self.power_limit_w is not None and not self.power_limit_w > 0:
             raise SpecError(f"{self.name}.power_limit_w", self.power_limit_w, "a positive power")
 
     @property

@@ -8,8 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from llmsizer.specs.hf_base import (_GEMMA_NORMS, ConfigError, _gpt_family, _llama_like, _name,
-                                    _Reader)
+from llmsizer.specs.hf_base import _GEMMA_NORMS, ConfigError, _gpt_family, _llama_like, _name, _Reader
 from llmsizer.specs.model import (
     LAYER_TYPES,
     LinearAttentionSpec,
