@@ -113,3 +113,37 @@ def test_a_power_limit_slows_compute_by_the_cube_root_of_the_power_ratio():
     assert slow.time.compute_s > fast.time.compute_s
     assert slow.time.compute_s < fast.time.compute_s / capped.clock_ratio
     assert slow.mfu < fast.mfu and slow.peak_flops == fast.peak_flops  # MFU against the stated peak
+
+
+def test_fsdp_shards_per_unit_not_per_bucket():
+    # FSDP issues one all-gather and one reduce-scatter per wrapped unit (a transformer block);
+    # DeepSpeed's ZeRO-2 reduces in 5e8-element buckets
+    from llmsizer.analysis import step
+    from llmsizer.analysis.layer_costs import Group
+
+    spec = get_model("llama-2-7b")
+    acc = get_accelerator("h100")
+    for name, expected in (("fsdp2", spec.num_layers), ("deepspeed", 14)):
+        st = step.Setting(spec, 4096, training_precision("mixed"), optimizer("adam"),
+                          Cluster(acc), Efficiency.for_accelerator(acc), framework=name)
+        costs = step.group_costs(st, Group(tp=1, pp=1, dp=64, cp=1, ep=1, micro_batch=1,
+                                           recompute="none", sequence_parallel=False,
+                                           grad_accum=1))
+        assert costs.shard_buckets == expected  # 6.7e9 params / 5e8 per bucket -> 14
+
+
+def test_torchtitan_pipelines_keep_the_stage_gathered():
+    # torchtitan: with PP, FSDP does not reshard after forward and gradients accumulate
+    # unsharded in fp32 until the last micro-batch (torch.distributed.pipelining)
+    spec = get_model("llama-3.1-70b")
+    par = Parallelism(tp=8, pp=4, dp=8, zero=3, micro_batch=1, grad_accum=8,
+                      sequence_parallel=True, recompute="full")
+    args = (spec, par, training_precision("mixed"), optimizer("adam"), 8192,
+            Cluster(get_accelerator("h100")))
+    titan = train_step(*args, framework="torchtitan").memory.peak
+    fsdp = train_step(*args, framework="fsdp2").memory.peak
+    held = titan.params  # this stage's parameters on this rank
+    assert titan.other_parts["ZeRO-3 gathered weights"] == pytest.approx(2 * held * 7 / 8,
+                                                                        rel=0.01)
+    assert titan.gradients == pytest.approx(4 * held, rel=0.01)
+    assert fsdp.gradients < titan.gradients / 8
