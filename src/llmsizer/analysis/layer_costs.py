@@ -8,8 +8,10 @@ parallelism): it is computed once per such key and per kind of layer, and cached
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import cache, cached_property, lru_cache
+
+import numpy as np
 
 from llmsizer.analysis import comm, frameworks
 from llmsizer.analysis.activations import layer_activations, output_activations
@@ -258,29 +260,61 @@ def _stage_rep_counts(spec: ModelSpec, pp: int, split: tuple[int, int] | None = 
     return {r: tuple(c) for r, c in out.items()}
 
 
-Floats = tuple[float, ...]
+@dataclass(frozen=True)
+class StageClasses:
+    """The stages of one pipeline depth and split, in classes of identical stages: the same
+    count of each kind of layer, and the same place (first: the embedding; last: the head).
+    Every per-stage cost is a function of the class, so it is computed once per class (a model
+    of one kind of layer has at most four: the first, the last, and middle stages of n and n+1
+    layers); and no stage keeps more micro-batches in flight than an earlier one, so none holds
+    more memory than its class's first stage."""
+
+    first: tuple[int, ...]  # each class's first stage, ascending
+    of_stage: tuple[int, ...]  # each stage's class
+    counts: tuple[tuple[int, tuple[int, ...]], ...]  # (representative layer, count per class)
+    layers: tuple[int, ...]  # layers per class
+
+    @property
+    def last(self) -> int:
+        """The last stage's class (always one of its own: it holds the head)."""
+        return self.of_stage[-1]
+
+
+@cache
+def stage_classes(spec: ModelSpec, pp: int, split: tuple[int, int] | None = None
+                  ) -> StageClasses:
+    reps = _stage_rep_counts(spec, pp, split)
+    index: dict[tuple[object, ...], int] = {}
+    of_stage = tuple(index.setdefault((tuple(c[s] for c in reps.values()), s == 0, s == pp - 1),
+                                      len(index)) for s in range(pp))
+    first = tuple(of_stage.index(c) for c in range(len(index)))
+    layers = stage_layers(spec.num_layers, pp, split)
+    return StageClasses(first, of_stage, tuple((r, tuple(c[s] for s in first))
+                                               for r, c in reps.items()),
+                        tuple(len(layers[s]) for s in first))
 
 
 @dataclass(frozen=True)
 class StageCosts:
-    """Per pipeline stage (tuples of length pp) for one Group; plain tuples, because thousands
-    of groups are built per search and numpy's per-array overhead would dominate."""
+    """Per group (rows) and stage class (columns, `classes`) of groups sharing one pipeline
+    depth and split: numpy arrays, built for all the groups of a search at once, because
+    thousands of groups are evaluated per search."""
 
-    layers: tuple[tuple[int, ...], ...]
-    dense_params: Floats
-    expert_params: Floats
-    largest_layer_params: Floats  # per TP rank
-    act_bytes: Floats  # one micro-batch, all the stage's layers
-    output_act_bytes: Floats  # the output head's (last stage only), one micro-batch at a time
-    loss_transient_bytes: Floats  # what the loss backward allocates beside it (last stage only)
-    recompute_working_set: Floats
-    compute_s: Floats  # forward + backward + recompute of one micro-batch
-    forward_s: Floats  # its forward part
-    linear_s: Floats  # its matrix products (forward and backward): what TP overlap hides
-    comm_s: Floats  # tp + ep + cp communication of one micro-batch
-    tp_comm_s: Floats
-    ep_comm_s: Floats
-    cp_comm_s: Floats
+    classes: StageClasses
+    dense_params: np.ndarray
+    expert_params: np.ndarray
+    largest_layer_params: np.ndarray  # per TP rank
+    act_bytes: np.ndarray  # one micro-batch, all the stage's layers
+    output_act_bytes: np.ndarray  # the output head's (last stage only), one micro-batch at a time
+    loss_transient_bytes: np.ndarray  # what the loss backward allocates beside it (last stage)
+    recompute_working_set: np.ndarray
+    compute_s: np.ndarray  # forward + backward + recompute of one micro-batch
+    forward_s: np.ndarray  # its forward part
+    linear_s: np.ndarray  # its matrix products (forward and backward): what TP overlap hides
+    comm_s: np.ndarray  # tp + ep + cp communication of one micro-batch
+    tp_comm_s: np.ndarray
+    ep_comm_s: np.ndarray
+    cp_comm_s: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -326,56 +360,76 @@ def _micro_batch_costs(st: Setting, tp: int, cp: int, ep: int, micro_batch: int,
     return MicroBatchCosts(costs, tp_layer, head_s, out_act, loss_transient)
 
 
-def stage_costs(st: Setting, g: Group) -> StageCosts:
-    """Per-stage costs of one micro-batch of group `g`: independent of its data-parallel size
-    and accumulation, so shared by every group of the same micro-batch shape (a search visits
-    many of those)."""
-    return _stage_costs(st, replace(g, dp=1, grad_accum=1))
+@lru_cache(maxsize=8192)
+def _check(st: Setting, tp: int, pp: int, cp: int, ep: int, sp: bool,
+           split: tuple[int, int] | None) -> None:
+    """Raise if the layout cannot run this model and sequence (cached: a search checks
+    thousands of groups with a few dozen distinct shapes)."""
+    validate_parallel(st.spec, tp, pp, ep)
+    if st.seq % cp:
+        raise SpecError("cp", cp, f"a divisor of the sequence length ({st.seq})")
+    if sp and st.seq % tp:
+        raise SpecError("sequence_parallel", True, f"a sequence length divisible by tp ({tp})")
+    check_split(st.spec.num_layers, pp, split)
 
 
 @lru_cache(maxsize=4096)
-def _stage_costs(st: Setting, g: Group) -> StageCosts:
-    spec = st.spec
-    validate_parallel(spec, g.tp, g.pp, g.ep)
-    if st.seq % g.cp:
-        raise SpecError("cp", g.cp, f"a divisor of the sequence length ({st.seq})")
-    if g.sequence_parallel and st.seq % g.tp:
-        raise SpecError("sequence_parallel", True, f"a sequence length divisible by tp ({g.tp})")
-    check_split(spec.num_layers, g.pp, g.split)
-    held = stage_held(spec, g.tp, g.pp, g.ep, g.split)
-    layers = stage_layers(spec.num_layers, g.pp, g.split)
-    mb = _micro_batch_costs(st, g.tp, g.cp, g.ep, g.micro_batch, g.recompute, g.sequence_parallel)
-    costs, tp_layer, head_s, out_act = mb.layers, mb.tp_layer_s, mb.head_s, mb.output_act_bytes
-    loss_t = (0.0,) * (g.pp - 1) + (mb.loss_transient_bytes,)
-    n = g.pp
-    act, comp, ep_s, cp_s = [0.0] * n, [0.0] * n, [0.0] * n, [0.0] * n
-    ws, largest, fwd, lin = [0.0] * n, [0.0] * n, [0.0] * n, [0.0] * n
-    for r, counts in _stage_rep_counts(spec, n, g.split).items():
-        c = costs[r]
-        per_layer_compute = c.forward_s + c.backward_s + c.recompute_s
-        size = layer_held(spec, r, g.tp, g.ep).held  # what ZeRO-3 gathers for one layer
-        for s_, k in enumerate(counts):  # layers like r in stage s_
-            if not k:
-                continue
-            act[s_] += k * c.act_bytes
-            comp[s_] += k * per_layer_compute
-            fwd[s_] += k * c.forward_s
-            lin[s_] += k * c.linear_s
-            ep_s[s_] += k * c.ep_comm_s
-            cp_s[s_] += k * c.cp_comm_s
-            largest[s_] = max(largest[s_], size)
-            if g.recompute == "full":
-                ws[s_] = max(ws[s_], c.act_bytes_no_recompute)
-    comp[-1] += head_s
-    fwd[-1] += head_s / 3
-    tp_s = tuple(len(idx) * tp_layer for idx in layers)
-    out = (0.0,) * (n - 1) + (out_act,)
+def _class_params(spec: ModelSpec, tp: int, pp: int, ep: int, split: tuple[int, int] | None
+                  ) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
+    """Per stage class: dense and expert parameters one device holds, and its largest layer
+    (what ZeRO-3 gathers at once)."""
+    classes = stage_classes(spec, pp, split)
+    held = [stage_held(spec, tp, pp, ep, split)[s] for s in classes.first]
+    largest = [0.0] * len(classes.first)
+    for r, counts in classes.counts:
+        size = layer_held(spec, r, tp, ep).held
+        for c, k in enumerate(counts):
+            if k:
+                largest[c] = max(largest[c], size)
+    return (tuple(float(h.held - h.expert) for h in held), tuple(float(h.expert) for h in held),
+            tuple(float(x) for x in largest))
+
+
+def stage_costs(st: Setting, gs: tuple[Group, ...]) -> StageCosts:
+    """Per-stage costs of one micro-batch of each group of `gs` (one pipeline depth and split):
+    independent of data-parallel size and accumulation. Each stage sums its layers' costs
+    kind by kind, in the order a per-stage loop would, so that every float is the same."""
+    pp, split = gs[0].pp, gs[0].split
+    for g in gs:
+        _check(st, g.tp, g.pp, g.cp, g.ep, g.sequence_parallel, g.split)
+    classes = stage_classes(st.spec, pp, split)
+    mbs = [_micro_batch_costs(st, g.tp, g.cp, g.ep, g.micro_batch, g.recompute,
+                              g.sequence_parallel) for g in gs]
+    shape = (len(gs), len(classes.first))
+    act, comp, fwd, lin, ep_s, cp_s, ws = (np.zeros(shape) for _ in range(7))
+    for r, counts in classes.counts:
+        k = np.array(counts, dtype=float)
+        costs = [mb.layers[r] for mb in mbs]
+
+        def column(values: list[float]) -> np.ndarray:
+            return np.array(values, dtype=float)[:, None]
+
+        act += k * column([c.act_bytes for c in costs])
+        comp += k * column([c.forward_s + c.backward_s + c.recompute_s for c in costs])
+        fwd += k * column([c.forward_s for c in costs])
+        lin += k * column([c.linear_s for c in costs])
+        ep_s += k * column([c.ep_comm_s for c in costs])
+        cp_s += k * column([c.cp_comm_s for c in costs])
+        ws = np.maximum(ws, np.where(k > 0, column([
+            c.act_bytes_no_recompute if g.recompute == "full" else 0.0
+            for c, g in zip(costs, gs, strict=True)]), 0.0))
+    last = classes.last
+    head = np.array([mb.head_s for mb in mbs])
+    comp[:, last] += head
+    fwd[:, last] += head / 3
+    tp_s = np.array(classes.layers, dtype=float) * np.array([mb.tp_layer_s for mb in mbs])[:, None]
+    out_act, loss_t = np.zeros(shape), np.zeros(shape)
+    out_act[:, last] = [mb.output_act_bytes for mb in mbs]
+    loss_t[:, last] = [mb.loss_transient_bytes for mb in mbs]
+    dense, expert, largest = (np.array(a) for a in zip(
+        *(_class_params(st.spec, g.tp, pp, g.ep, split) for g in gs), strict=True))
     return StageCosts(
-        layers=layers,
-        dense_params=tuple(float(h.held - h.expert) for h in held),
-        expert_params=tuple(float(h.expert) for h in held),
-        largest_layer_params=tuple(largest), act_bytes=tuple(act), output_act_bytes=out,
-        loss_transient_bytes=loss_t,
-        recompute_working_set=tuple(ws), compute_s=tuple(comp), forward_s=tuple(fwd),
-        linear_s=tuple(lin), comm_s=tuple(a + b + c for a, b, c in zip(tp_s, ep_s, cp_s, strict=True)),
-        tp_comm_s=tp_s, ep_comm_s=tuple(ep_s), cp_comm_s=tuple(cp_s))
+        classes, dense_params=dense, expert_params=expert, largest_layer_params=largest,
+        act_bytes=act, output_act_bytes=out_act, loss_transient_bytes=loss_t,
+        recompute_working_set=ws, compute_s=comp, forward_s=fwd, linear_s=lin,
+        comm_s=tp_s + ep_s + cp_s, tp_comm_s=tp_s, ep_comm_s=ep_s, cp_comm_s=cp_s)
