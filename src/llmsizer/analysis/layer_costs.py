@@ -178,9 +178,24 @@ def _saved_bytes(spec: ModelSpec, mb: int, seq_local: int, convention: str, e: i
                              flash=flash, layer_index=layer_index).bytes
 
 
+@dataclass(frozen=True)
+class LayerTime:
+    """What a layer's micro-batch takes whatever is recomputed (seconds)."""
+
+    forward_s: float
+    backward_s: float
+    matmul_s: float  # the forward's matrix products
+    attention_s: float  # the forward's attention core
+    elementwise_s: float  # the forward's memory-bound element-wise streams
+    ep_comm_s: float
+    cp_comm_s: float
+
+
 @lru_cache(maxsize=4096)
-def _layer_cost(st: Setting, layer_index: int, tp: int, cp: int, ep: int, mb: int,
-                recompute: str, sp: bool) -> LayerCost:
+def _layer_time(st: Setting, layer_index: int, tp: int, cp: int, ep: int, mb: int,
+                sp: bool) -> LayerTime:
+    """Cached apart from the recomputation setting, which only adds to it: a search times each
+    layer shape once for its three settings."""
     spec, acc, eff = st.spec, st.cluster.accelerator, st.eff
     e = st.act_bytes
     dtype = st.precision.compute_dtype
@@ -218,16 +233,6 @@ def _layer_cost(st: Setting, layer_index: int, tp: int, cp: int, ep: int, mb: in
     forward = fwd_mm + fwd_scan + attn + ew + cast_f / bw
     backward = 2 * (fwd_mm + fwd_scan) + ATTENTION_BACKWARD_FACTOR[st.attention] * attn_bwd + \
         2 * ew + cast_b / bw
-    selective = attn
-    saving = frameworks.saving_recompute(st.framework, recompute)
-    if saving == "selective-op":
-        # the products it does not save (every other one) and the element-wise ops are rebuilt;
-        # attention is kept
-        selective = fwd_mm / 2 + ew
-    recompute_s = {"full": forward, "selective": selective}.get(recompute, 0.0)
-
-    act, act_full = (_saved_bytes(spec, mb, seq_local, st.activations, e, tp, sp, rc, moe,
-                                  flash, layer_index) for rc in (saving, "none"))
 
     topo = st.topology
     ep_s = cp_s = 0.0
@@ -244,8 +249,27 @@ def _layer_cost(st: Setting, layer_index: int, tp: int, cp: int, ep: int, mb: in
         kv = e * tokens * (attn_op.cache_elements_per_token(tp, "expanded") if attn_op else 0)
         ring = (cp - 1) * comm.p2p_s(kv, topo.link_for(cp, tp), eff) * 3  # fwd + 2× bwd
         cp_s = max(0.0, ring - forward)  # overlapped with the attention compute
-    return LayerCost(act, act_full, forward, backward, recompute_s, ep_s, cp_s,
-                     linear_s=3 * fwd_mm, ep_hideable_s=forward + backward - 3 * fwd_mm)
+    return LayerTime(forward, backward, fwd_mm, attn, ew, ep_s, cp_s)
+
+
+@lru_cache(maxsize=4096)
+def _layer_cost(st: Setting, layer_index: int, tp: int, cp: int, ep: int, mb: int,
+                recompute: str, sp: bool) -> LayerCost:
+    t = _layer_time(st, layer_index, tp, cp, ep, mb, sp)
+    selective = t.attention_s
+    saving = frameworks.saving_recompute(st.framework, recompute)
+    if saving == "selective-op":
+        # the products it does not save (every other one) and the element-wise ops are rebuilt;
+        # attention is kept
+        selective = t.matmul_s / 2 + t.elementwise_s
+    recompute_s = {"full": t.forward_s, "selective": selective}.get(recompute, 0.0)
+    act, act_full = (_saved_bytes(st.spec, mb, st.seq // cp, st.activations, st.act_bytes, tp,
+                                  sp, rc, st.spec.is_moe_layer(layer_index),
+                                  st.attention == "flash", layer_index)
+                     for rc in (saving, "none"))
+    return LayerCost(act, act_full, t.forward_s, t.backward_s, recompute_s, t.ep_comm_s,
+                     t.cp_comm_s, linear_s=3 * t.matmul_s,
+                     ep_hideable_s=t.forward_s + t.backward_s - 3 * t.matmul_s)
 
 
 @cache
@@ -329,34 +353,48 @@ class MicroBatchCosts:
 
 
 @lru_cache(maxsize=4096)
+def _head_s(st: Setting, tp: int, tokens: int) -> float:
+    """The output head's forward and backward for `tokens` tokens on one device (cached: the
+    same for every recomputation and expert-parallel setting)."""
+    acc, eff = st.cluster.accelerator, st.eff
+    head_op = build_graph(st.spec).head[-1]
+    # the output head's products, and its fp32 logits written, read by the softmax and by the
+    # cross-entropy backward (3 passes of 4 bytes over the rank's vocabulary share)
+    # (FP8 recipes keep the output layer in bf16: Megatron's output layer is not a Transformer
+    # Engine module, and torchao/torchtitan leave the LM head out of float8 conversion)
+    dtype = st.precision.compute_dtype
+    head_dtype = "bf16" if dtype == "fp8" else dtype
+    return 3 * _linear_time(head_op, tokens, tp, 1, acc, head_dtype, st.act_bytes, eff) + \
+        3 * 4 * tokens * head_op.rank_dims(tp)[1] / (acc.memory_bandwidth_bytes_s
+                                                     * eff.memory_ceiling)
+
+
+@lru_cache(maxsize=4096)
+def _output_bytes(spec: ModelSpec, mb: int, seq_local: int, convention: str, e: int, tp: int,
+                  sp: bool, recompute: str) -> float:
+    """What the embedding side and the head keep for backward (cached as `_saved_bytes`)."""
+    return output_activations(spec, mb, seq_local, convention=convention, act_bytes=e, tp=tp,
+                              sequence_parallel=sp, recompute=recompute).bytes
+
+
+@lru_cache(maxsize=4096)
 def _micro_batch_costs(st: Setting, tp: int, cp: int, ep: int, micro_batch: int, recompute: str,
                        sp: bool) -> MicroBatchCosts:
     spec = st.spec
     costs = {i: _layer_cost(st, i, tp, cp, ep, micro_batch, recompute, sp)
              for i in set(layer_representative(spec))}
-    e, acc, eff = st.act_bytes, st.cluster.accelerator, st.eff
-    seq_local = st.seq // cp
-    tokens = micro_batch * seq_local
-    topo = st.topology
+    e = st.act_bytes
+    tokens = micro_batch * (st.seq // cp)
     # Megatron-LM: 2 all-reduces per layer forward and 2 backward (with sequence parallelism a
     # reduce-scatter + all-gather of the same cost); full recomputation repeats the forward ones.
-    tp_layer = comm.all_reduce_s(e * tokens * spec.hidden_size, tp, topo.link_for(tp, 1),
-                                 eff) * (4 + (2 if recompute == "full" else 0))
-    dtype = st.precision.compute_dtype
-    head_op = build_graph(spec).head[-1]
-    # the output head's products, and its fp32 logits written, read by the softmax and by the
-    # cross-entropy backward (3 passes of 4 bytes over the rank's vocabulary share)
-    # (FP8 recipes keep the output layer in bf16: Megatron's output layer is not a Transformer
-    # Engine module, and torchao/torchtitan leave the LM head out of float8 conversion)
-    head_dtype = "bf16" if dtype == "fp8" else dtype
-    head_s = 3 * _linear_time(head_op, tokens, tp, 1, acc, head_dtype, e, eff) + 3 * 4 * tokens * \
-        head_op.rank_dims(tp)[1] / (acc.memory_bandwidth_bytes_s * eff.memory_ceiling)
-    out_act = output_activations(spec, micro_batch, seq_local, convention=st.activations,
-                                 act_bytes=e, tp=tp, sequence_parallel=sp,
-                                 recompute=recompute).bytes
+    tp_layer = comm.all_reduce_s(e * tokens * spec.hidden_size, tp, st.topology.link_for(tp, 1),
+                                 st.eff) * (4 + (2 if recompute == "full" else 0))
+    head_s = _head_s(st, tp, tokens)
+    out_act = _output_bytes(spec, micro_batch, st.seq // cp, st.activations, e, tp, sp,
+                            recompute)
     # the loss backward's fp32 tensors of the logits' size (the rank's vocabulary share)
     loss_transient = frameworks.profile(st.framework).loss_backward_copies * 4 * tokens * \
-        head_op.rank_dims(tp)[1]
+        build_graph(spec).head[-1].rank_dims(tp)[1]
     return MicroBatchCosts(costs, tp_layer, head_s, out_act, loss_transient)
 
 

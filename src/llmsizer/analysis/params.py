@@ -315,10 +315,15 @@ def stage_held(spec: ModelSpec, tp: int = 1, pp: int = 1, ep: int = 1,
     graph = build_graph(spec)
     out = []
     rep = layer_representative(spec)
+    seen: dict[tuple[object, ...], HeldParams] = {}  # stages alike (deep pipelines: most)
     for s, idx in enumerate(stage_layers(spec.num_layers, pp, split)):
         counts: dict[int, int] = {}
         for i in idx:
             counts[rep[i]] = counts.get(rep[i], 0) + 1
+        key = (tuple(counts.items()), s == 0, s == pp - 1)
+        if key in seen:
+            out.append(seen[key])
+            continue
         total = HeldParams(0, 0, 0)
         for r, k in counts.items():
             one = layer_held(spec, r, tp, ep)
@@ -331,7 +336,7 @@ def stage_held(spec: ModelSpec, tp: int = 1, pp: int = 1, ep: int = 1,
                 # The last stage keeps its own copy of the tied embedding for the output
                 # projection; the two copies' gradients are all-reduced (Megatron-LM).
                 total = total + _ops_held(graph.embedding[:1], tp, ep)
-        out.append(total)
+        out.append(seen.setdefault(key, total))
     return tuple(out)
 
 
