@@ -14,7 +14,7 @@ from functools import cache, cached_property, lru_cache
 import numpy as np
 
 from llmsizer.analysis import comm, frameworks
-from llmsizer.analysis.activations import layer_activations, output_activations
+from llmsizer.analysis.activations import layer_activation_bytes, output_activation_bytes
 from llmsizer.analysis.cluster import Cluster
 from llmsizer.analysis.efficiency import Efficiency, gemm_efficiency, op_time, vector_peak
 from llmsizer.analysis.flops import ATTENTION_BACKWARD_FACTOR, layer_pairs
@@ -173,9 +173,9 @@ def _saved_bytes(spec: ModelSpec, mb: int, seq_local: int, convention: str, e: i
                  sp: bool, recompute: str, moe: bool, flash: bool, layer_index: int) -> float:
     """Bytes one layer keeps for backward: independent of the time model, so cached apart from
     it (a calibration fit re-times the same layers many times)."""
-    return layer_activations(spec, mb, seq_local, convention=convention, act_bytes=e, tp=tp,
-                             sequence_parallel=sp, recompute=recompute, moe_layer=moe,
-                             flash=flash, layer_index=layer_index).bytes
+    return layer_activation_bytes(spec, mb, seq_local, convention=convention, act_bytes=e, tp=tp,
+                                  sequence_parallel=sp, recompute=recompute, moe_layer=moe,
+                                  flash=flash, layer_index=layer_index)
 
 
 @dataclass(frozen=True)
@@ -373,8 +373,8 @@ def _head_s(st: Setting, tp: int, tokens: int) -> float:
 def _output_bytes(spec: ModelSpec, mb: int, seq_local: int, convention: str, e: int, tp: int,
                   sp: bool, recompute: str) -> float:
     """What the embedding side and the head keep for backward (cached as `_saved_bytes`)."""
-    return output_activations(spec, mb, seq_local, convention=convention, act_bytes=e, tp=tp,
-                              sequence_parallel=sp, recompute=recompute).bytes
+    return output_activation_bytes(spec, mb, seq_local, convention=convention, act_bytes=e,
+                                   tp=tp, sequence_parallel=sp, recompute=recompute)
 
 
 @lru_cache(maxsize=4096)
