@@ -67,25 +67,18 @@ def layer_activations(spec: ModelSpec, batch: int, seq: int, *, convention: str 
     picks the layer (its mixer and widths from the op graph); by default the first layer of the
     MoE or dense kind asked for. `recompute` "selective-op" is torchtitan's per-op selective
     checkpointing."""
-    return _in_bytes(_layer_tensors(spec, batch, seq, convention, act_bytes, tp,
-                                    sequence_parallel, recompute, moe_layer, flash, layer_index),
-                     act_bytes)
+    return _in_bytes(layer_tensors(spec, batch, seq, convention=convention, act_bytes=act_bytes,
+                                   tp=tp, sequence_parallel=sequence_parallel,
+                                   recompute=recompute, moe_layer=moe_layer, flash=flash,
+                                   layer_index=layer_index), act_bytes)
 
 
-def layer_activation_bytes(spec: ModelSpec, batch: int, seq: int, *, convention: str = "megatron",
-                           act_bytes: float = 2, tp: int = 1, sequence_parallel: bool = False,
-                           recompute: str = "none", moe_layer: bool = False,
-                           flash: bool = False, layer_index: int | None = None) -> float:
-    """`layer_activations(...).bytes`, without the per-tensor report (the step model asks for
-    hundreds per search)."""
-    return sum(t.bytes(act_bytes) for t in _layer_tensors(
-        spec, batch, seq, convention, act_bytes, tp, sequence_parallel, recompute, moe_layer,
-        flash, layer_index))
-
-
-def _layer_tensors(spec: ModelSpec, batch: int, seq: int, convention: str, act_bytes: float,
-                   tp: int, sequence_parallel: bool, recompute: str, moe_layer: bool,
-                   flash: bool, layer_index: int | None) -> tuple[SavedTensor, ...]:
+def layer_tensors(spec: ModelSpec, batch: int, seq: int, *, convention: str = "megatron",
+                  act_bytes: float = 2, tp: int = 1, sequence_parallel: bool = False,
+                  recompute: str = "none", moe_layer: bool = False, flash: bool = False,
+                  layer_index: int | None = None) -> tuple[SavedTensor, ...]:
+    """The tensors `layer_activations` sizes, as the op graph states them (the step model sums
+    their bytes without building the report)."""
     how = _saving(convention, act_bytes, tp, sequence_parallel, recompute, flash)
     if layer_index is None:
         layer_index = next((i for i in range(spec.num_layers)

@@ -9,21 +9,22 @@ parallelism): it is computed once per such key and per kind of layer, and cached
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache, cached_property, lru_cache
+from functools import cached_property, lru_cache
 
 import numpy as np
 
 from llmsizer.analysis import comm, frameworks
-from llmsizer.analysis.activations import layer_activation_bytes, output_activation_bytes
+from llmsizer.analysis.activations import layer_tensors, output_activation_bytes
 from llmsizer.analysis.cluster import Cluster
 from llmsizer.analysis.efficiency import Efficiency, gemm_efficiency, op_time, vector_peak
 from llmsizer.analysis.flops import ATTENTION_BACKWARD_FACTOR, layer_pairs
 from llmsizer.analysis.params import (
+    StageClasses,
     check_split,
+    class_held,
     layer_held,
     layer_representative,
-    stage_held,
-    stage_layers,
+    stage_classes,
     validate_parallel,
 )
 from llmsizer.errors import SpecError
@@ -172,10 +173,22 @@ class LayerCost:
 def _saved_bytes(spec: ModelSpec, mb: int, seq_local: int, convention: str, e: int, tp: int,
                  sp: bool, recompute: str, moe: bool, flash: bool, layer_index: int) -> float:
     """Bytes one layer keeps for backward: independent of the time model, so cached apart from
-    it (a calibration fit re-times the same layers many times)."""
-    return layer_activation_bytes(spec, mb, seq_local, convention=convention, act_bytes=e, tp=tp,
-                                  sequence_parallel=sp, recompute=recompute, moe_layer=moe,
-                                  flash=flash, layer_index=layer_index)
+    it (a calibration fit re-times the same layers many times). Every tensor a layer keeps
+    grows in proportion to the micro-batch (tests/test_memory.py holds the catalog to it), so
+    the layer is walked once per sequence: mb·n/split in exact integers rounds as the walk at
+    `mb` does, and the sum runs in the walk's order."""
+    return sum(mb * n / split for n, split in _saved_per_sequence(
+        spec, seq_local, convention, e, tp, sp, recompute, moe, flash, layer_index))
+
+
+@lru_cache(maxsize=4096)
+def _saved_per_sequence(spec: ModelSpec, seq_local: int, convention: str, e: int, tp: int,
+                        sp: bool, recompute: str, moe: bool, flash: bool, layer_index: int
+                        ) -> tuple[tuple[float, int], ...]:
+    """Each tensor one layer keeps for one sequence: (bytes before its split, split)."""
+    return tuple((t.unsplit_bytes(e), t.split) for t in layer_tensors(
+        spec, 1, seq_local, convention=convention, act_bytes=e, tp=tp, sequence_parallel=sp,
+        recompute=recompute, moe_layer=moe, flash=flash, layer_index=layer_index))
 
 
 @dataclass(frozen=True)
@@ -270,52 +283,6 @@ def _layer_cost(st: Setting, layer_index: int, tp: int, cp: int, ep: int, mb: in
     return LayerCost(act, act_full, t.forward_s, t.backward_s, recompute_s, t.ep_comm_s,
                      t.cp_comm_s, linear_s=3 * t.matmul_s,
                      ep_hideable_s=t.forward_s + t.backward_s - 3 * t.matmul_s)
-
-
-@cache
-def _stage_rep_counts(spec: ModelSpec, pp: int, split: tuple[int, int] | None = None
-                      ) -> dict[int, tuple[int, ...]]:
-    """For each representative layer r: how many layers like r each pipeline stage holds."""
-    rep = layer_representative(spec)
-    out: dict[int, list[int]] = {}
-    for s, idx in enumerate(stage_layers(spec.num_layers, pp, split)):
-        for i in idx:
-            out.setdefault(rep[i], [0] * pp)[s] += 1
-    return {r: tuple(c) for r, c in out.items()}
-
-
-@dataclass(frozen=True)
-class StageClasses:
-    """The stages of one pipeline depth and split, in classes of identical stages: the same
-    count of each kind of layer, and the same place (first: the embedding; last: the head).
-    Every per-stage cost is a function of the class, so it is computed once per class (a model
-    of one kind of layer has at most four: the first, the last, and middle stages of n and n+1
-    layers); and no stage keeps more micro-batches in flight than an earlier one, so none holds
-    more memory than its class's first stage."""
-
-    first: tuple[int, ...]  # each class's first stage, ascending
-    of_stage: tuple[int, ...]  # each stage's class
-    counts: tuple[tuple[int, tuple[int, ...]], ...]  # (representative layer, count per class)
-    layers: tuple[int, ...]  # layers per class
-
-    @property
-    def last(self) -> int:
-        """The last stage's class (always one of its own: it holds the head)."""
-        return self.of_stage[-1]
-
-
-@cache
-def stage_classes(spec: ModelSpec, pp: int, split: tuple[int, int] | None = None
-                  ) -> StageClasses:
-    reps = _stage_rep_counts(spec, pp, split)
-    index: dict[tuple[object, ...], int] = {}
-    of_stage = tuple(index.setdefault((tuple(c[s] for c in reps.values()), s == 0, s == pp - 1),
-                                      len(index)) for s in range(pp))
-    first = tuple(of_stage.index(c) for c in range(len(index)))
-    layers = stage_layers(spec.num_layers, pp, split)
-    return StageClasses(first, of_stage, tuple((r, tuple(c[s] for s in first))
-                                               for r, c in reps.items()),
-                        tuple(len(layers[s]) for s in first))
 
 
 @dataclass(frozen=True)
@@ -417,7 +384,7 @@ def _class_params(spec: ModelSpec, tp: int, pp: int, ep: int, split: tuple[int, 
     """Per stage class: dense and expert parameters one device holds, and its largest layer
     (what ZeRO-3 gathers at once)."""
     classes = stage_classes(spec, pp, split)
-    held = [stage_held(spec, tp, pp, ep, split)[s] for s in classes.first]
+    held = class_held(spec, tp, pp, ep, split)
     largest = [0.0] * len(classes.first)
     for r, counts in classes.counts:
         size = layer_held(spec, r, tp, ep).held

@@ -196,8 +196,9 @@ def evaluate(st: Setting, gs: list[Group] | Group, vs: list[Variants] | Variants
              all_stages: bool = True) -> GroupResult:
     """All layouts of groups `gs` (which share one pipeline depth and split) with their
     variants `vs`, as arrays: one row per layout (per stage where it applies). Without
-    `all_stages`, only the first stage of each class of identical stages (StageClasses): the
-    only ones that can hold the peak, which is all a search needs."""
+    `all_stages`, only the first stage of each class of identical stages (StageClasses): a
+    later stage of a class holds the same but keeps no more micro-batches in flight, so the
+    peak (all a search needs) is always at one of these."""
     if isinstance(gs, Group):
         gs, vs = [gs], [vs]  # type: ignore[list-item]
     assert isinstance(vs, list)
