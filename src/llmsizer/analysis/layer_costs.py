@@ -2,8 +2,11 @@
 
 What a layer costs (activation bytes kept, forward/backward/recompute seconds, tensor/expert/
 context-parallel communication) depends only on (tp, cp, ep, micro-batch, recomputation, sequence
-parallelism): it is computed once per such key and per kind of layer, and cached. The step model
-(llmsizer.analysis.step) combines these per pipeline stage with ZeRO, offload and schedules.
+parallelism): it is computed once per such key and per kind of layer, and cached (its timing
+once for all recomputation settings). Stages sum them per class of identical stages
+(llmsizer.analysis.params.StageClasses), in numpy over all the groups of a search at once. The
+step model (llmsizer.analysis.step) combines these per pipeline stage with ZeRO, offload and
+schedules.
 """
 
 from __future__ import annotations
@@ -288,8 +291,7 @@ def _layer_cost(st: Setting, layer_index: int, tp: int, cp: int, ep: int, mb: in
 @dataclass(frozen=True)
 class StageCosts:
     """Per group (rows) and stage class (columns, `classes`) of groups sharing one pipeline
-    depth and split: numpy arrays, built for all the groups of a search at once, because
-    thousands of groups are evaluated per search."""
+    depth and split: numpy arrays, built for all the groups of a search at once (thousands)."""
 
     classes: StageClasses
     dense_params: np.ndarray
@@ -395,10 +397,16 @@ def _class_params(spec: ModelSpec, tp: int, pp: int, ep: int, split: tuple[int, 
             tuple(float(x) for x in largest))
 
 
+def _column(values: list[float]) -> np.ndarray:
+    """One value per group, as a column that broadcasts over stage classes."""
+    return np.array(values, dtype=float)[:, None]
+
+
 def stage_costs(st: Setting, gs: tuple[Group, ...]) -> StageCosts:
     """Per-stage costs of one micro-batch of each group of `gs` (one pipeline depth and split):
-    independent of data-parallel size and accumulation. Each stage sums its layers' costs
-    kind by kind, in the order a per-stage loop would, so that every float is the same."""
+    independent of data-parallel size and accumulation. A stage sums its layers' costs kind by
+    kind in a fixed order, so a layout's costs do not depend on the groups evaluated with it
+    (a search and train_step agree to the bit)."""
     pp, split = gs[0].pp, gs[0].split
     for g in gs:
         _check(st, g.tp, g.pp, g.cp, g.ep, g.sequence_parallel, g.split)
@@ -410,17 +418,13 @@ def stage_costs(st: Setting, gs: tuple[Group, ...]) -> StageCosts:
     for r, counts in classes.counts:
         k = np.array(counts, dtype=float)
         costs = [mb.layers[r] for mb in mbs]
-
-        def column(values: list[float]) -> np.ndarray:
-            return np.array(values, dtype=float)[:, None]
-
-        act += k * column([c.act_bytes for c in costs])
-        comp += k * column([c.forward_s + c.backward_s + c.recompute_s for c in costs])
-        fwd += k * column([c.forward_s for c in costs])
-        lin += k * column([c.linear_s for c in costs])
-        ep_s += k * column([c.ep_comm_s for c in costs])
-        cp_s += k * column([c.cp_comm_s for c in costs])
-        ws = np.maximum(ws, np.where(k > 0, column([
+        act += k * _column([c.act_bytes for c in costs])
+        comp += k * _column([c.forward_s + c.backward_s + c.recompute_s for c in costs])
+        fwd += k * _column([c.forward_s for c in costs])
+        lin += k * _column([c.linear_s for c in costs])
+        ep_s += k * _column([c.ep_comm_s for c in costs])
+        cp_s += k * _column([c.cp_comm_s for c in costs])
+        ws = np.maximum(ws, np.where(k > 0, _column([
             c.act_bytes_no_recompute if g.recompute == "full" else 0.0
             for c, g in zip(costs, gs, strict=True)]), 0.0))
     last = classes.last

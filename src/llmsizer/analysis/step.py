@@ -106,8 +106,8 @@ def in_flight(pp: int, accum: np.ndarray | int, schedule: np.ndarray, v: np.ndar
 
 @dataclass(frozen=True)
 class GroupCosts:
-    """Everything about groups of one pipeline depth that does not vary with ZeRO, offload or
-    schedule: one entry per group."""
+    """Everything about groups of one pipeline depth and split that does not vary with ZeRO,
+    offload or schedule: one entry per group."""
 
     stages: StageCosts
     t_mb: np.ndarray  # the slowest stage's compute for one micro-batch
@@ -169,7 +169,7 @@ def _data_parallel_s(st: Setting, dp: int, tp: int, cp: int, ep: int, d_w: float
     return nb, ar, rs, ag, layer_ag, layer_rs
 
 
-@lru_cache(maxsize=1024)
+@lru_cache(maxsize=512)
 def group_costs(st: Setting, gs: tuple[Group, ...]) -> GroupCosts:
     """The costs of groups `gs` (one pipeline depth and split), each taken at its slowest
     stage (the first of them on a tie)."""
