@@ -213,3 +213,35 @@ def test_a_sandwich_layer_keeps_its_post_norms_under_every_convention():
         == 2 * s * h
     hf = [t.name for t in layer_activations(spec, 1, s, convention="hf-eager").saved]
     assert sum("RMSNorm normalised output" in n for n in hf) == 4
+
+
+def test_every_tensor_a_layer_keeps_is_affine_in_the_micro_batch():
+    # The step model walks a layer for one and two sequences and extrapolates to the
+    # micro-batch (layer_costs._saved_bytes): exact only while every tensor is affine in it
+    # (proportional, or a constant such as Gemma's 1 + w).
+    from itertools import product
+
+    from llmsizer.analysis.activations import CONVENTIONS, layer_tensors
+    from llmsizer.analysis.params import layer_representative
+    from llmsizer.catalog import list_models
+
+    checked = 0
+    for entry in list_models():
+        spec = get_model(entry.name)
+        for index, convention, recompute, (tp, sp, flash, e) in product(
+                sorted(set(layer_representative(spec))), CONVENTIONS,
+                ("none", "selective", "full", "selective-op"),
+                ((1, False, True, 2), (2, True, False, 4))):
+            kw = dict(convention=convention, act_bytes=e, tp=tp, sequence_parallel=sp,
+                      recompute=recompute, flash=flash, layer_index=index)
+            try:
+                one = layer_tensors(spec, 1, 512, **kw)
+            except SpecError:  # an hf convention on a non-Llama layer
+                continue
+            two, three = (layer_tensors(spec, b, 512, **kw) for b in (2, 3))
+            assert [(t.name, t.split) for t in three] == [(t.name, t.split) for t in one]
+            assert [t3.unsplit_bytes(e) - t2.unsplit_bytes(e) for t2, t3 in zip(two, three, strict=True)] == \
+                [t2.unsplit_bytes(e) - t1.unsplit_bytes(e) for t1, t2 in zip(one, two, strict=True)], \
+                (entry.name, index, kw)
+            checked += 1
+    assert checked > 1000

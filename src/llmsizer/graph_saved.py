@@ -61,8 +61,12 @@ class SavedTensor:
         return sum(n for _, n in self.counts) / self.split
 
     def bytes(self, act_bytes: float) -> float:
+        return self.unsplit_bytes(act_bytes) / self.split
+
+    def unsplit_bytes(self, act_bytes: float) -> float:
+        """Its bytes before `split` divides them: an exact integer for integer `act_bytes`."""
         return sum((act_bytes if d == "activation" else SAVED_DTYPE_BYTES[d]) * n
-                   for d, n in self.counts) / self.split
+                   for d, n in self.counts)
 
     def bytes_of(self, dtype: SavedDType, act_bytes: float) -> float:
         """The bytes of its elements of one element type (the final RMSNorm's normalised output:

@@ -67,6 +67,18 @@ def layer_activations(spec: ModelSpec, batch: int, seq: int, *, convention: str 
     picks the layer (its mixer and widths from the op graph); by default the first layer of the
     MoE or dense kind asked for. `recompute` "selective-op" is torchtitan's per-op selective
     checkpointing."""
+    return _in_bytes(layer_tensors(spec, batch, seq, convention=convention, act_bytes=act_bytes,
+                                   tp=tp, sequence_parallel=sequence_parallel,
+                                   recompute=recompute, moe_layer=moe_layer, flash=flash,
+                                   layer_index=layer_index), act_bytes)
+
+
+def layer_tensors(spec: ModelSpec, batch: int, seq: int, *, convention: str = "megatron",
+                  act_bytes: float = 2, tp: int = 1, sequence_parallel: bool = False,
+                  recompute: str = "none", moe_layer: bool = False, flash: bool = False,
+                  layer_index: int | None = None) -> tuple[SavedTensor, ...]:
+    """The tensors `layer_activations` sizes, as the op graph states them (the step model sums
+    their bytes without building the report)."""
     how = _saving(convention, act_bytes, tp, sequence_parallel, recompute, flash)
     if layer_index is None:
         layer_index = next((i for i in range(spec.num_layers)
@@ -77,7 +89,7 @@ def layer_activations(spec: ModelSpec, batch: int, seq: int, *, convention: str 
             and (spec.ffn_kind != "gated" or spec.norm != "rmsnorm")):
         raise SpecError("activations", convention, "megatron for this model: the Hugging Face "
                         "conventions describe Llama-style layers (RMSNorm, gated FFN)")
-    return _in_bytes(layer.saved_tensors(batch, seq, how), act_bytes)
+    return layer.saved_tensors(batch, seq, how)
 
 
 def output_activations(spec: ModelSpec, batch: int, seq: int, *, convention: str = "megatron",
@@ -85,8 +97,22 @@ def output_activations(spec: ModelSpec, batch: int, seq: int, *, convention: str
                        recompute: str = "none") -> LayerActivations:
     """What is kept outside the layers for backward: the embedding side and the output head with
     the loss, per micro-batch on one device of the last (and first) pipeline stage."""
+    return _in_bytes(_output_tensors(spec, batch, seq, convention, act_bytes, tp,
+                                     sequence_parallel, recompute), act_bytes)
+
+
+def output_activation_bytes(spec: ModelSpec, batch: int, seq: int, *,
+                            convention: str = "megatron", act_bytes: float = 2, tp: int = 1,
+                            sequence_parallel: bool = False, recompute: str = "none") -> float:
+    """`output_activations(...).bytes`, without the per-tensor report."""
+    return sum(t.bytes(act_bytes) for t in _output_tensors(
+        spec, batch, seq, convention, act_bytes, tp, sequence_parallel, recompute))
+
+
+def _output_tensors(spec: ModelSpec, batch: int, seq: int, convention: str, act_bytes: float,
+                    tp: int, sequence_parallel: bool, recompute: str) -> tuple[SavedTensor, ...]:
     how = _saving(convention, act_bytes, tp, sequence_parallel, recompute)
-    return _in_bytes(build_graph(spec).saved_outside_layers(batch, seq, how), act_bytes)
+    return build_graph(spec).saved_outside_layers(batch, seq, how)
 
 
 def korthikanti_per_layer(spec: ModelSpec, batch: int, seq: int, tp: int = 1,

@@ -64,7 +64,15 @@ class Topology:
 
     def link_for(self, group_size: int, stride: int) -> Link:
         """The link a collective over `group_size` ranks spaced `stride` apart runs at: NVLink
-        inside a node, else the hierarchical bus bandwidth of the NICs its members own."""
+        inside a node, else the hierarchical bus bandwidth of the NICs its members own.
+        Remembered per topology (a search asks for the same few links thousands of times)."""
+        links = self.__dict__.setdefault("_links", {})
+        link = links.get((group_size, stride))
+        if link is None:
+            link = links[group_size, stride] = self._link_for(group_size, stride)
+        return link
+
+    def _link_for(self, group_size: int, stride: int) -> Link:
         if group_size <= 1 or stride * group_size <= self.gpus_per_node:
             return self.intra
         per_node = max(1, min(group_size, self.gpus_per_node // max(1, stride)))

@@ -2,26 +2,32 @@
 
 What a layer costs (activation bytes kept, forward/backward/recompute seconds, tensor/expert/
 context-parallel communication) depends only on (tp, cp, ep, micro-batch, recomputation, sequence
-parallelism): it is computed once per such key and per kind of layer, and cached. The step model
-(llmsizer.analysis.step) combines these per pipeline stage with ZeRO, offload and schedules.
+parallelism): it is computed once per such key and per kind of layer, and cached (its timing
+once for all recomputation settings). Stages sum them per class of identical stages
+(llmsizer.analysis.params.StageClasses), in numpy over all the groups of a search at once. The
+step model (llmsizer.analysis.step) combines these per pipeline stage with ZeRO, offload and
+schedules.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from functools import cache, cached_property, lru_cache
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
+
+import numpy as np
 
 from llmsizer.analysis import comm, frameworks
-from llmsizer.analysis.activations import layer_activations, output_activations
+from llmsizer.analysis.activations import layer_tensors, output_activation_bytes
 from llmsizer.analysis.cluster import Cluster
 from llmsizer.analysis.efficiency import Efficiency, gemm_efficiency, op_time, vector_peak
 from llmsizer.analysis.flops import ATTENTION_BACKWARD_FACTOR, layer_pairs
 from llmsizer.analysis.params import (
+    StageClasses,
     check_split,
+    class_held,
     layer_held,
     layer_representative,
-    stage_held,
-    stage_layers,
+    stage_classes,
     validate_parallel,
 )
 from llmsizer.errors import SpecError
@@ -171,15 +177,47 @@ class LayerCost:
 def _saved_bytes(spec: ModelSpec, mb: int, seq_local: int, convention: str, e: int, tp: int,
                  sp: bool, recompute: str, moe: bool, flash: bool, layer_index: int) -> float:
     """Bytes one layer keeps for backward: independent of the time model, so cached apart from
-    it (a calibration fit re-times the same layers many times)."""
-    return layer_activations(spec, mb, seq_local, convention=convention, act_bytes=e, tp=tp,
-                             sequence_parallel=sp, recompute=recompute, moe_layer=moe,
-                             flash=flash, layer_index=layer_index).bytes
+    it (a calibration fit re-times the same layers many times). Every tensor a layer keeps is
+    affine in the micro-batch — per-sequence bytes times mb, plus a constant for the few that do
+    not grow with it (Gemma's 1 + w) — (tests/test_memory.py holds the catalog to it), so the
+    layer is walked for one and two sequences only: (mb·n + c)/split in exact integers rounds as
+    the walk at `mb` does, and the sum runs in the walk's order."""
+    return sum((mb * n + c) / split for n, c, split in _saved_per_sequence(
+        spec, seq_local, convention, e, tp, sp, recompute, moe, flash, layer_index))
 
 
 @lru_cache(maxsize=4096)
-def _layer_cost(st: Setting, layer_index: int, tp: int, cp: int, ep: int, mb: int,
-                recompute: str, sp: bool) -> LayerCost:
+def _saved_per_sequence(spec: ModelSpec, seq_local: int, convention: str, e: int, tp: int,
+                        sp: bool, recompute: str, moe: bool, flash: bool, layer_index: int
+                        ) -> tuple[tuple[float, float, int], ...]:
+    """Each tensor one layer keeps: (bytes per sequence before its split, bytes that do not
+    grow with the micro-batch, split)."""
+    one, two = (layer_tensors(spec, b, seq_local, convention=convention, act_bytes=e, tp=tp,
+                              sequence_parallel=sp, recompute=recompute, moe_layer=moe,
+                              flash=flash, layer_index=layer_index) for b in (1, 2))
+    return tuple((t2.unsplit_bytes(e) - t1.unsplit_bytes(e),
+                  2 * t1.unsplit_bytes(e) - t2.unsplit_bytes(e), t1.split)
+                 for t1, t2 in zip(one, two, strict=True))
+
+
+@dataclass(frozen=True)
+class LayerTime:
+    """What a layer's micro-batch takes whatever is recomputed (seconds)."""
+
+    forward_s: float
+    backward_s: float
+    matmul_s: float  # the forward's matrix products
+    attention_s: float  # the forward's attention core
+    elementwise_s: float  # the forward's memory-bound element-wise streams
+    ep_comm_s: float
+    cp_comm_s: float
+
+
+@lru_cache(maxsize=4096)
+def _layer_time(st: Setting, layer_index: int, tp: int, cp: int, ep: int, mb: int,
+                sp: bool) -> LayerTime:
+    """Cached apart from the recomputation setting, which only adds to it: a search times each
+    layer shape once for its three settings."""
     spec, acc, eff = st.spec, st.cluster.accelerator, st.eff
     e = st.act_bytes
     dtype = st.precision.compute_dtype
@@ -217,16 +255,6 @@ def _layer_cost(st: Setting, layer_index: int, tp: int, cp: int, ep: int, mb: in
     forward = fwd_mm + fwd_scan + attn + ew + cast_f / bw
     backward = 2 * (fwd_mm + fwd_scan) + ATTENTION_BACKWARD_FACTOR[st.attention] * attn_bwd + \
         2 * ew + cast_b / bw
-    selective = attn
-    saving = frameworks.saving_recompute(st.framework, recompute)
-    if saving == "selective-op":
-        # the products it does not save (every other one) and the element-wise ops are rebuilt;
-        # attention is kept
-        selective = fwd_mm / 2 + ew
-    recompute_s = {"full": forward, "selective": selective}.get(recompute, 0.0)
-
-    act, act_full = (_saved_bytes(spec, mb, seq_local, st.activations, e, tp, sp, rc, moe,
-                                  flash, layer_index) for rc in (saving, "none"))
 
     topo = st.topology
     ep_s = cp_s = 0.0
@@ -243,45 +271,49 @@ def _layer_cost(st: Setting, layer_index: int, tp: int, cp: int, ep: int, mb: in
         kv = e * tokens * (attn_op.cache_elements_per_token(tp, "expanded") if attn_op else 0)
         ring = (cp - 1) * comm.p2p_s(kv, topo.link_for(cp, tp), eff) * 3  # fwd + 2× bwd
         cp_s = max(0.0, ring - forward)  # overlapped with the attention compute
-    return LayerCost(act, act_full, forward, backward, recompute_s, ep_s, cp_s,
-                     linear_s=3 * fwd_mm, ep_hideable_s=forward + backward - 3 * fwd_mm)
+    return LayerTime(forward, backward, fwd_mm, attn, ew, ep_s, cp_s)
 
 
-@cache
-def _stage_rep_counts(spec: ModelSpec, pp: int, split: tuple[int, int] | None = None
-                      ) -> dict[int, tuple[int, ...]]:
-    """For each representative layer r: how many layers like r each pipeline stage holds."""
-    rep = layer_representative(spec)
-    out: dict[int, list[int]] = {}
-    for s, idx in enumerate(stage_layers(spec.num_layers, pp, split)):
-        for i in idx:
-            out.setdefault(rep[i], [0] * pp)[s] += 1
-    return {r: tuple(c) for r, c in out.items()}
-
-
-Floats = tuple[float, ...]
+@lru_cache(maxsize=4096)
+def _layer_cost(st: Setting, layer_index: int, tp: int, cp: int, ep: int, mb: int,
+                recompute: str, sp: bool) -> LayerCost:
+    t = _layer_time(st, layer_index, tp, cp, ep, mb, sp)
+    selective = t.attention_s
+    saving = frameworks.saving_recompute(st.framework, recompute)
+    if saving == "selective-op":
+        # the products it does not save (every other one) and the element-wise ops are rebuilt;
+        # attention is kept
+        selective = t.matmul_s / 2 + t.elementwise_s
+    recompute_s = {"full": t.forward_s, "selective": selective}.get(recompute, 0.0)
+    act, act_full = (_saved_bytes(st.spec, mb, st.seq // cp, st.activations, st.act_bytes, tp,
+                                  sp, rc, st.spec.is_moe_layer(layer_index),
+                                  st.attention == "flash", layer_index)
+                     for rc in (saving, "none"))
+    return LayerCost(act, act_full, t.forward_s, t.backward_s, recompute_s, t.ep_comm_s,
+                     t.cp_comm_s, linear_s=3 * t.matmul_s,
+                     ep_hideable_s=t.forward_s + t.backward_s - 3 * t.matmul_s)
 
 
 @dataclass(frozen=True)
 class StageCosts:
-    """Per pipeline stage (tuples of length pp) for one Group; plain tuples, because thousands
-    of groups are built per search and numpy's per-array overhead would dominate."""
+    """Per group (rows) and stage class (columns, `classes`) of groups sharing one pipeline
+    depth and split: numpy arrays, built for all the groups of a search at once (thousands)."""
 
-    layers: tuple[tuple[int, ...], ...]
-    dense_params: Floats
-    expert_params: Floats
-    largest_layer_params: Floats  # per TP rank
-    act_bytes: Floats  # one micro-batch, all the stage's layers
-    output_act_bytes: Floats  # the output head's (last stage only), one micro-batch at a time
-    loss_transient_bytes: Floats  # what the loss backward allocates beside it (last stage only)
-    recompute_working_set: Floats
-    compute_s: Floats  # forward + backward + recompute of one micro-batch
-    forward_s: Floats  # its forward part
-    linear_s: Floats  # its matrix products (forward and backward): what TP overlap hides
-    comm_s: Floats  # tp + ep + cp communication of one micro-batch
-    tp_comm_s: Floats
-    ep_comm_s: Floats
-    cp_comm_s: Floats
+    classes: StageClasses
+    dense_params: np.ndarray
+    expert_params: np.ndarray
+    largest_layer_params: np.ndarray  # per TP rank
+    act_bytes: np.ndarray  # one micro-batch, all the stage's layers
+    output_act_bytes: np.ndarray  # the output head's (last stage only), one micro-batch at a time
+    loss_transient_bytes: np.ndarray  # what the loss backward allocates beside it (last stage)
+    recompute_working_set: np.ndarray
+    compute_s: np.ndarray  # forward + backward + recompute of one micro-batch
+    forward_s: np.ndarray  # its forward part
+    linear_s: np.ndarray  # its matrix products (forward and backward): what TP overlap hides
+    comm_s: np.ndarray  # tp + ep + cp communication of one micro-batch
+    tp_comm_s: np.ndarray
+    ep_comm_s: np.ndarray
+    cp_comm_s: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -296,87 +328,123 @@ class MicroBatchCosts:
 
 
 @lru_cache(maxsize=4096)
+def _head_s(st: Setting, tp: int, tokens: int) -> float:
+    """The output head's forward and backward for `tokens` tokens on one device (cached: the
+    same for every recomputation and expert-parallel setting)."""
+    acc, eff = st.cluster.accelerator, st.eff
+    head_op = build_graph(st.spec).head[-1]
+    # the output head's products, and its fp32 logits written, read by the softmax and by the
+    # cross-entropy backward (3 passes of 4 bytes over the rank's vocabulary share)
+    # (FP8 recipes keep the output layer in bf16: Megatron's output layer is not a Transformer
+    # Engine module, and torchao/torchtitan leave the LM head out of float8 conversion)
+    dtype = st.precision.compute_dtype
+    head_dtype = "bf16" if dtype == "fp8" else dtype
+    return 3 * _linear_time(head_op, tokens, tp, 1, acc, head_dtype, st.act_bytes, eff) + \
+        3 * 4 * tokens * head_op.rank_dims(tp)[1] / (acc.memory_bandwidth_bytes_s
+                                                     * eff.memory_ceiling)
+
+
+@lru_cache(maxsize=4096)
+def _output_bytes(spec: ModelSpec, mb: int, seq_local: int, convention: str, e: int, tp: int,
+                  sp: bool, recompute: str) -> float:
+    """What the embedding side and the head keep for backward (cached as `_saved_bytes`)."""
+    return output_activation_bytes(spec, mb, seq_local, convention=convention, act_bytes=e,
+                                   tp=tp, sequence_parallel=sp, recompute=recompute)
+
+
+@lru_cache(maxsize=4096)
 def _micro_batch_costs(st: Setting, tp: int, cp: int, ep: int, micro_batch: int, recompute: str,
                        sp: bool) -> MicroBatchCosts:
     spec = st.spec
     costs = {i: _layer_cost(st, i, tp, cp, ep, micro_batch, recompute, sp)
              for i in set(layer_representative(spec))}
-    e, acc, eff = st.act_bytes, st.cluster.accelerator, st.eff
-    seq_local = st.seq // cp
-    tokens = micro_batch * seq_local
-    topo = st.topology
+    e = st.act_bytes
+    tokens = micro_batch * (st.seq // cp)
     # Megatron-LM: 2 all-reduces per layer forward and 2 backward (with sequence parallelism a
     # reduce-scatter + all-gather of the same cost); full recomputation repeats the forward ones.
-    tp_layer = comm.all_reduce_s(e * tokens * spec.hidden_size, tp, topo.link_for(tp, 1),
-                                 eff) * (4 + (2 if recompute == "full" else 0))
-    dtype = st.precision.compute_dtype
-    head_op = build_graph(spec).head[-1]
-    # the output head's products, and its fp32 logits written, read by the softmax and by the
-    # cross-entropy backward (3 passes of 4 bytes over the rank's vocabulary share)
-    # (FP8 recipes keep the output layer in bf16: Megatron's output layer is not a Transformer
-    # Engine module, and torchao/torchtitan leave the LM head out of float8 conversion)
-    head_dtype = "bf16" if dtype == "fp8" else dtype
-    head_s = 3 * _linear_time(head_op, tokens, tp, 1, acc, head_dtype, e, eff) + 3 * 4 * tokens * \
-        head_op.rank_dims(tp)[1] / (acc.memory_bandwidth_bytes_s * eff.memory_ceiling)
-    out_act = output_activations(spec, micro_batch, seq_local, convention=st.activations,
-                                 act_bytes=e, tp=tp, sequence_parallel=sp,
-                                 recompute=recompute).bytes
+    tp_layer = comm.all_reduce_s(e * tokens * spec.hidden_size, tp, st.topology.link_for(tp, 1),
+                                 st.eff) * (4 + (2 if recompute == "full" else 0))
+    head_s = _head_s(st, tp, tokens)
+    out_act = _output_bytes(spec, micro_batch, st.seq // cp, st.activations, e, tp, sp,
+                            recompute)
     # the loss backward's fp32 tensors of the logits' size (the rank's vocabulary share)
     loss_transient = frameworks.profile(st.framework).loss_backward_copies * 4 * tokens * \
-        head_op.rank_dims(tp)[1]
+        build_graph(spec).head[-1].rank_dims(tp)[1]
     return MicroBatchCosts(costs, tp_layer, head_s, out_act, loss_transient)
 
 
-def stage_costs(st: Setting, g: Group) -> StageCosts:
-    """Per-stage costs of one micro-batch of group `g`: independent of its data-parallel size
-    and accumulation, so shared by every group of the same micro-batch shape (a search visits
-    many of those)."""
-    return _stage_costs(st, replace(g, dp=1, grad_accum=1))
+@lru_cache(maxsize=8192)
+def _check(st: Setting, tp: int, pp: int, cp: int, ep: int, sp: bool,
+           split: tuple[int, int] | None) -> None:
+    """Raise if the layout cannot run this model and sequence (cached: a search checks
+    thousands of groups with a few dozen distinct shapes)."""
+    validate_parallel(st.spec, tp, pp, ep)
+    if st.seq % cp:
+        raise SpecError("cp", cp, f"a divisor of the sequence length ({st.seq})")
+    if sp and st.seq % tp:
+        raise SpecError("sequence_parallel", True, f"a sequence length divisible by tp ({tp})")
+    check_split(st.spec.num_layers, pp, split)
 
 
 @lru_cache(maxsize=4096)
-def _stage_costs(st: Setting, g: Group) -> StageCosts:
-    spec = st.spec
-    validate_parallel(spec, g.tp, g.pp, g.ep)
-    if st.seq % g.cp:
-        raise SpecError("cp", g.cp, f"a divisor of the sequence length ({st.seq})")
-    if g.sequence_parallel and st.seq % g.tp:
-        raise SpecError("sequence_parallel", True, f"a sequence length divisible by tp ({g.tp})")
-    check_split(spec.num_layers, g.pp, g.split)
-    held = stage_held(spec, g.tp, g.pp, g.ep, g.split)
-    layers = stage_layers(spec.num_layers, g.pp, g.split)
-    mb = _micro_batch_costs(st, g.tp, g.cp, g.ep, g.micro_batch, g.recompute, g.sequence_parallel)
-    costs, tp_layer, head_s, out_act = mb.layers, mb.tp_layer_s, mb.head_s, mb.output_act_bytes
-    loss_t = (0.0,) * (g.pp - 1) + (mb.loss_transient_bytes,)
-    n = g.pp
-    act, comp, ep_s, cp_s = [0.0] * n, [0.0] * n, [0.0] * n, [0.0] * n
-    ws, largest, fwd, lin = [0.0] * n, [0.0] * n, [0.0] * n, [0.0] * n
-    for r, counts in _stage_rep_counts(spec, n, g.split).items():
-        c = costs[r]
-        per_layer_compute = c.forward_s + c.backward_s + c.recompute_s
-        size = layer_held(spec, r, g.tp, g.ep).held  # what ZeRO-3 gathers for one layer
-        for s_, k in enumerate(counts):  # layers like r in stage s_
-            if not k:
-                continue
-            act[s_] += k * c.act_bytes
-            comp[s_] += k * per_layer_compute
-            fwd[s_] += k * c.forward_s
-            lin[s_] += k * c.linear_s
-            ep_s[s_] += k * c.ep_comm_s
-            cp_s[s_] += k * c.cp_comm_s
-            largest[s_] = max(largest[s_], size)
-            if g.recompute == "full":
-                ws[s_] = max(ws[s_], c.act_bytes_no_recompute)
-    comp[-1] += head_s
-    fwd[-1] += head_s / 3
-    tp_s = tuple(len(idx) * tp_layer for idx in layers)
-    out = (0.0,) * (n - 1) + (out_act,)
+def _class_params(spec: ModelSpec, tp: int, pp: int, ep: int, split: tuple[int, int] | None
+                  ) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
+    """Per stage class: dense and expert parameters one device holds, and its largest layer
+    (what ZeRO-3 gathers at once)."""
+    classes = stage_classes(spec, pp, split)
+    held = class_held(spec, tp, pp, ep, split)
+    largest = [0.0] * len(classes.first)
+    for r, counts in classes.counts:
+        size = layer_held(spec, r, tp, ep).held
+        for c, k in enumerate(counts):
+            if k:
+                largest[c] = max(largest[c], size)
+    return (tuple(float(h.held - h.expert) for h in held), tuple(float(h.expert) for h in held),
+            tuple(float(x) for x in largest))
+
+
+def _column(values: list[float]) -> np.ndarray:
+    """One value per group, as a column that broadcasts over stage classes."""
+    return np.array(values, dtype=float)[:, None]
+
+
+def stage_costs(st: Setting, gs: tuple[Group, ...]) -> StageCosts:
+    """Per-stage costs of one micro-batch of each group of `gs` (one pipeline depth and split):
+    independent of data-parallel size and accumulation. A stage sums its layers' costs kind by
+    kind in a fixed order, so a layout's costs do not depend on the groups evaluated with it
+    (a search and train_step agree to the bit)."""
+    pp, split = gs[0].pp, gs[0].split
+    for g in gs:
+        _check(st, g.tp, g.pp, g.cp, g.ep, g.sequence_parallel, g.split)
+    classes = stage_classes(st.spec, pp, split)
+    mbs = [_micro_batch_costs(st, g.tp, g.cp, g.ep, g.micro_batch, g.recompute,
+                              g.sequence_parallel) for g in gs]
+    shape = (len(gs), len(classes.first))
+    act, comp, fwd, lin, ep_s, cp_s, ws = (np.zeros(shape) for _ in range(7))
+    for r, counts in classes.counts:
+        k = np.array(counts, dtype=float)
+        costs = [mb.layers[r] for mb in mbs]
+        act += k * _column([c.act_bytes for c in costs])
+        comp += k * _column([c.forward_s + c.backward_s + c.recompute_s for c in costs])
+        fwd += k * _column([c.forward_s for c in costs])
+        lin += k * _column([c.linear_s for c in costs])
+        ep_s += k * _column([c.ep_comm_s for c in costs])
+        cp_s += k * _column([c.cp_comm_s for c in costs])
+        ws = np.maximum(ws, np.where(k > 0, _column([
+            c.act_bytes_no_recompute if g.recompute == "full" else 0.0
+            for c, g in zip(costs, gs, strict=True)]), 0.0))
+    last = classes.last
+    head = np.array([mb.head_s for mb in mbs])
+    comp[:, last] += head
+    fwd[:, last] += head / 3
+    tp_s = np.array(classes.layers, dtype=float) * np.array([mb.tp_layer_s for mb in mbs])[:, None]
+    out_act, loss_t = np.zeros(shape), np.zeros(shape)
+    out_act[:, last] = [mb.output_act_bytes for mb in mbs]
+    loss_t[:, last] = [mb.loss_transient_bytes for mb in mbs]
+    dense, expert, largest = (np.array(a) for a in zip(
+        *(_class_params(st.spec, g.tp, pp, g.ep, split) for g in gs), strict=True))
     return StageCosts(
-        layers=layers,
-        dense_params=tuple(float(h.held - h.expert) for h in held),
-        expert_params=tuple(float(h.expert) for h in held),
-        largest_layer_params=tuple(largest), act_bytes=tuple(act), output_act_bytes=out,
-        loss_transient_bytes=loss_t,
-        recompute_working_set=tuple(ws), compute_s=tuple(comp), forward_s=tuple(fwd),
-        linear_s=tuple(lin), comm_s=tuple(a + b + c for a, b, c in zip(tp_s, ep_s, cp_s, strict=True)),
-        tp_comm_s=tp_s, ep_comm_s=tuple(ep_s), cp_comm_s=tuple(cp_s))
+        classes, dense_params=dense, expert_params=expert, largest_layer_params=largest,
+        act_bytes=act, output_act_bytes=out_act, loss_transient_bytes=loss_t,
+        recompute_working_set=ws, compute_s=comp, forward_s=fwd, linear_s=lin,
+        comm_s=tp_s + ep_s + cp_s, tp_comm_s=tp_s, ep_comm_s=ep_s, cp_comm_s=cp_s)

@@ -18,6 +18,7 @@ import numpy as np
 from llmsizer.analysis import step
 from llmsizer.analysis.cluster import Cluster
 from llmsizer.analysis.efficiency import Efficiency
+from llmsizer.analysis.params import stage_held, stage_layers
 from llmsizer.specs.hardware import Accelerator
 from llmsizer.specs.model import ModelSpec
 from llmsizer.specs.parallel import Parallelism
@@ -79,7 +80,8 @@ def group_and_variants(par: Parallelism) -> tuple[step.Group, step.Variants]:
 
 def memory_from_result(st: step.Setting, g: step.Group, r: step.GroupResult, i: int = 0
                        ) -> TrainingMemory:
-    sc = step.stage_costs(st, g)
+    layers = stage_layers(st.spec.num_layers, g.pp, g.split)
+    held = stage_held(st.spec, g.tp, g.pp, g.ep, g.split)
     stages = []
     for s in range(g.pp):
         other = {"framework overhead": float(st.framework_overhead)}
@@ -92,8 +94,7 @@ def memory_from_result(st: step.Setting, g: step.Group, r: step.GroupResult, i: 
         if r.loss_transient[i, s]:
             other["loss backward (fp32, logits' size)"] = float(r.loss_transient[i, s])
         stages.append(StageMemory(
-            stage=s, layers=len(sc.layers[s]),
-            params=int(sc.dense_params[s] + sc.expert_params[s]),
+            stage=s, layers=len(layers[s]), params=held[s].held,
             weights=float(r.weights[i, s]), gradients=float(r.gradients[i, s]),
             optimizer=float(r.optimizer[i, s]), activations=float(r.activations[i, s]),
             other=float(r.other[i, s]), other_parts=other,

@@ -307,22 +307,69 @@ def layer_representative(spec: ModelSpec) -> tuple[int, ...]:
 
 
 @cache
-def stage_held(spec: ModelSpec, tp: int = 1, pp: int = 1, ep: int = 1,
+def _stage_rep_counts(spec: ModelSpec, pp: int, split: tuple[int, int] | None = None
+                      ) -> dict[int, tuple[int, ...]]:
+    """For each representative layer r: how many layers like r each pipeline stage holds."""
+    rep = layer_representative(spec)
+    out: dict[int, list[int]] = {}
+    for s, idx in enumerate(stage_layers(spec.num_layers, pp, split)):
+        for i in idx:
+            if rep[i] not in out:
+                out[rep[i]] = [0] * pp
+            out[rep[i]][s] += 1
+    return {r: tuple(c) for r, c in out.items()}
+
+
+@dataclass(frozen=True)
+class StageClasses:
+    """The stages of one pipeline depth and split, in classes of identical stages: the same
+    count of each kind of layer, and the same place (first: the embedding; last: the head).
+    Whatever a stage holds or costs is a function of its class, so it is computed once per
+    class (a model of one kind of layer has at most four: the first, the last, and middle
+    stages of n and n+1 layers)."""
+
+    first: tuple[int, ...]  # each class's first stage, ascending
+    of_stage: tuple[int, ...]  # each stage's class
+    counts: tuple[tuple[int, tuple[int, ...]], ...]  # (representative layer, count per class)
+    layers: tuple[int, ...]  # layers per class
+
+    @property
+    def last(self) -> int:
+        """The last stage's class (always one of its own: it holds the head)."""
+        return self.of_stage[-1]
+
+
+@cache
+def stage_classes(spec: ModelSpec, pp: int, split: tuple[int, int] | None = None
+                  ) -> StageClasses:
+    reps = _stage_rep_counts(spec, pp, split)
+    index: dict[tuple[object, ...], int] = {}
+    of_stage = tuple(index.setdefault((tuple(c[s] for c in reps.values()), s == 0, s == pp - 1),
+                                      len(index)) for s in range(pp))
+    first = tuple(of_stage.index(c) for c in range(len(index)))
+    layers = stage_layers(spec.num_layers, pp, split)
+    return StageClasses(first, of_stage, tuple((r, tuple(c[s] for s in first))
+                                               for r, c in reps.items()),
+                        tuple(len(layers[s]) for s in first))
+
+
+@cache
+def class_held(spec: ModelSpec, tp: int = 1, pp: int = 1, ep: int = 1,
                split: tuple[int, int] | None = None) -> tuple[HeldParams, ...]:
-    """What one device of each pipeline stage holds: its layers, the embedding on the first
-    stage, the output head on the last (with its own copy of a tied embedding, Megatron-LM)."""
+    """What one device of each class of pipeline stages (StageClasses) holds: its layers, the
+    embedding on the first stage, the output head on the last (with its own copy of a tied
+    embedding, Megatron-LM)."""
     validate_parallel(spec, tp, pp, ep)
     graph = build_graph(spec)
+    classes = stage_classes(spec, pp, split)
     out = []
-    rep = layer_representative(spec)
-    for s, idx in enumerate(stage_layers(spec.num_layers, pp, split)):
-        counts: dict[int, int] = {}
-        for i in idx:
-            counts[rep[i]] = counts.get(rep[i], 0) + 1
+    for c, s in enumerate(classes.first):
         total = HeldParams(0, 0, 0)
-        for r, k in counts.items():
-            one = layer_held(spec, r, tp, ep)
-            total = total + HeldParams(k * one.held, k * one.replicated, k * one.expert)
+        for r, counts in classes.counts:
+            if counts[c]:
+                one = layer_held(spec, r, tp, ep)
+                k = counts[c]
+                total = total + HeldParams(k * one.held, k * one.replicated, k * one.expert)
         if s == 0:
             total = total + _ops_held(graph.embedding, tp, ep)
         if s == pp - 1:
@@ -333,6 +380,14 @@ def stage_held(spec: ModelSpec, tp: int = 1, pp: int = 1, ep: int = 1,
                 total = total + _ops_held(graph.embedding[:1], tp, ep)
         out.append(total)
     return tuple(out)
+
+
+@cache
+def stage_held(spec: ModelSpec, tp: int = 1, pp: int = 1, ep: int = 1,
+               split: tuple[int, int] | None = None) -> tuple[HeldParams, ...]:
+    """What one device of each pipeline stage holds (`class_held`, stage by stage)."""
+    held = class_held(spec, tp, pp, ep, split)
+    return tuple(held[c] for c in stage_classes(spec, pp, split).of_stage)
 
 
 def shard_params(spec: ModelSpec, tp: int = 1, pp: int = 1, ep: int = 1) -> ShardedParams:

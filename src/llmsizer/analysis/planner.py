@@ -236,7 +236,7 @@ def search(st: step.Setting, space: SearchSpace, *, objective: str = "time",
     if not all_groups:
         raise SpecError("gpus", space.gpus, "a GPU count and global batch that admit at least one "
                         f"layout (global batch {space.global_batch} must be divisible by dp)")
-    batches = []  # per pipeline depth: (owners, evaluation, fitting mask)
+    batches = []  # per pipeline depth: (groups, variants, first row of each group, evaluation)
     evaluated = 0
     by_pp: dict[int, list[step.Group]] = {}
     for g in all_groups:
@@ -248,27 +248,30 @@ def search(st: step.Setting, space: SearchSpace, *, objective: str = "time",
         done += len(pp_groups)
         if not pairs:
             continue
-        r = step.evaluate(st, [g for g, _ in pairs], [v for _, v in pairs])
-        owners = [(g, v, i) for g, v in pairs for i in range(len(v))]
-        evaluated += len(owners)
-        batches.append((owners, r, r.peak_total <= capacity))
+        gs, vs = [g for g, _ in pairs], [v for _, v in pairs]
+        r = step.evaluate(st, gs, vs, all_stages=False)
+        starts = np.cumsum([0] + [len(v) for v in vs])
+        evaluated += int(starts[-1])
+        batches.append((gs, vs, starts, r))
         if progress is not None:
             progress(done, len(all_groups))
 
     def cand(b: int, row: int) -> Candidate:
-        owners, r, _ = batches[b]
-        g, v, i = owners[row]
-        return Candidate(_parallelism(g, v, i), float(r.peak_total[row]), float(r.step_s[row]),
-                         int(r.peak_stage[row]))
+        gs, vs, starts, r = batches[b]
+        k = int(np.searchsorted(starts, row, side="right")) - 1
+        return Candidate(_parallelism(gs[k], vs[k], row - int(starts[k])),
+                         float(r.peak_total[row]), float(r.step_s[row]), int(r.peak_stage[row]))
 
     # Every fitting layout as (batch, row), with its metric.
-    refs = [(b, row) for b, (_, _, fits) in enumerate(batches) for row in np.flatnonzero(fits)]
-    metric_of = [(batches[b][1].peak_total if objective == "memory" else batches[b][1].step_s)
-                 for b in range(len(batches))]
-    fit_metric = [float(metric_of[b][row]) for b, row in refs]
+    fits = [r.peak_total <= capacity for *_, r in batches]
+    none = [np.zeros(0, dtype=int)]
+    ref_batch = np.concatenate(none + [np.full(int(f.sum()), b) for b, f in enumerate(fits)])
+    ref_row = np.concatenate(none + [np.flatnonzero(f) for f in fits])
+    fit_metric = np.concatenate(none + [(r.peak_total if objective == "memory" else r.step_s)[f]
+                                        for (*_, r), f in zip(batches, fits, strict=True)]
+                                ).astype(float).tolist()
     ranked: list[Candidate] = []
-    order = np.argsort(np.array(fit_metric), kind="stable")
-    remaining = [int(i) for i in order]
+    remaining = np.argsort(np.array(fit_metric), kind="stable").tolist()
     while remaining and len(ranked) < top:
         m0 = fit_metric[remaining[0]]
         window = []
@@ -276,7 +279,7 @@ def search(st: step.Setting, space: SearchSpace, *, objective: str = "time",
             if fit_metric[i] > m0 * (1 + tie_tolerance):
                 break
             window.append(i)
-        cands = {i: cand(int(refs[i][0]), int(refs[i][1])) for i in window}
+        cands = {i: cand(int(ref_batch[i]), int(ref_row[i])) for i in window}
         pick = min(window, key=lambda i: (cands[i].simplicity, fit_metric[i]))
         ranked.append(cands[pick])
         remaining.remove(pick)
@@ -285,8 +288,8 @@ def search(st: step.Setting, space: SearchSpace, *, objective: str = "time",
     # is over the memory limit by the fewest bytes.
     best_step = ranked[0].step_s if ranked else np.inf
     best_misfit = least = None
-    for b, (_, r, fits) in enumerate(batches):
-        faster_misfits = ~fits & (r.step_s < best_step)
+    for b, ((*_, r), fit) in enumerate(zip(batches, fits, strict=True)):
+        faster_misfits = ~fit & (r.step_s < best_step)
         if faster_misfits.any():
             row = int(np.argmin(np.where(faster_misfits, r.peak_total, np.inf)))
             if best_misfit is None or r.peak_total[row] < best_misfit[0]:

@@ -57,7 +57,7 @@ class Variants:
 
 @dataclass(frozen=True)
 class GroupResult:
-    # per layout × stage
+    # per layout × stage (of `stages`)
     weights: np.ndarray
     gradients: np.ndarray
     optimizer: np.ndarray
@@ -86,11 +86,13 @@ class GroupResult:
     step_s: np.ndarray
     tp_comm_total_s: np.ndarray  # before overlap (tp_comm_s: what shows)
     pp_comm_total_s: np.ndarray
+    stages: np.ndarray  # the pipeline stage of each column of the per-stage arrays
 
 
-def in_flight(pp: int, accum: np.ndarray | int, schedule: np.ndarray, v: np.ndarray
-              ) -> np.ndarray:
-    """Micro-batches whose activations each stage holds at its peak: layouts × stages.
+def in_flight(pp: int, accum: np.ndarray | int, schedule: np.ndarray, v: np.ndarray,
+              stages: np.ndarray | None = None) -> np.ndarray:
+    """Micro-batches whose activations each stage (of `stages`; all by default) holds at its
+    peak: layouts × stages.
 
     GPipe keeps all m; 1F1B keeps at most pp - stage (Narayanan et al. 2021, sec. 2.2.1);
     interleaved 1F1B with V chunks keeps (1 + (pp-1)/(pp·V)) times as many (Korthikanti et al.
@@ -98,7 +100,7 @@ def in_flight(pp: int, accum: np.ndarray | int, schedule: np.ndarray, v: np.ndar
     """
     if pp == 1:
         return np.ones((len(schedule), 1))
-    stages = np.arange(pp)[None, :]
+    stages = (np.arange(pp) if stages is None else stages)[None, :]
     m = np.broadcast_to(np.asarray(accum, dtype=float), schedule.shape)[:, None]
     one_f_one_b = np.minimum(m, (pp - stages).astype(float))
     interleaved = np.minimum(m, one_f_one_b * (1 + (pp - 1) / (pp * v[:, None])))
@@ -108,33 +110,26 @@ def in_flight(pp: int, accum: np.ndarray | int, schedule: np.ndarray, v: np.ndar
 
 @dataclass(frozen=True)
 class GroupCosts:
-    """Everything about a group that does not vary with ZeRO, offload or schedule."""
+    """Everything about groups of one pipeline depth and split that does not vary with ZeRO,
+    offload or schedule: one entry per group."""
 
     stages: StageCosts
-    t_mb: float  # the slowest stage's compute for one micro-batch
-    t_fwd: float  # … its forward part
-    tp_s: float  # its tensor/expert/context-parallel communication per micro-batch
-    tp_linear_s: float  # its matrix products (what TP communication overlap hides behind)
-    ep_s: float
-    cp_s: float
-    p2p_s: float  # pipeline hand-offs per micro-batch (forward and backward)
-    buckets: float  # gradient buckets (the framework's bucket size)
-    all_reduce_s: float  # gradients over the data-parallel group(s), bucketed
-    reduce_scatter_s: float  # … reduce-scattered to a sharded optimizer
-    param_gather_s: float  # the updated shards gathered back (ZeRO-1/2)
-    layer_gather_s: float  # ZeRO-3: one layer's parameters all-gathered
-    layer_scatter_s: float  # ZeRO-3: one layer's gradients reduce-scattered
-    layers: int  # layers of the slowest stage
-    params_worst: float  # parameters held by the time-critical stage
-    shard_buckets: float = 1.0  # messages the sharded (ZeRO-1/2) reduce-scatter and gather use
-
-    def stage_array(self, attr: str) -> np.ndarray:
-        """One per-stage attribute as a (1, pp) array, built once per group."""
-        arrays = self.__dict__.setdefault("_arrays", {})
-        a = arrays.get(attr)
-        if a is None:
-            a = arrays[attr] = np.array([getattr(self.stages, attr)], dtype=float)
-        return a
+    t_mb: np.ndarray  # the slowest stage's compute for one micro-batch
+    t_fwd: np.ndarray  # … its forward part
+    tp_s: np.ndarray  # its tensor/expert/context-parallel communication per micro-batch
+    tp_linear_s: np.ndarray  # its matrix products (what TP communication overlap hides behind)
+    ep_s: np.ndarray
+    cp_s: np.ndarray
+    p2p_s: np.ndarray  # pipeline hand-offs per micro-batch (forward and backward)
+    buckets: np.ndarray  # gradient buckets (the framework's bucket size)
+    all_reduce_s: np.ndarray  # gradients over the data-parallel group(s), bucketed
+    reduce_scatter_s: np.ndarray  # … reduce-scattered to a sharded optimizer
+    param_gather_s: np.ndarray  # the updated shards gathered back (ZeRO-1/2)
+    layer_gather_s: np.ndarray  # ZeRO-3: one layer's parameters all-gathered
+    layer_scatter_s: np.ndarray  # ZeRO-3: one layer's gradients reduce-scattered
+    layers: np.ndarray  # layers of the slowest stage
+    params_worst: np.ndarray  # parameters held by the time-critical stage
+    shard_buckets: np.ndarray  # messages the sharded (ZeRO-1/2/3) reduce-scatter and gather use
 
 
 def _sharded(coll: Callable[..., float], nbytes_dense: float, nbytes_expert: float, n_d: int,
@@ -146,20 +141,30 @@ def _sharded(coll: Callable[..., float], nbytes_dense: float, nbytes_expert: flo
 
 
 @lru_cache(maxsize=8192)
-def group_costs(st: Setting, g: Group) -> GroupCosts:
-    sc = stage_costs(st, g)
-    worst = max(range(g.pp), key=lambda s: sc.compute_s[s] + sc.comm_s[s])
-    topo, p = st.topology, st.precision
-    act_msg = st.act_bytes * g.micro_batch * (st.seq // g.cp) * st.spec.hidden_size
-    p2p = 2 * comm.p2p_s(act_msg / (g.tp if g.sequence_parallel else 1),
-                         topo.link_for(g.pp, g.tp * g.cp * g.dp)) if g.pp > 1 else 0.0
-    dp_link = topo.link_for(g.dp, g.tp * g.cp)
-    n_d, n_e = g.dp * g.cp, g.dp * g.cp // g.ep
-    d_w, x_w = float(sc.dense_params[worst]), float(sc.expert_params[worst])
+def _p2p_s(st: Setting, pp: int, tp: int, cp: int, dp: int, micro_batch: int, sp: bool
+           ) -> float:
+    """Pipeline hand-offs of one micro-batch, forward and backward (cached: shared by the
+    recomputation settings of a layout)."""
+    if pp == 1:
+        return 0.0
+    act_msg = st.act_bytes * micro_batch * (st.seq // cp) * st.spec.hidden_size
+    return 2 * comm.p2p_s(act_msg / (tp if sp else 1), st.topology.link_for(pp, tp * cp * dp))
+
+
+@lru_cache(maxsize=8192)
+def _data_parallel_s(st: Setting, dp: int, tp: int, cp: int, ep: int, d_w: float, x_w: float,
+                     n_layers: int) -> tuple[float, ...]:
+    """Buckets and the data-parallel collectives of a stage holding d_w dense and x_w expert
+    parameters in n_layers layers: (buckets, all-reduce, reduce-scatter, all-gather, one
+    layer's all-gather, one layer's reduce-scatter, messages of the sharded collectives).
+    Cached: every micro-batch and recomputation setting of a layout whose slowest stage is the
+    same shares them."""
+    p = st.precision
+    dp_link = st.topology.link_for(dp, tp * cp)
+    n_d, n_e = dp * cp, dp * cp // ep
     grad_b = 2 if p.gradient_bytes == 2 else 4
     prof = frameworks.profile(st.framework)
     nb = prof.buckets(d_w + x_w, n_d)
-    n_layers = max(1, len(sc.layers[worst]))
     # FSDP shards per wrapped unit (a transformer block): one collective per layer, not buckets
     nb_shard = float(n_layers) if prof.per_unit_collectives else nb
     ar = _sharded(comm.all_reduce_s, grad_b * d_w, grad_b * x_w, n_d, n_e, dp_link, nb)
@@ -170,35 +175,60 @@ def group_costs(st: Setting, g: Group) -> GroupCosts:
                         p.weight_bytes * x_w / n_layers, n_d, n_e, dp_link)
     layer_rs = _sharded(comm.reduce_scatter_s, grad_b * d_w / n_layers, grad_b * x_w / n_layers,
                         n_d, n_e, dp_link)
-    return GroupCosts(sc, float(sc.compute_s[worst]), float(sc.forward_s[worst]),
-                      float(sc.tp_comm_s[worst]), float(sc.linear_s[worst]),
-                      float(sc.ep_comm_s[worst]), float(sc.cp_comm_s[worst]), p2p, nb, ar, rs, ag,
-                      layer_ag, layer_rs, n_layers, d_w + x_w, nb_shard)
+    return nb, ar, rs, ag, layer_ag, layer_rs, nb_shard
 
 
-def evaluate(st: Setting, gs: list[Group] | Group, vs: list[Variants] | Variants
-             ) -> GroupResult:
-    """All layouts of groups `gs` (which share one pipeline depth) with their variants `vs`,
-    as arrays: one row per layout (per stage where it applies)."""
+@lru_cache(maxsize=512)
+def group_costs(st: Setting, gs: tuple[Group, ...]) -> GroupCosts:
+    """The costs of groups `gs` (one pipeline depth and split), each taken at its slowest
+    stage (the first of them on a tie)."""
+    sc = stage_costs(st, gs)
+    rows = np.arange(len(gs))
+    worst = np.argmax(sc.compute_s + sc.comm_s, axis=1)
+
+    def at_worst(a: np.ndarray) -> np.ndarray:
+        return a[rows, worst]
+
+    n_layers = np.maximum(1, np.array(sc.classes.layers)[worst])
+    d_w, x_w = at_worst(sc.dense_params), at_worst(sc.expert_params)
+    p2p = [_p2p_s(st, g.pp, g.tp, g.cp, g.dp, g.micro_batch, g.sequence_parallel) for g in gs]
+    nb, ar, rs, ag, layer_ag, layer_rs, nb_shard = np.array([
+        _data_parallel_s(st, g.dp, g.tp, g.cp, g.ep, d, x, n) for g, d, x, n in zip(
+            gs, d_w.tolist(), x_w.tolist(), n_layers.tolist(), strict=True)]).reshape(-1, 7).T
+    return GroupCosts(sc, at_worst(sc.compute_s), at_worst(sc.forward_s),
+                      at_worst(sc.tp_comm_s), at_worst(sc.linear_s), at_worst(sc.ep_comm_s),
+                      at_worst(sc.cp_comm_s), np.array(p2p), nb, ar, rs, ag, layer_ag, layer_rs,
+                      n_layers.astype(float), d_w + x_w, nb_shard)
+
+
+def evaluate(st: Setting, gs: list[Group] | Group, vs: list[Variants] | Variants, *,
+             all_stages: bool = True) -> GroupResult:
+    """All layouts of groups `gs` (which share one pipeline depth and split) with their
+    variants `vs`, as arrays: one row per layout (per stage where it applies). Without
+    `all_stages`, only the first stage of each class of identical stages (StageClasses): a
+    later stage of a class holds the same but keeps no more micro-batches in flight, so the
+    peak (all a search needs) is always at one of these."""
     if isinstance(gs, Group):
         gs, vs = [gs], [vs]  # type: ignore[list-item]
     assert isinstance(vs, list)
-    pp = gs[0].pp
-    if any(g.pp != pp for g in gs):
-        raise ValueError("evaluate: groups must share one pipeline depth")
-    costs = [group_costs(st, g) for g in gs]
+    pp, split = gs[0].pp, gs[0].split
+    if any(g.pp != pp or g.split != split for g in gs):
+        raise ValueError("evaluate: groups must share one pipeline depth and split")
+    costs = group_costs(st, tuple(gs))
+    classes = costs.stages.classes
+    cols = list(classes.of_stage if all_stages else range(len(classes.first)))
+    stage_of_col = np.arange(pp) if all_stages else np.array(classes.first)
     row_group = np.repeat(np.arange(len(gs)), [len(v) for v in vs])
     single = len(row_group) == 1  # a single layout (train_step): nothing to gather by row
 
-    def per_row(values: list[float]) -> np.ndarray:
+    def per_row(values: list[float] | np.ndarray) -> np.ndarray:
         if single:
             return np.array(values, dtype=float)
         return np.asarray(values, dtype=float)[row_group]
 
     def per_stage(attr: str) -> np.ndarray:
-        if single:
-            return costs[0].stage_array(attr)  # broadcasts over the rows
-        return np.array([getattr(c.stages, attr) for c in costs], dtype=float)[row_group]
+        a = getattr(costs.stages, attr)[:, cols]
+        return a if single else a[row_group]  # (a single layout's row broadcasts)
 
     def cat(attr: str) -> np.ndarray:
         return np.concatenate([getattr(v, attr) for v in vs])
@@ -228,7 +258,7 @@ def evaluate(st: Setting, gs: list[Group] | Group, vs: list[Variants] | Variants
     host = np.where(nvme_r[:, None], 0.0, offloaded)
     nvme = np.where(nvme_r[:, None], offloaded, 0.0)
 
-    flight = in_flight(pp, accum, sched, vstages)
+    flight = in_flight(pp, accum, sched, vstages, stage_of_col)
     act = per_stage("act_bytes") * flight + per_stage("output_act_bytes")
     prof = frameworks.profile(st.framework)
     # sharded gradients go out in buckets (DeepSpeed's reduce bucket) or, under FSDP, one wrapped
@@ -257,28 +287,29 @@ def evaluate(st: Setting, gs: list[Group] | Group, vs: list[Variants] | Variants
     meet = (accum[:, None] > 1) | (pp > 1) | persistent
     total = weights + optim + np.where(meet, grads + act + other, np.maximum(
         grads + other - loss_t, act + other))
-    peak_stage = np.argmax(total, axis=1)
-    peak_total = total[np.arange(len(total)), peak_stage]
+    peak_col = np.argmax(total, axis=1)
+    peak_total = total[np.arange(len(total)), peak_col]
+    peak_stage = stage_of_col[peak_col]
 
     # ---- time ----
     # What the framework overlaps (llmsizer.analysis.frameworks): every communication term is
     # kept whole (…_total) and as what shows on the critical path.
     overlap = st.dp_overlap
-    t_mb = per_row([c.t_mb for c in costs])
-    t_fwd = per_row([c.t_fwd for c in costs])
+    t_mb = per_row(costs.t_mb)
+    t_fwd = per_row(costs.t_fwd)
     t_bwd = t_mb - t_fwd
-    nb = per_row([c.buckets for c in costs])
-    nb_shard = per_row([c.shard_buckets for c in costs])
+    nb = per_row(costs.buckets)
+    nb_shard = per_row(costs.shard_buckets)
     bubble_mb = np.where(sched == 2, (pp - 1) / vstages, pp - 1.0)
     z3, z12 = zero_r == 3, (zero_r == 1) | (zero_r == 2)
 
     # Tensor/expert/context-parallel communication of one micro-batch: TP's hidden under the
     # linear layers' products where the framework overlaps it, the rest serial.
-    tp_mb = per_row([c.tp_s for c in costs])
-    tp_exp_mb = frameworks.exposed(tp_mb, per_row([c.tp_linear_s for c in costs]),
+    tp_mb = per_row(costs.tp_s)
+    tp_exp_mb = frameworks.exposed(tp_mb, per_row(costs.tp_linear_s),
                                    np.maximum(1, per_row([g.tp for g in gs]))) \
         if prof.tp_comm_overlap else tp_mb
-    ep_mb, cp_mb = per_row([c.ep_s for c in costs]), per_row([c.cp_s for c in costs])
+    ep_mb, cp_mb = per_row(costs.ep_s), per_row(costs.cp_s)
     # A micro-batch's forward and backward as the clock sees them, stalls included (a third of
     # the serial communication in the forward, two thirds in the backward, as the products it
     # waits on split): what data-parallel traffic can hide behind. Counting the stalls once
@@ -290,8 +321,8 @@ def evaluate(st: Setting, gs: list[Group] | Group, vs: list[Variants] | Variants
     # Gradients: all-reduced (ZeRO-0), reduce-scattered to the optimizer shards (ZeRO-1/2, then
     # the updated shards all-gathered), or per layer (ZeRO-3). Bucketed reduction overlaps the
     # last micro-batch's backward; the gather overlaps the next step's first forward.
-    ar, rs = per_row([c.all_reduce_s for c in costs]), per_row([c.reduce_scatter_s for c in costs])
-    ag = per_row([c.param_gather_s for c in costs])
+    ar, rs = per_row(costs.all_reduce_s), per_row(costs.reduce_scatter_s)
+    ag = per_row(costs.param_gather_s)
     grad_overlap = overlap and prof.overlap_grad_reduce
     ar_exposed = frameworks.exposed(ar, w_bwd, nb) if grad_overlap else ar
     rs_exposed = frameworks.exposed(rs, w_bwd, nb_shard) if grad_overlap else rs
@@ -301,9 +332,8 @@ def evaluate(st: Setting, gs: list[Group] | Group, vs: list[Variants] | Variants
     # again before its backward, its gradients reduce-scattered after; with prefetch the next
     # layer's gather runs under this layer's compute, so only the first gather, the last
     # scatter and whatever a layer's communication exceeds its compute show.
-    layers = per_row([float(c.layers) for c in costs])
-    l_ag, l_rs = per_row([c.layer_gather_s for c in costs]), per_row(
-        [c.layer_scatter_s for c in costs])
+    layers = per_row(costs.layers)
+    l_ag, l_rs = per_row(costs.layer_gather_s), per_row(costs.layer_scatter_s)
     f_l, b_l = w_fwd / layers, w_bwd / layers
     if overlap and prof.prefetch_params:
         z3_mb = (l_ag + (layers - 1) * np.maximum(0.0, l_ag - f_l)
@@ -323,7 +353,7 @@ def evaluate(st: Setting, gs: list[Group] | Group, vs: list[Variants] | Variants
     dp_total = np.where(z3, z3_total, np.where(z12, rs + ag, ar))
     dp_exposed = np.where(z3, accum * z3_mb, np.where(z12, rs_exposed + ag_exposed, ar_exposed))
 
-    shard = per_row([c.params_worst for c in costs]) / np.where(zero_r >= 1, n_d[:, 0], 1)
+    shard = per_row(costs.params_worst) / np.where(zero_r >= 1, n_d[:, 0], 1)
     traffic = shard * (2 * K + p.gradient_bytes + p.weight_bytes)
     acc, eff = st.cluster.accelerator, st.eff
     hbm = acc.memory_bandwidth_bytes_s * eff.memory_ceiling
@@ -336,7 +366,7 @@ def evaluate(st: Setting, gs: list[Group] | Group, vs: list[Variants] | Variants
     if p.compute_dtype == "fp8":
         # FP8 weight copies (row- and column-wise) cast once per step from the bf16 weights,
         # every micro-batch under ZeRO-3 (gathered anew)
-        cast = 4 * per_row([c.params_worst for c in costs]) / hbm
+        cast = 4 * per_row(costs.params_worst) / hbm
         compute_s = compute_s + np.where(z3, accum, 1.0) * cast
     bubble_s = bubble_mb * t_mb
     passes = accum + bubble_mb  # micro-batch slots on the critical path, the bubble's included
@@ -344,7 +374,7 @@ def evaluate(st: Setting, gs: list[Group] | Group, vs: list[Variants] | Variants
     tp_s = passes * tp_exp_mb
     ep_s = passes * ep_mb
     cp_s = passes * cp_mb
-    p2p = per_row([c.p2p_s for c in costs])
+    p2p = per_row(costs.p2p_s)
     # hand-offs: one per micro-batch and chunk and the pipeline's fill; on their own stream
     # (Megatron with interleaving) only the fill shows
     pp_total = (accum * np.where(sched == 2, vstages, 1) + pp - 1) * p2p
@@ -358,4 +388,4 @@ def evaluate(st: Setting, gs: list[Group] | Group, vs: list[Variants] | Variants
         compute_s=compute_s, bubble_s=bubble_s, tp_comm_s=tp_s, ep_comm_s=ep_s, cp_comm_s=cp_s,
         pp_comm_s=pp_s, dp_comm_exposed_s=dp_exposed, dp_comm_total_s=dp_total,
         optimizer_s=optimizer_s, step_s=step_s, tp_comm_total_s=tp_total,
-        pp_comm_total_s=pp_total)
+        pp_comm_total_s=pp_total, stages=stage_of_col)
