@@ -147,3 +147,27 @@ def test_torchtitan_pipelines_keep_the_stage_gathered():
                                                                         rel=0.01)
     assert titan.gradients == pytest.approx(4 * held, rel=0.01)
     assert fsdp.gradients < titan.gradients / 8
+
+
+def test_moe_imbalance_gates_the_step_on_the_busiest_expert_rank():
+    spec = get_model("qwen3-30b-a3b")
+    acc = get_accelerator("h100")
+
+    def step(imbalance, ep=8):
+        r = train_step(spec, Parallelism(dp=16, ep=ep, zero=1, micro_batch=1, grad_accum=4),
+                       training_precision("mixed"), optimizer("adam"), 4096, Cluster(acc),
+                       moe_imbalance=imbalance)
+        return r.time.compute_s, r.time.ep_comm_s
+
+    (c1, a1), (c2, a2) = step(1.0), step(1.5)
+    assert a2 == pytest.approx(1.5 * a1)  # the busiest rank sends and receives 1.5x
+    assert c1 < c2 < 1.5 * c1  # only the routed experts' products grow
+    # without expert parallelism every rank runs all experts on all its routed tokens
+    assert step(1.5, ep=1) == step(1.0, ep=1)
+    dense = get_model("llama-2-7b")
+    times = [train_step(dense, Parallelism(dp=8), training_precision("mixed"), optimizer("adam"),
+                        4096, Cluster(acc), moe_imbalance=f).time.total_s for f in (1.0, 2.0)]
+    assert times[0] == times[1]
+    with pytest.raises(SpecError):
+        train_step(dense, Parallelism(dp=8), training_precision("mixed"), optimizer("adam"),
+                   4096, Cluster(acc), moe_imbalance=float("nan"))

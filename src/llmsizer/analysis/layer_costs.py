@@ -59,6 +59,10 @@ class Setting:
     dp_overlap: bool = True
     framework: str = "megatron"  # a profile of llmsizer.analysis.frameworks
     fp8_recipe: str = "delayed"  # what FP8 casts cost (FP8_CAST_BYTES); only with fp8 precision
+    # MoE load imbalance: tokens the busiest expert-parallel rank receives over the mean (1:
+    # balanced, as the published benchmarks force it); its experts' products and its share of
+    # the all-to-all gate every rank
+    moe_imbalance: float = 1.0
 
     def __hash__(self) -> int:
         cached = self.__dict__.get("_hash")
@@ -236,7 +240,9 @@ def _layer_time(st: Setting, layer_index: int, tp: int, cp: int, ep: int, mb: in
             fwd_mm += _linear_time(op, tokens, tp, ep, acc, "bf16" if dtype == "fp8" else dtype,
                                    e, eff)
         elif op.kind == "linear":
-            fwd_mm += _linear_time(op, tokens, tp, ep, acc, dtype, e, eff)
+            # routed experts run on the busiest rank's tokens (st.moe_imbalance)
+            skew = st.moe_imbalance if op.expert_parallel and ep > 1 else 1.0
+            fwd_mm += skew * _linear_time(op, tokens, tp, ep, acc, dtype, e, eff)
             if dtype == "fp8":
                 f, b = _fp8_cast_bytes(op, tokens, tp, ep, st.fp8_recipe)
                 cast_f, cast_b = cast_f + f, cast_b + b
@@ -263,7 +269,7 @@ def _layer_time(st: Setting, layer_index: int, tp: int, cp: int, ep: int, mb: in
         # and backward; with sequence parallelism each TP rank holds its share of the micro-batch's
         # tokens (Megatron-Core's MoE layers take the sequence-parallel input)
         a2a = e * tokens / (tp if sp else 1) * spec.moe.top_k * h
-        ep_s = 4 * comm.all_to_all_s(a2a, ep, topo.link_for(ep, tp), eff)
+        ep_s = 4 * st.moe_imbalance * comm.all_to_all_s(a2a, ep, topo.link_for(ep, tp), eff)
     if cp > 1:
         # ring attention passes each rank's keys and values as the heads use them (MLA: the
         # up-projected per-head keys and values, not the latent)

@@ -103,16 +103,20 @@ def train_step(spec: ModelSpec, par: Parallelism, precision: TrainingPrecision, 
                activations: str = "megatron", attention_backward: str = "flash",
                mfu_attention: str = "auto", framework_overhead: float | None = None,
                dp_overlap: bool = True, framework: str = frameworks.DEFAULT,
-               fp8_recipe: str = "delayed") -> TrainingResult:
+               fp8_recipe: str = "delayed", moe_imbalance: float = 1.0) -> TrainingResult:
     """One training step of `par` (see the module docstring). `framework` names the profile
-    whose overlaps apply (llmsizer.analysis.frameworks); `fp8_recipe` what FP8 casts cost."""
+    whose overlaps apply (llmsizer.analysis.frameworks); `fp8_recipe` what FP8 casts cost;
+    `moe_imbalance` the busiest expert-parallel rank's tokens over the mean (1: balanced)."""
     eff = eff or Efficiency.for_accelerator(cluster.accelerator)
     prof = frameworks.profile(framework)
     if fp8_recipe not in FP8_RECIPES:
         raise SpecError("fp8_recipe", fp8_recipe, "one of " + ", ".join(FP8_RECIPES))
+    if not 1 <= moe_imbalance <= 64:  # NaN fails too
+        raise SpecError("moe_imbalance", moe_imbalance, "a number from 1 (balanced) to 64")
     st = step.Setting(spec, seq, precision, opt, cluster, eff, activations, attention_backward,
                       step.DEFAULT_FRAMEWORK_OVERHEAD if framework_overhead is None
-                      else framework_overhead, dp_overlap, prof.name, fp8_recipe)
+                      else framework_overhead, dp_overlap, prof.name, fp8_recipe,
+                      moe_imbalance)
     g, v = group_and_variants(par)
     r = step.evaluate(st, g, v)
     memory = memory_from_result(st, g, r)
@@ -137,6 +141,10 @@ def train_step(spec: ModelSpec, par: Parallelism, precision: TrainingPrecision, 
     assumptions["attention"] = (f"{attention_backward} kernels (time); MFU counts {mfu_attention} "
                                 "attention")
     assumptions["framework"] = f"{prof.name}: {_overlaps(prof, dp_overlap)} ({prof.source})"
+    if spec.moe is not None:
+        assumptions["moe"] = ("balanced routing" if moe_imbalance == 1 else
+                              f"the busiest expert-parallel rank gets {moe_imbalance:g}× the mean "
+                              "tokens (its experts' products and all-to-all gate the step)")
     if precision.compute_dtype == "fp8":
         assumptions["fp8"] = (f"{fp8_recipe} scaling: linear layers' products in FP8, attention "
                               "and the output layer in bf16, casts as memory streams")
