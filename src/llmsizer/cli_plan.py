@@ -65,6 +65,9 @@ def add_parsers(sub: Any, positive_int: Any) -> None:
     p.add_argument("--framework", help="megatron, nemo, deepspeed, fsdp2 or torchtitan: consider "
                    "only the layouts it runs, timed with its overlaps (default: every layout, "
                    "timed as Megatron-LM overlaps)")
+    p.add_argument("--moe-imbalance", type=arg_float(1, 64, what="a ratio"), default=1.0,
+                   metavar="R", help="MoE: tokens the busiest expert-parallel rank receives over "
+                   "the mean (default: 1, balanced; see train --help)")
     p.add_argument("--export", help="deepspeed, megatron, torchrun, accelerate or torchtitan "
                    "(of the best layout; refused when that framework cannot run it)")
     p.add_argument("-o", "--output-file", help="with --export: write the export here")
@@ -215,7 +218,8 @@ def run_plan(args: argparse.Namespace) -> Any:
     prof = frameworks.profile(args.framework or frameworks.DEFAULT)
     st = step.Setting(spec, args.seq, precision, optimizer(args.optimizer),
                       Cluster(acc, gpus_per_node=args.gpus_per_node),
-                      Efficiency.for_accelerator(acc, args.calibration), framework=prof.name)
+                      Efficiency.for_accelerator(acc, args.calibration), framework=prof.name,
+                      moe_imbalance=args.moe_imbalance)
 
     fw = framework(args.framework) if args.framework else None
     if fw is not None and args.export and args.export not in FRAMEWORK_EXPORTS[fw.name]:
