@@ -171,3 +171,26 @@ def test_moe_imbalance_gates_the_step_on_the_busiest_expert_rank():
     with pytest.raises(SpecError):
         train_step(dense, Parallelism(dp=8), training_precision("mixed"), optimizer("adam"),
                    4096, Cluster(acc), moe_imbalance=float("nan"))
+
+
+def test_frameworks_on_flashattention_2_run_attention_at_its_measured_speed():
+    # torchtitan (PyTorch SDPA: FlashAttention-2 first) and llm-foundry (flash-attn 2) on
+    # Hopper reach 370/648 of FlashAttention-3's throughput (FA3 paper, hdim 128, 16k)
+    from llmsizer.analysis import step
+    from llmsizer.analysis.layer_costs import _layer_time
+
+    spec = get_model("llama-3.1-8b")
+
+    def attention_s(gpu, framework):
+        acc = get_accelerator(gpu)
+        st = step.Setting(spec, 8192, training_precision("mixed"), optimizer("adam"),
+                          Cluster(acc), Efficiency.for_accelerator(acc), framework=framework)
+        return _layer_time(st, 0, 1, 1, 1, 1, False).attention_s
+
+    hopper = Efficiency.for_accelerator(get_accelerator("h100"))
+    assert hopper.fa2_attention_ratio == pytest.approx(370 / 648, abs=1e-3)
+    assert attention_s("h100", "torchtitan") == pytest.approx(
+        attention_s("h100", "megatron") / hopper.fa2_attention_ratio)
+    assert attention_s("h100", "foundry") == attention_s("h100", "torchtitan")
+    # on Ampere the measured kernel is FlashAttention-2 already
+    assert attention_s("a100", "torchtitan") == attention_s("a100", "megatron")

@@ -439,6 +439,7 @@ EFFICIENCY_FIELDS: dict[str, Field] = {
     "kernel_overhead_s": Field(("number",), low=0, high=1, note="seconds"),
     "tile_m": _int(1, 4096), "tile_n": _int(1, 4096),
     "fp8_matmul_ceiling": _FRACTION, "attention_backward_ratio": _FRACTION,
+    "fa2_attention_ratio": _FRACTION,
     "attention_half_seq": Field(("number",), low=0, high=1e9, note="tokens"),
     "generation": _STR, "source": _STR, "gpu": _STR, "fitted_on": _STR, "notes": _STR,
 }

@@ -48,6 +48,9 @@ class Efficiency:
     # (0: no dependence on length)
     attention_half_seq: float = 0.0
     attention_backward_ratio: float = 1.0  # backward kernels' efficiency over the forward's
+    # FlashAttention-2's efficiency over the generation's measured kernel (1: the measurement is
+    # FlashAttention-2's, or none other is known), for frameworks that run it (Profile.attention)
+    fa2_attention_ratio: float = 1.0
     generation: str = ""
     collective_latency_s: float = 5e-6  # per hop of a collective (NVLink; 2x across nodes)
     kernel_overhead_s: float = 4e-6  # launch + tail per kernel in a decode step
@@ -56,7 +59,7 @@ class Efficiency:
     def __post_init__(self) -> None:
         for name in ("matmul_ceiling", "attention_efficiency", "memory_ceiling",
                      "comm_efficiency", "inter_node_efficiency", "fp8_matmul_ceiling",
-                     "attention_backward_ratio"):
+                     "attention_backward_ratio", "fa2_attention_ratio"):
             v = getattr(self, name)
             if v is not None and not 0 < v <= 1:
                 raise SpecError(name, v, "a fraction in (0, 1]")

@@ -71,6 +71,10 @@ class Profile:
     # — rather than in fixed-size buckets (FSDP: each FlatParameter / fully_shard module is one
     # all-gather and one reduce-scatter; pytorch docs notes/fsdp.html)
     per_unit_collectives: bool = False
+    # the fused attention kernel it runs: the generation's measured one ("measured": Transformer
+    # Engine's cuDNN / FlashAttention-3 class on Hopper), or FlashAttention-2 (PyTorch's SDPA
+    # flash backend, the flash-attn 2 package), which Efficiency.fa2_attention_ratio scales to
+    attention: str = "measured"
 
     def buckets(self, params: float, dp: int) -> float:
         """Gradient buckets of `params` parameters at data-parallel size `dp`."""
@@ -126,12 +130,16 @@ PROFILES: dict[str, Profile] = {
                           "selective AC (models/llama3/infra/parallelize.py); with PP, FSDP "
                           "does not reshard after forward (parallelize_llama.py apply_fsdp) and "
                           "gradients sync only on the last backward (torch.distributed."
-                          "pipelining stage.py)", pp_unsharded=True, per_unit_collectives=True),
+                          "pipelining stage.py); attention through PyTorch's SDPA, whose CUDA "
+                          "backend order puts FlashAttention-2 first and cuDNN last "
+                          "(aten/src/ATen/native/transformers/cuda/sdp_utils.cpp, 2024-25)",
+                          pp_unsharded=True, per_unit_collectives=True, attention="fa2"),
     # llm-foundry trains with Composer's FSDP1 (FULL_SHARD, activation checkpointing options)
     "foundry": Profile("foundry", True, True, True, False, False, "attention", False, 2,
                        _DDP_ELEMENTS, 0,
-                       "mosaicml/llm-foundry scripts/train/yamls: Composer FSDP (FULL_SHARD)",
-                       per_unit_collectives=True),
+                       "mosaicml/llm-foundry scripts/train/yamls: Composer FSDP (FULL_SHARD); "
+                       "MPT attn_impl 'flash' = the flash-attn 2 package",
+                       per_unit_collectives=True, attention="fa2"),
 }
 DEFAULT = "megatron"
 # what a validation case's "framework" may name that has no profile of its own

@@ -133,11 +133,12 @@ def _fp8_cast_bytes(op: Op, tokens: int, tp: int, ep: int, recipe: str) -> tuple
 
 def _attention_time(op: Op, layer: LayerGraph, mb: int, seq_local: int, cp: int, tp: int,
                     flash: bool, acc: Accelerator, peak: float, e: float,
-                    eff: Efficiency) -> tuple[float, float]:
+                    eff: Efficiency, kernel_ratio: float = 1.0) -> tuple[float, float]:
     """Forward time of the attention core on one device, and the time of the same work at the
     backward kernels' efficiency (the backward's 2.5x FLOPs are applied by the caller). Flash
     kernels skip masked tiles (causal pairs) and reach the generation's measured efficiency at
-    this context length; eager computes and stores the full square of scores."""
+    this context length (times `kernel_ratio` for a slower kernel than the one measured);
+    eager computes and stores the full square of scores."""
     context = seq_local * cp
     if cp == 1:
         pairs = layer_pairs(layer, seq_local, context, "causal" if flash else "dense")
@@ -149,7 +150,8 @@ def _attention_time(op: Op, layer: LayerGraph, mb: int, seq_local: int, cp: int,
     qkvo = e * mb * seq_local * (heads + kv_heads) * (op.qk_dim + op.v_dim)
     scores = 0 if flash else 4 * e * mb * heads * seq_local * context
     window = min(context, layer.keys_visible or context)
-    fwd_eff, bwd_eff = ((eff.attention_at(window), eff.attention_at(window, backward=True))
+    fwd_eff, bwd_eff = ((kernel_ratio * eff.attention_at(window),
+                         kernel_ratio * eff.attention_at(window, backward=True))
                         if flash else (eff.attention_efficiency,) * 2)
     bw = acc.memory_bandwidth_bytes_s
     return (op_time(flops, qkvo + scores, peak, bw, fwd_eff, eff),
@@ -247,8 +249,12 @@ def _layer_time(st: Setting, layer_index: int, tp: int, cp: int, ep: int, mb: in
                 f, b = _fp8_cast_bytes(op, tokens, tp, ep, st.fp8_recipe)
                 cast_f, cast_b = cast_f + f, cast_b + b
         elif op.kind == "attention":
+            # FlashAttention-2 where the framework runs it and the generation's measurement is
+            # of a faster kernel
+            fa2 = frameworks.profile(st.framework).attention == "fa2"
             attn, attn_bwd = _attention_time(op, layer, mb, seq_local, cp, tp, flash, acc,
-                                             attn_peak, e, eff)
+                                             attn_peak, e, eff,
+                                             eff.fa2_attention_ratio if fa2 else 1.0)
         elif op.kind in ("scan", "conv"):
             fwd_scan += _stream_time(op, tokens, tp, acc, e, eff)
     # Element-wise work (norms, residual adds, activation, rotary, MoE routing and permutation,
