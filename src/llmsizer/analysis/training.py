@@ -141,6 +141,10 @@ def train_step(spec: ModelSpec, par: Parallelism, precision: TrainingPrecision, 
     assumptions["attention"] = (f"{attention_backward} kernels (time); MFU counts {mfu_attention} "
                                 "attention")
     assumptions["framework"] = f"{prof.name}: {_overlaps(prof, dp_overlap)} ({prof.source})"
+    if prof.attention == "fa2" and eff.fa2_attention_ratio < 1:
+        assumptions["attention kernel"] = (
+            f"FlashAttention-2 ({prof.name}): {eff.fa2_attention_ratio:.3f} of the generation's "
+            "measured kernel (catalog/data/generations.json fa2_attention_ratio)")
     if spec.moe is not None:
         assumptions["moe"] = ("balanced routing" if moe_imbalance == 1 else
                               f"the busiest expert-parallel rank gets {moe_imbalance:g}× the mean "
