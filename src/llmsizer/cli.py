@@ -189,6 +189,17 @@ def add_model_and_gpu(p: argparse.ArgumentParser) -> None:
                    "the catalog's limit where it states one, else the rated power)")
 
 
+def add_moe_imbalance(p: argparse.ArgumentParser) -> None:
+    """--moe-imbalance, as train and plan take it."""
+    from llmsizer.analysis.training import MAX_MOE_IMBALANCE
+
+    p.add_argument("--moe-imbalance", type=arg_float(1, MAX_MOE_IMBALANCE, what="a ratio"),
+                   default=1.0, metavar="R", help="MoE: tokens the busiest expert-parallel rank "
+                   "receives over the mean; its experts and all-to-all gate the step (default: 1, "
+                   "balanced, as published MoE benchmarks force it; Megatron-MoE-ModelZoo "
+                   "measures natural dropless routing of Qwen3-235B 8-20 %% slower)")
+
+
 def accelerator_arg(args: argparse.Namespace) -> Any:
     """The accelerator --gpu names, under --power-limit when one is given."""
     from dataclasses import replace

@@ -98,13 +98,13 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
     from llmsizer.analysis.finetune import FineTune
     from llmsizer.analysis.finetune_targets import parse_targets
     from llmsizer.catalog import get_model
+    from llmsizer.cli import accelerator_arg
     from llmsizer.cli_train import _zero, check_positions
     from llmsizer.specs.parallel import Parallelism
     from llmsizer.specs.precision import optimizer, training_precision
     from llmsizer.units import parse_bytes
 
     spec = get_model(args.model)
-    from llmsizer.cli import accelerator_arg
     acc = accelerator_arg(args)
     check_positions(spec, args.model, args.seq, "seq", args.allow_long_context)
     ft = FineTune.of(args.method.lower(), rank=args.lora_rank, alpha=args.lora_alpha,

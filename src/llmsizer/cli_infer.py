@@ -66,12 +66,12 @@ def add_parser(sub: Any, positive_int: Any) -> None:
 def build(args: argparse.Namespace) -> tuple[Any, ...]:
     from llmsizer.analysis.inference import ServingConfig
     from llmsizer.catalog import get_model
+    from llmsizer.cli import accelerator_arg
     from llmsizer.cli_train import check_positions
     from llmsizer.specs.precision import kv_dtype_bytes, weight_format
     from llmsizer.units import parse_bytes
 
     spec = get_model(args.model)
-    from llmsizer.cli import accelerator_arg
     acc = accelerator_arg(args)
     if args.prompt is None:
         from llmsizer.catalog import position_limit

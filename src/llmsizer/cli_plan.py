@@ -19,6 +19,7 @@ def add_parsers(sub: Any, positive_int: Any) -> None:
         MAX_LENGTH,
         MAX_PLAN_GPUS,
         add_model_and_gpu,
+        add_moe_imbalance,
         arg_count,
         arg_float,
         arg_int,
@@ -65,9 +66,7 @@ def add_parsers(sub: Any, positive_int: Any) -> None:
     p.add_argument("--framework", help="megatron, nemo, deepspeed, fsdp2 or torchtitan: consider "
                    "only the layouts it runs, timed with its overlaps (default: every layout, "
                    "timed as Megatron-LM overlaps)")
-    p.add_argument("--moe-imbalance", type=arg_float(1, 64, what="a ratio"), default=1.0,
-                   metavar="R", help="MoE: tokens the busiest expert-parallel rank receives over "
-                   "the mean (default: 1, balanced; see train --help)")
+    add_moe_imbalance(p)
     p.add_argument("--export", help="deepspeed, megatron, torchrun, accelerate or torchtitan "
                    "(of the best layout; refused when that framework cannot run it)")
     p.add_argument("-o", "--output-file", help="with --export: write the export here")
@@ -198,13 +197,12 @@ def run_plan(args: argparse.Namespace) -> Any:
     from llmsizer.analysis.efficiency import Efficiency
     from llmsizer.analysis.planner import SearchSpace, search
     from llmsizer.catalog import get_model
-    from llmsizer.cli import EXIT_DOES_NOT_FIT, Outcome
+    from llmsizer.cli import EXIT_DOES_NOT_FIT, Outcome, accelerator_arg
     from llmsizer.cli_train import check_positions, global_batch_sequences
     from llmsizer.specs.precision import optimizer, training_precision
 
     check_export_flags(args)
     spec = get_model(args.model)
-    from llmsizer.cli import accelerator_arg
     acc = accelerator_arg(args)
     args.gpus_per_node = args.gpus_per_node or acc.nvlink_domain
     check_positions(spec, args.model, args.seq, "seq", args.allow_long_context)
@@ -399,7 +397,7 @@ def run_plan_serve(args: argparse.Namespace) -> Any:
     from llmsizer.analysis.inference import ServingConfig, max_concurrency, serve
     from llmsizer.analysis.params import validate_parallel
     from llmsizer.catalog import get_model
-    from llmsizer.cli import EXIT_DOES_NOT_FIT, Outcome
+    from llmsizer.cli import EXIT_DOES_NOT_FIT, Outcome, accelerator_arg
     from llmsizer.cli_train import check_positions
     from llmsizer.report import dumps, table
     from llmsizer.specs.precision import kv_dtype_bytes, weight_format
@@ -410,7 +408,6 @@ def run_plan_serve(args: argparse.Namespace) -> Any:
 
         return run_simulated(args)
     spec = get_model(args.model)
-    from llmsizer.cli import accelerator_arg
     acc = accelerator_arg(args)
     check_positions(spec, args.model, args.prompt + args.output, "prompt+output",
                     args.allow_long_context)

@@ -24,7 +24,7 @@ def run_simulated(args: argparse.Namespace) -> Any:
     from llmsizer.analysis.efficiency import Efficiency
     from llmsizer.analysis.inference import ServingConfig
     from llmsizer.catalog import get_model
-    from llmsizer.cli import EXIT_DOES_NOT_FIT, Outcome
+    from llmsizer.cli import EXIT_DOES_NOT_FIT, Outcome, accelerator_arg
     from llmsizer.cli_infer import check_compute_dtype
     from llmsizer.cli_plan import _Progress, emit_export, parse_seconds
     from llmsizer.cli_train import check_positions
@@ -50,7 +50,6 @@ def run_simulated(args: argparse.Namespace) -> Any:
         raise SpecError("qps", args.qps, "given with an SLO to meet (--ttft-slo and/or "
                         "--tpot-slo)")
     spec = get_model(args.model)
-    from llmsizer.cli import accelerator_arg
     acc = accelerator_arg(args)
     check_positions(spec, args.model, args.prompt + args.output, "prompt+output",
                     args.allow_long_context)

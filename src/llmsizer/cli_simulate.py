@@ -130,6 +130,7 @@ def build(args: argparse.Namespace) -> tuple[Any, ...]:
     from llmsizer.analysis.inference import ServingConfig
     from llmsizer.analysis.params import validate_parallel
     from llmsizer.catalog import get_model
+    from llmsizer.cli import accelerator_arg
     from llmsizer.serving import workload as wl
     from llmsizer.serving.engines import engine_profile
     from llmsizer.specs.precision import kv_dtype_bytes, weight_format
@@ -149,7 +150,6 @@ def build(args: argparse.Namespace) -> tuple[Any, ...]:
     if args.trace and (args.prompt or args.output):
         raise SpecError("trace", args.trace, "either a trace or --prompt/--output, not both")
     spec = get_model(args.model)
-    from llmsizer.cli import accelerator_arg
     acc = accelerator_arg(args)
     kw: dict[str, Any] = {}
     if args.overhead:

@@ -18,6 +18,7 @@ def add_parser(sub: Any, positive_int: Any) -> None:
         MAX_MICRO_BATCH,
         MAX_PARALLEL,
         add_model_and_gpu,
+        add_moe_imbalance,
         arg_count,
         arg_float,
         arg_int,
@@ -104,11 +105,7 @@ def add_parser(sub: Any, positive_int: Any) -> None:
     t.add_argument("--fp8-recipe", default="delayed",
                    help="with --precision fp8: delayed, current, tensorwise, rowwise, blockwise "
                    "or mxfp8 scaling (what the casts cost; default: delayed)")
-    t.add_argument("--moe-imbalance", type=arg_float(1, 64, what="a ratio"), default=1.0,
-                   metavar="R", help="MoE: tokens the busiest expert-parallel rank receives over "
-                   "the mean; its experts and all-to-all gate the step (default: 1, balanced, as "
-                   "published MoE benchmarks force it; Megatron-MoE-ModelZoo measures natural "
-                   "dropless routing of Qwen3-235B 8-20 %% slower)")
+    add_moe_imbalance(t)
     t.add_argument("--no-dp-overlap", action="store_true",
                    help="do not hide gradient reduction behind the backward pass")
     m = t.add_mutually_exclusive_group()
@@ -187,12 +184,12 @@ def build(args: argparse.Namespace) -> tuple[Any, ...]:
     from llmsizer.analysis.efficiency import Efficiency
     from llmsizer.analysis.training import Cluster
     from llmsizer.catalog import get_model
+    from llmsizer.cli import accelerator_arg
     from llmsizer.specs.parallel import Parallelism, parse_schedule
     from llmsizer.specs.precision import optimizer, training_precision
     from llmsizer.units import parse_bytes
 
     spec = get_model(args.model)
-    from llmsizer.cli import accelerator_arg
     acc = accelerator_arg(args)
     args.gpus_per_node = args.gpus_per_node or acc.nvlink_domain
     if args.seq is None:

@@ -98,6 +98,11 @@ class TrainingResult:
                                                  * self.peak_flops)
 
 
+# the busiest expert-parallel rank's tokens over the mean: at most every token on one rank of a
+# 64-way expert-parallel group
+MAX_MOE_IMBALANCE = 64
+
+
 def train_step(spec: ModelSpec, par: Parallelism, precision: TrainingPrecision, opt: Optimizer,
                seq: int, cluster: Cluster, eff: Efficiency | None = None, *,
                activations: str = "megatron", attention_backward: str = "flash",
@@ -111,8 +116,9 @@ def train_step(spec: ModelSpec, par: Parallelism, precision: TrainingPrecision, 
     prof = frameworks.profile(framework)
     if fp8_recipe not in FP8_RECIPES:
         raise SpecError("fp8_recipe", fp8_recipe, "one of " + ", ".join(FP8_RECIPES))
-    if not 1 <= moe_imbalance <= 64:  # NaN fails too
-        raise SpecError("moe_imbalance", moe_imbalance, "a number from 1 (balanced) to 64")
+    if not 1 <= moe_imbalance <= MAX_MOE_IMBALANCE:  # NaN fails too
+        raise SpecError("moe_imbalance", moe_imbalance,
+                        f"a number from 1 (balanced) to {MAX_MOE_IMBALANCE}")
     st = step.Setting(spec, seq, precision, opt, cluster, eff, activations, attention_backward,
                       step.DEFAULT_FRAMEWORK_OVERHEAD if framework_overhead is None
                       else framework_overhead, dp_overlap, prof.name, fp8_recipe,
