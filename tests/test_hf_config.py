@@ -135,3 +135,21 @@ def test_a_bad_field_of_a_newer_architecture_names_the_file(tmp_path, capsys, co
     assert main(["params", str(path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and str(path) in err and expect in err
+
+
+@pytest.mark.parametrize("bad", ["x", 0, -1.5, True, [30]])
+def test_a_bad_softcapping_value_names_its_key(bad):
+    cfg = dict(model_type="gemma2", hidden_size=64, num_attention_heads=2, num_key_value_heads=1,
+               head_dim=32, intermediate_size=128, num_hidden_layers=2, vocab_size=100,
+               final_logit_softcapping=bad)
+    with pytest.raises(LlmsizerError, match="final_logit_softcapping"):
+        spec_from_hf_config(cfg)
+
+
+def test_softcapping_defaults_to_gemma2s_and_null_turns_it_off():
+    cfg = dict(model_type="gemma2", hidden_size=64, num_attention_heads=2, num_key_value_heads=1,
+               head_dim=32, intermediate_size=128, num_hidden_layers=2, vocab_size=100)
+    spec = spec_from_hf_config(cfg)  # Gemma2Config: 50.0 and 30.0 when absent
+    assert (spec.attn_logit_softcap, spec.final_logit_softcap) == (50.0, 30.0)
+    off = spec_from_hf_config(dict(cfg, attn_logit_softcapping=None))
+    assert off.attn_logit_softcap is None and off.final_logit_softcap == 30.0
