@@ -194,3 +194,90 @@ def test_frameworks_on_flashattention_2_run_attention_at_its_measured_speed():
     assert attention_s("h100", "foundry") == attention_s("h100", "torchtitan")
     # on Ampere the measured kernel is FlashAttention-2 already
     assert attention_s("a100", "torchtitan") == attention_s("a100", "megatron")
+
+
+@pytest.mark.parametrize("experts,k,hosts,groups,per_token", [
+    (128, 8, 8, 1, 1),  # Qwen3-30B-A3B over 8 GPUs
+    (256, 8, 32, 1, 1),  # DeepSeek-V3's experts over 32 GPUs, routing unlimited
+    (256, 8, 4, 8, 4),  # ... over 4 nodes with its group-limited routing (4 of 8 groups)
+    (32, 4, 64, 1, 1),  # fewer experts than hosts
+])
+def test_distinct_hosts_a_token_reaches_match_sampling(experts, k, hosts, groups, per_token):
+    # the closed form (hypergeometric miss probability) against the routing itself on random
+    # scores, as forced load balancing feeds it: the top `per_token` groups by the sum of their
+    # two best scores (DeepSeek-V3's group-limited routing), then the top k experts among them
+    import random
+
+    rng = random.Random(7)
+    per_group, per_host = experts // groups, max(1, experts // hosts)
+    draws = 10_000
+    total = 0
+    for _ in range(draws):
+        score = [rng.random() for _ in range(experts)]
+        best = sorted(range(groups), key=lambda g: -sum(
+            sorted(score[g * per_group:(g + 1) * per_group])[-2:]))[:per_token]
+        pool = [g * per_group + i for g in best for i in range(per_group)]
+        top = sorted(pool, key=lambda x: -score[x])[:k]
+        total += len({x // per_host for x in top})
+    assert comm.expected_hosts_hit(experts, k, hosts, groups, per_token) == pytest.approx(
+        total / draws, rel=0.02)
+    assert comm.expected_hosts_hit(experts, k, 1) == 1.0
+
+
+def test_deduplicating_dispatch_sends_a_token_once_per_rank_and_node():
+    nic, nvlink = 50e9, 900e9
+    topo = comm.Topology(8, comm.Link("nvlink", nvlink, 5e-6), comm.Link("nic", nic, 14e-6))
+    h_bytes, tokens = 7168 * 2, 4096
+    # NCCL's all-to-all moves one copy per (token, expert): the plain all-to-all of k copies
+    for ep in (8, 32):
+        link = topo.link_for(ep, 1)
+        assert comm.moe_dispatch_s(h_bytes, tokens, 8, 256, ep, link) == pytest.approx(
+            comm.all_to_all_s(h_bytes * tokens * 8, ep, link))
+    # across 4 nodes DeepEP's RDMA leg carries one copy per remote node a token reaches:
+    # 3·(1 - C(6,4)/C(8,4)) with DeepSeek-V3's 4-of-8 group routing, two groups per node
+    link = topo.link_for(32, 1)
+    remote_nodes = 3 * (1 - 15 / 70)
+    deepep = comm.moe_dispatch_s(h_bytes, tokens, 8, 256, 32, link, "deepep", 8, 4)
+    assert deepep == pytest.approx(tokens * h_bytes * remote_nodes / nic + comm.NCCL_BASE_LATENCY_S
+                                   + link.inter_latency_s)
+    # never more than the all-to-all, inside a node or across nodes
+    for ep in (2, 8, 16, 32, 64):
+        link = topo.link_for(ep, 1)
+        assert comm.moe_dispatch_s(h_bytes, tokens, 8, 256, ep, link, "hybridep") <= \
+            comm.moe_dispatch_s(h_bytes, tokens, 8, 256, ep, link)
+
+
+def test_expert_all_to_all_overlap_hides_it_under_the_other_micro_batch():
+    spec = get_model("deepseek-v3")
+    acc = get_accelerator("b200")
+
+    def step(overlap, schedule="interleaved", v=2, accum=32, dispatcher="alltoall"):
+        par = Parallelism(dp=32, pp=8, ep=32, zero=1, micro_batch=1, grad_accum=accum,
+                          recompute="selective", schedule=schedule, virtual_stages=v)
+        return train_step(spec, par, training_precision("mixed"), optimizer("adam"), 4096,
+                          Cluster(acc), framework="nemo", moe_a2a_overlap=overlap,
+                          moe_dispatcher=dispatcher).time
+
+    off, on = step(False), step(True)
+    assert on.compute_s == off.compute_s
+    assert on.ep_comm_total_s == pytest.approx(off.ep_comm_s)  # the same traffic
+    assert on.ep_comm_s < off.ep_comm_s
+    # hand timeline: stage 0 of an interleaved schedule (pp 8, v 2) runs 2·7 + 1·8 = 22 chunks
+    # of 1/2 micro-batch without a partner; the other micro-batches' all-to-all shows only
+    # where it exceeds the partner's compute
+    t_mb = on.compute_s / 32
+    ep_mb = off.ep_comm_s / (32 + 7 / 2)
+    alone = 11.0
+    expected = 7 / 2 * ep_mb + alone * ep_mb + (32 - alone) * max(0.0, ep_mb - t_mb)
+    assert on.ep_comm_s == pytest.approx(expected)
+    assert on.hidden()["expert all-to-all"] == (pytest.approx(off.ep_comm_s),
+                                                pytest.approx(on.ep_comm_s))
+    # deduplication moves less and so shows less
+    assert step(True, dispatcher="deepep").ep_comm_s < on.ep_comm_s
+    with pytest.raises(SpecError, match="moe_a2a_overlap"):
+        train_step(spec, Parallelism(dp=32, pp=8, ep=32), training_precision("fp8"),
+                   optimizer("adam"), 4096, Cluster(acc), framework="fsdp2",
+                   moe_a2a_overlap=True)
+    with pytest.raises(SpecError, match="moe_dispatcher"):
+        train_step(spec, Parallelism(dp=32, pp=8, ep=32), training_precision("fp8"),
+                   optimizer("adam"), 4096, Cluster(acc), moe_dispatcher="nccl")

@@ -189,15 +189,25 @@ def add_model_and_gpu(p: argparse.ArgumentParser) -> None:
                    "the catalog's limit where it states one, else the rated power)")
 
 
-def add_moe_imbalance(p: argparse.ArgumentParser) -> None:
-    """--moe-imbalance, as train and plan take it."""
-    from llmsizer.analysis.training import MAX_MOE_IMBALANCE
+def add_moe_options(p: argparse.ArgumentParser) -> None:
+    """--moe-imbalance, --moe-dispatcher and --moe-a2a-overlap, as train and plan take them."""
+    from llmsizer.analysis.comm import MOE_DISPATCHERS
+    from llmsizer.analysis.training import A2A_OVERLAP_FRAMEWORKS, MAX_MOE_IMBALANCE
 
     p.add_argument("--moe-imbalance", type=arg_float(1, MAX_MOE_IMBALANCE, what="a ratio"),
                    default=1.0, metavar="R", help="MoE: tokens the busiest expert-parallel rank "
                    "receives over the mean; its experts and all-to-all gate the step (default: 1, "
                    "balanced, as published MoE benchmarks force it; Megatron-MoE-ModelZoo "
                    "measures natural dropless routing of Qwen3-235B 8-20 %% slower)")
+    p.add_argument("--moe-dispatcher", choices=MOE_DISPATCHERS, default="alltoall",
+                   help="MoE: how tokens reach their experts: alltoall (NCCL all-to-all, one "
+                   "copy per token and expert; Megatron-Core's default) or a deduplicating "
+                   "library, deepep or hybridep (one copy per destination GPU, across nodes one "
+                   "per destination node, forwarded over NVLink) (default: %(default)s)")
+    p.add_argument("--moe-a2a-overlap", action="store_true",
+                   help="MoE: hide each micro-batch's expert all-to-all under another "
+                   "micro-batch's compute (Megatron-Core --overlap-moe-expert-parallel-comm; "
+                   "frameworks: " + ", ".join(A2A_OVERLAP_FRAMEWORKS) + "; default: off)")
 
 
 def accelerator_arg(args: argparse.Namespace) -> Any:

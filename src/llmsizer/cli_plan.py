@@ -19,7 +19,7 @@ def add_parsers(sub: Any, positive_int: Any) -> None:
         MAX_LENGTH,
         MAX_PLAN_GPUS,
         add_model_and_gpu,
-        add_moe_imbalance,
+        add_moe_options,
         arg_count,
         arg_float,
         arg_int,
@@ -66,7 +66,7 @@ def add_parsers(sub: Any, positive_int: Any) -> None:
     p.add_argument("--framework", help="megatron, nemo, deepspeed, fsdp2 or torchtitan: consider "
                    "only the layouts it runs, timed with its overlaps (default: every layout, "
                    "timed as Megatron-LM overlaps)")
-    add_moe_imbalance(p)
+    add_moe_options(p)
     p.add_argument("--export", help="deepspeed, megatron, torchrun, accelerate or torchtitan "
                    "(of the best layout; refused when that framework cannot run it)")
     p.add_argument("-o", "--output-file", help="with --export: write the export here")
@@ -211,13 +211,16 @@ def run_plan(args: argparse.Namespace) -> Any:
     precision = training_precision(args.precision)
     from llmsizer.analysis import frameworks
     from llmsizer.analysis.planner import framework
+    from llmsizer.analysis.training import check_moe_runtime
 
     # the time model's overlaps: the framework's when one is named, else the default profile's
     prof = frameworks.profile(args.framework or frameworks.DEFAULT)
+    check_moe_runtime(args.moe_dispatcher, args.moe_a2a_overlap, prof.name)
     st = step.Setting(spec, args.seq, precision, optimizer(args.optimizer),
                       Cluster(acc, gpus_per_node=args.gpus_per_node),
                       Efficiency.for_accelerator(acc, args.calibration), framework=prof.name,
-                      moe_imbalance=args.moe_imbalance)
+                      moe_imbalance=args.moe_imbalance, moe_dispatcher=args.moe_dispatcher,
+                      moe_a2a_overlap=args.moe_a2a_overlap)
 
     fw = framework(args.framework) if args.framework else None
     if fw is not None and args.export and args.export not in FRAMEWORK_EXPORTS[fw.name]:

@@ -18,7 +18,7 @@ def add_parser(sub: Any, positive_int: Any) -> None:
         MAX_MICRO_BATCH,
         MAX_PARALLEL,
         add_model_and_gpu,
-        add_moe_imbalance,
+        add_moe_options,
         arg_count,
         arg_float,
         arg_int,
@@ -105,7 +105,7 @@ def add_parser(sub: Any, positive_int: Any) -> None:
     t.add_argument("--fp8-recipe", default="delayed",
                    help="with --precision fp8: delayed, current, tensorwise, rowwise, blockwise "
                    "or mxfp8 scaling (what the casts cost; default: delayed)")
-    add_moe_imbalance(t)
+    add_moe_options(t)
     t.add_argument("--no-dp-overlap", action="store_true",
                    help="do not hide gradient reduction behind the backward pass")
     m = t.add_mutually_exclusive_group()
@@ -336,7 +336,9 @@ def run(args: argparse.Namespace) -> Any:
                         activations=args.activations, attention_backward=args.attention,
                         mfu_attention=args.mfu_attention, framework_overhead=overhead,
                         dp_overlap=not args.no_dp_overlap, framework=args.framework,
-                        fp8_recipe=args.fp8_recipe, moe_imbalance=args.moe_imbalance)
+                        fp8_recipe=args.fp8_recipe, moe_imbalance=args.moe_imbalance,
+                        moe_dispatcher=args.moe_dispatcher,
+                        moe_a2a_overlap=args.moe_a2a_overlap)
     check_training(result)
     inverse = achieved(result, gpu_hours=args.gpu_hours, step_time_s=args.step_time,
                        tokens_per_s=args.tokens_per_s, tokens=tokens)

@@ -489,6 +489,9 @@ TRAINING_CASE_FIELDS: dict[str, Field] = _CASE_COMMON | {
     "micro_batch": _int(1, 2**16, required=True), "global_batch": _int(1, 2**24, required=True),
     "seq": _int(1, 2**24, required=True), "schedule": _STR, "precision": _STR,
     "framework": _STR, "fp8_recipe": _STR,
+    # the recipe's MoE dispatcher and expert all-to-all overlap, where the source states them
+    "moe_dispatcher": Field(("str",), choices=("alltoall", "deepep", "hybridep")),
+    "moe_a2a_overlap": Field(("bool",)),
     # layers on the first and the last pipeline stage, where the source says so
     "stage_split": Field(("list",)),
 }

@@ -351,8 +351,7 @@ def explain_lines(r: TrainingResult) -> list[str]:
         "sec. 2.2 (bubble); NCCL's ring/hierarchical collectives (nccl-tests PERFORMANCE.md)]",
         "communication, total → exposed (the framework hides the rest): " + "; ".join(
             f"{name} {format_seconds(total)} → {format_seconds(exposed)}"
-            for name, (total, exposed) in t.hidden().items() if total > 0) + (
-            f"; expert all-to-all {format_seconds(t.ep_comm_s)} (serial)" if t.ep_comm_s else "")
+            for name, (total, exposed) in t.hidden().items() if total > 0)
         + (f"; context-parallel ring {format_seconds(t.cp_comm_s)} exposed beyond the attention "
            "it overlaps" if t.cp_comm_s else ""),
         f"MFU = model FLOPs/step / (step time · GPUs · peak) = {r.step_flops.model_flops:.4g} / "

@@ -113,6 +113,58 @@ def all_to_all_s(nbytes: float, n: int, link: Link, eff: Efficiency | None = Non
         NCCL_BASE_LATENCY_S + link.inter_latency_s
 
 
+# MoE token dispatchers: Megatron-Core's "alltoall" (NCCL all-to-all of one copy per (token,
+# expert) pair) or a deduplicating kernel library — DeepEP's normal kernels and NVIDIA's HybridEP
+# send a token once to each rank that hosts any of its experts, and across nodes once to each node
+# (over the RDMA NIC of the same local index, then forwarded over NVLink): deepseek-ai/DeepEP
+# docs/legacy.md ("kernels optimized for asymmetric-domain bandwidth forwarding, such as
+# forwarding data from NVLink domain to RDMA domain"; internode bottleneck bandwidth 43-58 GB/s
+# on ~50 GB/s CX7 NICs, i.e. the NIC's rate on the deduplicated bytes).
+MOE_DISPATCHERS = ("alltoall", "deepep", "hybridep")
+
+
+def expected_hosts_hit(experts: int, top_k: int, hosts: int, groups: int = 1,
+                       groups_per_token: int = 1) -> float:
+    """Distinct hosts (ranks or nodes, each holding experts/hosts consecutive experts) that one
+    token's top-k experts fall on, in expectation, when routing is uniform (as the published
+    benchmarks force it). With group-limited routing (DeepSeek-V3: a token's experts come from
+    `groups_per_token` of `groups` groups) and groups that align with hosts, it is the hosts its
+    chosen groups fall on."""
+    if hosts <= 1:
+        return 1.0
+    if groups > 1 and groups_per_token < groups and groups % hosts == 0:
+        experts, top_k = groups, groups_per_token
+    per_host = experts // hosts
+    if per_host < 1:
+        return float(min(hosts, top_k))
+    miss = math.comb(experts - per_host, top_k) / math.comb(experts, top_k) \
+        if experts - per_host >= top_k else 0.0
+    return hosts * (1.0 - miss)
+
+
+def moe_dispatch_s(token_bytes: float, tokens: float, top_k: int, experts: int, ep: int,
+                   link: Link, dispatcher: str = "alltoall", groups: int = 1,
+                   groups_per_token: int = 1) -> float:
+    """One dispatch (or combine) of `tokens` tokens of `token_bytes` each from one rank of an
+    expert-parallel group of `ep` ranks over `link`."""
+    if ep <= 1 or tokens <= 0:
+        return 0.0
+    if dispatcher == "alltoall":
+        return all_to_all_s(token_bytes * tokens * top_k, ep, link)
+    # one copy per distinct destination rank (NVLink) and per distinct remote node (RDMA)
+    ranks = expected_hosts_hit(experts, top_k, ep, groups, groups_per_token)
+    nvlink = tokens * token_bytes * ranks * (ep - 1) / ep / link.effective_bytes_s
+    if link.nodes <= 1:
+        return nvlink + (link.latency_s if link.log_latency else NCCL_BASE_LATENCY_S)
+    nodes = expected_hosts_hit(experts, top_k, link.nodes, groups, groups_per_token)
+    remote = tokens * token_bytes * nodes * (link.nodes - 1) / link.nodes
+    # what arrives is forwarded over NVLink to the node's other ranks it is bound for
+    per_node = link.members_per_node
+    local = tokens * token_bytes * ranks * (per_node - 1) / per_node
+    return max(remote / link.nic_bytes_s, local / link.effective_bytes_s) + \
+        NCCL_BASE_LATENCY_S + link.inter_latency_s
+
+
 def p2p_s(nbytes: float, link: Link, eff: Efficiency | None = None) -> float:
     """A send/receive between two ranks: over NVLink, or one NIC across nodes."""
     if nbytes <= 0:

@@ -63,13 +63,19 @@ class Setting:
     # balanced, as the published benchmarks force it); its experts' products and its share of
     # the all-to-all gate every rank
     moe_imbalance: float = 1.0
+    # MoE token dispatcher (comm.MOE_DISPATCHERS): NCCL all-to-all or a deduplicating library
+    moe_dispatcher: str = "alltoall"
+    # expert all-to-all of one micro-batch hidden under another's compute (Megatron-Core
+    # --overlap-moe-expert-parallel-comm)
+    moe_a2a_overlap: bool = False
 
     def __hash__(self) -> int:
         cached = self.__dict__.get("_hash")
         if cached is None:
             cached = hash((self.spec, self.seq, self.precision, self.opt, self.cluster, self.eff,
                            self.activations, self.attention, self.framework_overhead,
-                           self.dp_overlap, self.framework, self.fp8_recipe))
+                           self.dp_overlap, self.framework, self.fp8_recipe,
+                           self.moe_imbalance, self.moe_dispatcher, self.moe_a2a_overlap))
             object.__setattr__(self, "_hash", cached)
         return cached
 
@@ -274,8 +280,10 @@ def _layer_time(st: Setting, layer_index: int, tp: int, cp: int, ep: int, mb: in
         # each rank dispatches its own tokens to their k experts and combines them back, forward
         # and backward; with sequence parallelism each TP rank holds its share of the micro-batch's
         # tokens (Megatron-Core's MoE layers take the sequence-parallel input)
-        a2a = e * tokens / (tp if sp else 1) * spec.moe.top_k * h
-        ep_s = 4 * st.moe_imbalance * comm.all_to_all_s(a2a, ep, topo.link_for(ep, tp), eff)
+        m = spec.moe
+        ep_s = 4 * st.moe_imbalance * comm.moe_dispatch_s(
+            e * h, tokens / (tp if sp else 1), m.top_k, m.num_experts, ep,
+            topo.link_for(ep, tp), st.moe_dispatcher, m.n_group, m.topk_group)
     if cp > 1:
         # ring attention passes each rank's keys and values as the heads use them (MLA: the
         # up-projected per-head keys and values, not the latent)

@@ -86,6 +86,7 @@ class GroupResult:
     step_s: np.ndarray
     tp_comm_total_s: np.ndarray  # before overlap (tp_comm_s: what shows)
     pp_comm_total_s: np.ndarray
+    ep_comm_total_s: np.ndarray
     stages: np.ndarray  # the pipeline stage of each column of the per-stage arrays
 
 
@@ -310,12 +311,27 @@ def evaluate(st: Setting, gs: list[Group] | Group, vs: list[Variants] | Variants
                                    np.maximum(1, per_row([g.tp for g in gs]))) \
         if prof.tp_comm_overlap else tp_mb
     ep_mb, cp_mb = per_row(costs.ep_s), per_row(costs.cp_s)
+    ep_exp_mb = ep_mb
+    if st.moe_a2a_overlap:
+        # Megatron-Core's EP all-to-all overlap runs one micro-batch's forward with another's
+        # backward, layer by layer, so the all-to-all of each hides under the other's compute:
+        # a pair takes max(compute, all-to-all). Only the pipeline's warm-up forwards and
+        # cool-down backwards (pp-1 micro-batches on the first stage; interleaved: 2(pp-1) +
+        # (v-1)·pp chunks of 1/v each), or the first and last micro-batch without a pipeline,
+        # have no partner.
+        alone = np.where(sched == 2, (2 * (pp - 1) + (vstages - 1) * pp) / vstages, pp - 1.0)
+        alone = np.minimum(accum, np.maximum(1.0, alone))
+        overlapped = (alone * ep_mb + (accum - alone) * np.maximum(0.0, ep_mb - t_mb)) / accum
+        # Megatron-Core refuses it under a non-interleaved pipeline and with full recomputation
+        # (training.check_moe_runtime): a search keeps such layouts at the serial cost
+        ok = ((pp == 1) | (sched == 2)) & per_row([g.recompute != "full" for g in gs]).astype(bool)
+        ep_exp_mb = np.where(ok, overlapped, ep_mb)
     # A micro-batch's forward and backward as the clock sees them, stalls included (a third of
     # the serial communication in the forward, two thirds in the backward, as the products it
     # waits on split): what data-parallel traffic can hide behind. Counting the stalls once
     # here, rather than letting two kinds of traffic hide behind the same compute, keeps a
     # faster chip from ever predicting a longer step.
-    stalls = tp_exp_mb + ep_mb + cp_mb
+    stalls = tp_exp_mb + ep_exp_mb + cp_mb
     w_fwd, w_bwd = t_fwd + stalls / 3, t_bwd + 2 * stalls / 3
 
     # Gradients: all-reduced (ZeRO-0), reduce-scattered to the optimizer shards (ZeRO-1/2, then
@@ -372,7 +388,7 @@ def evaluate(st: Setting, gs: list[Group] | Group, vs: list[Variants] | Variants
     passes = accum + bubble_mb  # micro-batch slots on the critical path, the bubble's included
     tp_total = passes * tp_mb
     tp_s = passes * tp_exp_mb
-    ep_s = passes * ep_mb
+    ep_s = bubble_mb * ep_mb + accum * ep_exp_mb
     cp_s = passes * cp_mb
     p2p = per_row(costs.p2p_s)
     # hand-offs: one per micro-batch and chunk and the pipeline's fill; on their own stream
@@ -388,4 +404,4 @@ def evaluate(st: Setting, gs: list[Group] | Group, vs: list[Variants] | Variants
         compute_s=compute_s, bubble_s=bubble_s, tp_comm_s=tp_s, ep_comm_s=ep_s, cp_comm_s=cp_s,
         pp_comm_s=pp_s, dp_comm_exposed_s=dp_exposed, dp_comm_total_s=dp_total,
         optimizer_s=optimizer_s, step_s=step_s, tp_comm_total_s=tp_total,
-        pp_comm_total_s=pp_total, stages=stage_of_col)
+        pp_comm_total_s=pp_total, ep_comm_total_s=passes * ep_mb, stages=stage_of_col)

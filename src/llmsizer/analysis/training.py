@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from llmsizer.analysis import frameworks, step
+from llmsizer.analysis import comm, frameworks, step
 from llmsizer.analysis.cluster import Cluster
 from llmsizer.analysis.efficiency import Efficiency
 from llmsizer.analysis.flops import StepFlops, training_step_flops
@@ -40,12 +40,14 @@ class StepTime:
     optimizer_s: float
     tp_comm_total_s: float = 0.0  # before the framework's overlap (tp_comm_s: what shows)
     pp_comm_total_s: float = 0.0
+    ep_comm_total_s: float = 0.0
 
     def hidden(self) -> dict[str, tuple[float, float]]:
         """Communication terms as (total, exposed) seconds: what the framework hides is the
         difference."""
         return {"tensor-parallel": (self.tp_comm_total_s, self.tp_comm_s),
                 "pipeline p2p": (self.pp_comm_total_s, self.pp_comm_s),
+                "expert all-to-all": (max(self.ep_comm_total_s, self.ep_comm_s), self.ep_comm_s),
                 "data-parallel": (self.dp_comm_total_s, self.dp_comm_exposed_s)}
 
     @property
@@ -101,6 +103,9 @@ class TrainingResult:
 # the busiest expert-parallel rank's tokens over the mean: at most every token on one rank of a
 # 64-way expert-parallel group
 MAX_MOE_IMBALANCE = 64
+# the frameworks that implement the expert all-to-all overlap (Megatron-Core's)
+A2A_OVERLAP_FRAMEWORKS = tuple(n for n in frameworks.PROFILES
+                               if n.startswith(("megatron", "nemo")))
 
 
 def train_step(spec: ModelSpec, par: Parallelism, precision: TrainingPrecision, opt: Optimizer,
@@ -108,10 +113,14 @@ def train_step(spec: ModelSpec, par: Parallelism, precision: TrainingPrecision, 
                activations: str = "megatron", attention_backward: str = "flash",
                mfu_attention: str = "auto", framework_overhead: float | None = None,
                dp_overlap: bool = True, framework: str = frameworks.DEFAULT,
-               fp8_recipe: str = "delayed", moe_imbalance: float = 1.0) -> TrainingResult:
+               fp8_recipe: str = "delayed", moe_imbalance: float = 1.0,
+               moe_dispatcher: str = "alltoall", moe_a2a_overlap: bool = False
+               ) -> TrainingResult:
     """One training step of `par` (see the module docstring). `framework` names the profile
     whose overlaps apply (llmsizer.analysis.frameworks); `fp8_recipe` what FP8 casts cost;
-    `moe_imbalance` the busiest expert-parallel rank's tokens over the mean (1: balanced)."""
+    `moe_imbalance` the busiest expert-parallel rank's tokens over the mean (1: balanced);
+    `moe_dispatcher` how tokens reach their experts (comm.MOE_DISPATCHERS); `moe_a2a_overlap`
+    Megatron-Core's expert all-to-all overlap across micro-batches."""
     eff = eff or Efficiency.for_accelerator(cluster.accelerator)
     prof = frameworks.profile(framework)
     if fp8_recipe not in FP8_RECIPES:
@@ -119,10 +128,11 @@ def train_step(spec: ModelSpec, par: Parallelism, precision: TrainingPrecision, 
     if not 1 <= moe_imbalance <= MAX_MOE_IMBALANCE:  # NaN fails too
         raise SpecError("moe_imbalance", moe_imbalance,
                         f"a number from 1 (balanced) to {MAX_MOE_IMBALANCE}")
+    check_moe_runtime(moe_dispatcher, moe_a2a_overlap, prof.name, par)
     st = step.Setting(spec, seq, precision, opt, cluster, eff, activations, attention_backward,
                       step.DEFAULT_FRAMEWORK_OVERHEAD if framework_overhead is None
                       else framework_overhead, dp_overlap, prof.name, fp8_recipe,
-                      moe_imbalance)
+                      moe_imbalance, moe_dispatcher, moe_a2a_overlap)
     g, v = group_and_variants(par)
     r = step.evaluate(st, g, v)
     memory = memory_from_result(st, g, r)
@@ -132,7 +142,8 @@ def train_step(spec: ModelSpec, par: Parallelism, precision: TrainingPrecision, 
         cp_comm_s=float(r.cp_comm_s[0]), pp_comm_s=float(r.pp_comm_s[0]),
         dp_comm_exposed_s=float(r.dp_comm_exposed_s[0]),
         dp_comm_total_s=float(r.dp_comm_total_s[0]), optimizer_s=float(r.optimizer_s[0]),
-        tp_comm_total_s=float(r.tp_comm_total_s[0]), pp_comm_total_s=float(r.pp_comm_total_s[0]))
+        tp_comm_total_s=float(r.tp_comm_total_s[0]), pp_comm_total_s=float(r.pp_comm_total_s[0]),
+        ep_comm_total_s=float(r.ep_comm_total_s[0]))
     if mfu_attention == "auto":
         # The numerator counts the attention pairs the timed kernels compute: flash kernels skip
         # masked tiles (causal), eager ones compute the full square (dense). Counting dense pairs
@@ -154,7 +165,13 @@ def train_step(spec: ModelSpec, par: Parallelism, precision: TrainingPrecision, 
     if spec.moe is not None:
         assumptions["moe"] = ("balanced routing" if moe_imbalance == 1 else
                               f"the busiest expert-parallel rank gets {moe_imbalance:g}× the mean "
-                              "tokens (its experts' products and all-to-all gate the step)")
+                              "tokens (its experts' products and all-to-all gate the step)") + (
+            "; dispatch by NCCL all-to-all, one copy per (token, expert)"
+            if moe_dispatcher == "alltoall" else
+            f"; dispatch by {moe_dispatcher}: one copy per destination rank, across nodes one "
+            "per destination node (deepseek-ai/DeepEP docs/legacy.md)") + (
+            "; all-to-all of each micro-batch under another's compute (Megatron-Core "
+            "--overlap-moe-expert-parallel-comm)" if moe_a2a_overlap else "")
     if precision.compute_dtype == "fp8":
         assumptions["fp8"] = (f"{fp8_recipe} scaling: linear layers' products in FP8, attention "
                               "and the output layer in bf16, casts as memory streams")
@@ -163,6 +180,29 @@ def train_step(spec: ModelSpec, par: Parallelism, precision: TrainingPrecision, 
     return TrainingResult(spec, par, seq, memory, cluster.accelerator.memory_bytes, step_flops,
                           time, cluster.accelerator.peak(precision.compute_dtype), assumptions,
                           precision, opt, activations, attention_backward == "flash", prof.name)
+
+
+def check_moe_runtime(dispatcher: str, a2a_overlap: bool, framework: str,
+                      par: Parallelism | None = None) -> None:
+    """The MoE dispatcher and all-to-all overlap settings, as the frameworks accept them; with
+    a layout `par`, what Megatron-Core's overlap requires of it (transformer_config.py: a
+    pipeline only with virtual stages, no full recomputation)."""
+    if dispatcher not in comm.MOE_DISPATCHERS:
+        raise SpecError("moe_dispatcher", dispatcher, "one of " + ", ".join(comm.MOE_DISPATCHERS))
+    if not a2a_overlap:
+        return
+    if frameworks.base_name(framework) not in A2A_OVERLAP_FRAMEWORKS:
+        raise SpecError("moe_a2a_overlap", a2a_overlap,
+                        "only with a Megatron-Core framework (" + ", ".join(
+                            A2A_OVERLAP_FRAMEWORKS) + f"), not {framework}")
+    if par is None:
+        return
+    if par.pp > 1 and par.schedule != "interleaved":
+        raise SpecError("moe_a2a_overlap", a2a_overlap, "with pipeline parallelism only under "
+                        f"an interleaved schedule (Megatron-Core), not {par.schedule}")
+    if par.recompute == "full":
+        raise SpecError("moe_a2a_overlap", a2a_overlap, "without full recomputation "
+                        "(Megatron-Core refuses the combination)")
 
 
 def _overlaps(prof: frameworks.Profile, dp_overlap: bool) -> str:
