@@ -98,6 +98,9 @@ class Saving:
     recompute: str = "none"
     flash: bool = False
     fp32_activations: bool = False
+    # the cross-entropy under torch.compile: one fused kernel that keeps the logits as they come
+    # and each row's max and log-sum-exp, and recomputes the softmax in backward
+    compiled_loss: bool = False
 
     def __post_init__(self) -> None:
         if self.convention not in ACTIVATION_CONVENTIONS:
@@ -450,15 +453,23 @@ def outside_saved_tensors(graph: ModelGraph, batch: int, seq: int,
         saved.append(_saved("rotary cos and sin", f"2·s·{sym}·e", rope))
     saved += [s for op in graph.head for s in op_saved_tensors(op, batch, seq, how)]
     vocab_local = graph.head[-1].rank_dims(how.tp)[1]  # the lm_head's vocabulary shard
+    if how.compiled_loss:
+        # measured under saved_tensors_hooks (tests/test_verify_compiled_loss.py): the logits in
+        # the activation dtype, two fp32 values per row, the labels and the normaliser
+        loss: tuple[SavedTensor, ...] = (
+            _saved("logits (compiled loss: softmax recomputed in backward)",
+                   "e·s·b·V" + _per(how.tp), sb * vocab_local),
+            _saved("row max and log-sum-exp (fp32)", "2·4·s·b", 2 * sb, dtype="fp32"))
+    else:
+        loss = (_saved("log-softmax of the logits (fp32)" if not how.megatron else
+                       "fp32 logits for the loss", "4·s·b·V" + _per(how.tp),
+                       sb * vocab_local, dtype="fp32"),)
     if how.megatron:
-        return (*saved, _saved("fp32 logits for the loss", "4·s·b·V" + _per(how.tp),
-                               sb * vocab_local, dtype="fp32"))
+        return (*saved, *loss)
     if graph.spec.final_logit_softcap is not None:  # cap·tanh(logits/cap): tanh keeps its output
         saved.append(_saved("soft-capped logits (tanh output)", "e·s·b·V" + _per(how.tp),
                             sb * vocab_local))
-    return (*saved,
-            _saved("log-softmax of the logits (fp32)", "4·s·b·V" + _per(how.tp),
-                   sb * vocab_local, dtype="fp32"),
+    return (*saved, *loss,
             _saved("shifted labels (int64)", "8·s·b", sb if batch > 1 else seq + 1,
                    dtype="int64"),
             _saved("loss normaliser", "4", 1, dtype="fp32"))

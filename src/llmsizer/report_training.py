@@ -332,7 +332,8 @@ def explain_lines(r: TrainingResult) -> list[str]:
                  f"e={act_b}) = {format_bytes(layer.bytes)}:")
     lines += [f"    {sv.name}: {sv.formula} = {format_bytes(sv.bytes)}" for sv in layer.saved]
     out = output_activations(r.spec, b, s, convention=r.activations, act_bytes=act_b, tp=p.tp,
-                             sequence_parallel=p.sequence_parallel, recompute=p.recompute)
+                             sequence_parallel=p.sequence_parallel, recompute=p.recompute,
+                             compiled_loss=frameworks.profile(r.framework).compiled_loss)
     lines.append(f"activations = {peak.layers} layers × {format_bytes(layer.bytes)} × "
                  f"{peak.in_flight_microbatches:g} micro-batches in flight ({p.schedule})"
                  + (f" + output head {format_bytes(out.bytes)}" if peak.stage == p.pp - 1 else "")

@@ -16,7 +16,7 @@ them into bytes for a micro-batch on one device. Conventions (llmsizer.graph.ACT
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from llmsizer.errors import SpecError
 from llmsizer.graph import ACTIVATION_CONVENTIONS, SavedTensor, Saving, build_graph
@@ -94,24 +94,29 @@ def layer_tensors(spec: ModelSpec, batch: int, seq: int, *, convention: str = "m
 
 def output_activations(spec: ModelSpec, batch: int, seq: int, *, convention: str = "megatron",
                        act_bytes: float = 2, tp: int = 1, sequence_parallel: bool = False,
-                       recompute: str = "none") -> LayerActivations:
+                       recompute: str = "none", compiled_loss: bool = False
+                       ) -> LayerActivations:
     """What is kept outside the layers for backward: the embedding side and the output head with
-    the loss, per micro-batch on one device of the last (and first) pipeline stage."""
+    the loss, per micro-batch on one device of the last (and first) pipeline stage
+    (`compiled_loss`: the cross-entropy under torch.compile)."""
     return _in_bytes(_output_tensors(spec, batch, seq, convention, act_bytes, tp,
-                                     sequence_parallel, recompute), act_bytes)
+                                     sequence_parallel, recompute, compiled_loss), act_bytes)
 
 
 def output_activation_bytes(spec: ModelSpec, batch: int, seq: int, *,
                             convention: str = "megatron", act_bytes: float = 2, tp: int = 1,
-                            sequence_parallel: bool = False, recompute: str = "none") -> float:
+                            sequence_parallel: bool = False, recompute: str = "none",
+                            compiled_loss: bool = False) -> float:
     """`output_activations(...).bytes`, without the per-tensor report."""
     return sum(t.bytes(act_bytes) for t in _output_tensors(
-        spec, batch, seq, convention, act_bytes, tp, sequence_parallel, recompute))
+        spec, batch, seq, convention, act_bytes, tp, sequence_parallel, recompute, compiled_loss))
 
 
 def _output_tensors(spec: ModelSpec, batch: int, seq: int, convention: str, act_bytes: float,
-                    tp: int, sequence_parallel: bool, recompute: str) -> tuple[SavedTensor, ...]:
-    how = _saving(convention, act_bytes, tp, sequence_parallel, recompute)
+                    tp: int, sequence_parallel: bool, recompute: str,
+                    compiled_loss: bool = False) -> tuple[SavedTensor, ...]:
+    how = replace(_saving(convention, act_bytes, tp, sequence_parallel, recompute),
+                  compiled_loss=compiled_loss)
     return build_graph(spec).saved_outside_layers(batch, seq, how)
 
 

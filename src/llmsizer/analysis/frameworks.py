@@ -75,6 +75,12 @@ class Profile:
     # Engine's cuDNN / FlashAttention-3 class on Hopper), or FlashAttention-2 (PyTorch's SDPA
     # flash backend, the flash-attn 2 package), which Efficiency.fa2_attention_ratio scales to
     attention: str = "measured"
+    # the cross-entropy compiled with the model (torch.compile): kept and allocated as the fused
+    # kernel does (graph_saved.Saving.compiled_loss) — torchtitan compiles its loss with
+    # --training.compile from 2025 (torchtitan/components/loss.py build_cross_entropy_loss
+    # @ e7c0cae; at 9dec370, Dec 2024, train.py still left it eager: "compiling loss function
+    # causes CUDA errors, turning off for now")
+    compiled_loss: bool = False
 
     def buckets(self, params: float, dp: int) -> float:
         """Gradient buckets of `params` parameters at data-parallel size `dp`."""
@@ -151,7 +157,7 @@ ALIASES = {"maxtext": "fsdp2", "other": "megatron", "colossalai": "deepspeed",
 # "deepspeed+overlap-grad-reduce", "nemo-tp-comm-overlap" (a leading "-" turns one off)
 SWITCHES = {"tp-comm-overlap": "tp_comm_overlap", "overlap-grad-reduce": "overlap_grad_reduce",
             "overlap-param-gather": "overlap_param_gather", "overlap-p2p": "overlap_p2p",
-            "prefetch-params": "prefetch_params"}
+            "prefetch-params": "prefetch_params", "compile-loss": "compiled_loss"}
 
 
 def _split_switches(name: str) -> tuple[str, list[str]]:

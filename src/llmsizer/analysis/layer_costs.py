@@ -366,10 +366,11 @@ def _head_s(st: Setting, tp: int, tokens: int) -> float:
 
 @lru_cache(maxsize=4096)
 def _output_bytes(spec: ModelSpec, mb: int, seq_local: int, convention: str, e: int, tp: int,
-                  sp: bool, recompute: str) -> float:
+                  sp: bool, recompute: str, compiled_loss: bool = False) -> float:
     """What the embedding side and the head keep for backward (cached as `_saved_bytes`)."""
     return output_activation_bytes(spec, mb, seq_local, convention=convention, act_bytes=e,
-                                   tp=tp, sequence_parallel=sp, recompute=recompute)
+                                   tp=tp, sequence_parallel=sp, recompute=recompute,
+                                   compiled_loss=compiled_loss)
 
 
 @lru_cache(maxsize=4096)
@@ -385,11 +386,13 @@ def _micro_batch_costs(st: Setting, tp: int, cp: int, ep: int, micro_batch: int,
     tp_layer = comm.all_reduce_s(e * tokens * spec.hidden_size, tp, st.topology.link_for(tp, 1),
                                  st.eff) * (4 + (2 if recompute == "full" else 0))
     head_s = _head_s(st, tp, tokens)
+    prof = frameworks.profile(st.framework)
     out_act = _output_bytes(spec, micro_batch, st.seq // cp, st.activations, e, tp, sp,
-                            recompute)
-    # the loss backward's fp32 tensors of the logits' size (the rank's vocabulary share)
-    loss_transient = frameworks.profile(st.framework).loss_backward_copies * 4 * tokens * \
-        build_graph(spec).head[-1].rank_dims(tp)[1]
+                            recompute, prof.compiled_loss)
+    # the loss backward's fp32 tensors of the logits' size (the rank's vocabulary share); a
+    # compiled loss writes only the logits' gradient, in their dtype
+    logits = tokens * build_graph(spec).head[-1].rank_dims(tp)[1]
+    loss_transient = (e if prof.compiled_loss else prof.loss_backward_copies * 4) * logits
     return MicroBatchCosts(costs, tp_layer, head_s, out_act, loss_transient)
 
 

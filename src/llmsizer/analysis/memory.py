@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from llmsizer.analysis import step
+from llmsizer.analysis import frameworks, step
 from llmsizer.analysis.cluster import Cluster
 from llmsizer.analysis.efficiency import Efficiency
 from llmsizer.analysis.params import stage_held, stage_layers
@@ -92,7 +92,9 @@ def memory_from_result(st: step.Setting, g: step.Group, r: step.GroupResult, i: 
         if r.zero3_gather[i, s]:
             other["ZeRO-3 gathered weights"] = float(r.zero3_gather[i, s])
         if r.loss_transient[i, s]:
-            other["loss backward (fp32, logits' size)"] = float(r.loss_transient[i, s])
+            other["loss backward (logits' gradient)" if frameworks.profile(
+                st.framework).compiled_loss else "loss backward (fp32, logits' size)"] = \
+                float(r.loss_transient[i, s])
         stages.append(StageMemory(
             stage=s, layers=len(layers[s]), params=held[s].held,
             weights=float(r.weights[i, s]), gradients=float(r.gradients[i, s]),
