@@ -237,3 +237,26 @@ def test_power_limit_slows_compute_and_is_checked():
     # no rated TDP: nothing to derive the clock from
     code, _, err = run_cli(["infer", "llama-3.1-8b", "--gpu", "tpu-v5e", "--power-limit", "100"])
     assert code == 2 and "--power-limit" in err and "tdp_w" in err
+
+
+def test_moe_dispatch_flags_on_train_and_plan(capsys):
+    base = ("train", "deepseek-v3", "--gpu", "b200", "--gpus", "256", "--pp", "8", "--ep", "32",
+            "--schedule", "interleaved:2", "--global-batch", "2048", "--seq", "4096",
+            "--framework", "nemo", "--zero", "1", "--recompute", "selective", "--precision",
+            "fp8", "--json")
+    code, out, _ = run(capsys, *base)
+    serial = json.loads(out)["communication_s"]["expert all-to-all"]
+    assert code == 0 and serial["hidden"] == 0
+    _, out, _ = run(capsys, *base, "--moe-dispatcher", "deepep", "--moe-a2a-overlap")
+    both = json.loads(out)["communication_s"]["expert all-to-all"]
+    assert both["total"] < serial["total"] and both["exposed"] < both["total"]
+    # refused where Megatron-Core refuses it: one line naming the flag, exit code 2
+    for bad in (("--schedule", "1f1b"), ("--framework", "fsdp2"), ("--recompute", "full")):
+        code, _, err = run(capsys, *base, "--moe-a2a-overlap", *bad)
+        assert code == 2 and "moe-a2a-overlap" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run(capsys, *base, "--moe-dispatcher", "nccl")
+    assert code == 2 and "--moe-dispatcher" in err
+    code, out, _ = run(capsys, "plan", "qwen3-30b-a3b", "--gpu", "h100", "--gpus", "16",
+                       "--global-batch", "64", "--seq", "4096", "--moe-dispatcher", "deepep",
+                       "--moe-a2a-overlap", "--top", "1", "--json")
+    assert code == 0 and json.loads(out)
