@@ -125,3 +125,41 @@ def test_a_gb200_rack_is_one_nvlink_domain():
     rack = step_s("llama-2-13b", acc, par, gpus_per_node=acc.nvlink_domain)
     nodes = step_s("llama-2-13b", acc, par, gpus_per_node=8)
     assert rack < nodes
+
+
+@given(model=st.sampled_from(["qwen3-30b-a3b", "mixtral-8x7b", "deepseek-v2-lite"]),
+       gpu=st.sampled_from(["h100", "b200"]), ep=st.sampled_from([8, 16, 32]),
+       dp=st.sampled_from([32, 64]), pp=st.sampled_from([1, 4]),
+       interleaved=st.booleans(), accum=st.sampled_from([1, 8, 32]),
+       dispatcher=st.sampled_from(["alltoall", "deepep", "hybridep"]), overlap=st.booleans(),
+       what=st.sampled_from(["peak", "hbm", "nvlink", "nic"]),
+       factor=st.sampled_from([1.01, 1.5, 3.0]))
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_moe_dispatch_and_all_to_all_overlap_keep_faster_parts_faster(
+        model, gpu, ep, dp, pp, interleaved, accum, dispatcher, overlap, what, factor):
+    # the expert all-to-all's dispatchers and its overlap under the partner micro-batch: more of
+    # anything never raises a step, hiding never costs more than running serially, and a
+    # deduplicating dispatcher never moves more than NCCL's all-to-all
+    acc = get_accelerator(gpu)
+    interleaved = interleaved and pp > 1
+
+    def step(acc, nic=25e9, dispatcher=dispatcher, overlap=overlap):
+        par = Parallelism(dp=dp, pp=pp, ep=ep, zero=1, micro_batch=1, grad_accum=accum,
+                          schedule="interleaved" if interleaved else "1f1b",
+                          virtual_stages=2 if interleaved else 1)
+        return train_step(get_model(model), par, MIXED, ADAM, 2048,
+                          Cluster(acc, gpus_per_node=8, inter_node_bytes_s=nic),
+                          Efficiency.for_accelerator(acc), framework="nemo",
+                          moe_dispatcher=dispatcher, moe_a2a_overlap=overlap).time.total_s
+
+    try:
+        base = step(acc)
+    except SpecError:
+        event("layout refused")
+        return
+    event("compared")
+    faster = step(acc, nic=25e9 * factor) if what == "nic" else step(_faster(acc, what, factor))
+    assert faster <= base * (1 + 1e-12)
+    if overlap:
+        assert base <= step(acc, overlap=False) * (1 + 1e-12)
+    assert step(acc, dispatcher="deepep") <= step(acc, dispatcher="alltoall") * (1 + 1e-12)
