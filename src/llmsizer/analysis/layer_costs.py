@@ -182,7 +182,6 @@ class LayerCost:
     ep_comm_s: float
     cp_comm_s: float
     linear_s: float = 0.0  # forward + backward of the matrix products (what TP overlap hides)
-    ep_hideable_s: float = 0.0  # compute an overlapped expert all-to-all can hide behind
 
 
 @lru_cache(maxsize=8192)
@@ -310,8 +309,7 @@ def _layer_cost(st: Setting, layer_index: int, tp: int, cp: int, ep: int, mb: in
                                   st.attention == "flash", layer_index)
                      for rc in (saving, "none"))
     return LayerCost(act, act_full, t.forward_s, t.backward_s, recompute_s, t.ep_comm_s,
-                     t.cp_comm_s, linear_s=3 * t.matmul_s,
-                     ep_hideable_s=t.forward_s + t.backward_s - 3 * t.matmul_s)
+                     t.cp_comm_s, linear_s=3 * t.matmul_s)
 
 
 @dataclass(frozen=True)
