@@ -492,6 +492,9 @@ TRAINING_CASE_FIELDS: dict[str, Field] = _CASE_COMMON | {
     # the recipe's MoE dispatcher and expert all-to-all overlap, where the source states them
     "moe_dispatcher": Field(("str",), choices=("alltoall", "deepep", "hybridep")),
     "moe_a2a_overlap": Field(("bool",)),
+    # the attention kernels the run used: fused (flash) or the unfused QK^T, softmax, dropout, AV
+    # sequence that every run before FlashAttention (2022) executed
+    "attention": Field(("str",), choices=("flash", "eager")),
     # layers on the first and the last pipeline stage, where the source says so
     "stage_split": Field(("list",)),
 }

@@ -98,7 +98,8 @@ def _training_rows(case: Case, eff_for: Callable[[Any, str], Efficiency]) -> lis
                    mfu_attention="dense", framework=d.get("framework") or "megatron",
                    fp8_recipe=d.get("fp8_recipe") or "delayed",
                    moe_dispatcher=d.get("moe_dispatcher") or "alltoall",
-                   moe_a2a_overlap=bool(d.get("moe_a2a_overlap")))
+                   moe_a2a_overlap=bool(d.get("moe_a2a_overlap")),
+                   attention_backward=d.get("attention") or "flash")
     m, gpus, tokens = d["measured"], d["gpus"], par.global_batch * d["seq"]
     rows = []
     measured_step, how = None, ""
