@@ -281,3 +281,79 @@ def test_expert_all_to_all_overlap_hides_it_under_the_other_micro_batch():
     with pytest.raises(SpecError, match="moe_dispatcher"):
         train_step(spec, Parallelism(dp=32, pp=8, ep=32), training_precision("fp8"),
                    optimizer("adam"), 4096, Cluster(acc), moe_dispatcher="nccl")
+
+
+# ---- kernel launches (issue 10: many small kernels keep fine-grained MoE off the roofline) ----
+
+def _layer(model: str, index: int = 0):
+    from llmsizer.graph import build_graph
+
+    spec = get_model(model)
+    return spec, build_graph(spec).layers[index]
+
+
+def test_a_dense_layer_launches_its_ops_once_forward_and_gemms_twice_backward():
+    from llmsizer.analysis.efficiency import KERNELS_PER_LAYER_EXTRA
+    from llmsizer.analysis.layer_costs import layer_kernels
+
+    # Llama: norms, q/k/v, attention, o, gate/up/down. Forward: 7 GEMMs + 1 fused attention +
+    # the norm op + the layer's element-wise extras; backward: 2 GEMMs each (data, weight),
+    # FlashAttention's 3 kernels, the norm's and the extras'
+    _, layer = _layer("llama-2-7b")
+    extra = KERNELS_PER_LAYER_EXTRA
+    assert layer_kernels(layer, False, 1, False, True, "alltoall", False) == (
+        7 + 1 + 1 + extra, 14 + 3 + 1 + extra)
+    # FP8: one cast per product each way
+    assert layer_kernels(layer, False, 1, True, True, "alltoall", False) == (
+        14 + 1 + 1 + extra, 21 + 3 + 1 + extra)
+    # unfused attention: QK^T, softmax, dropout, AV forward; six kernels backward
+    assert layer_kernels(layer, False, 1, False, True, "alltoall", True) == (
+        7 + 4 + 1 + extra, 14 + 6 + 1 + extra)
+    # whole-layer CUDA graphs launch nothing per kernel
+    assert layer_kernels(layer, False, 1, False, True, "alltoall", False, "full") == (0, 0)
+
+
+def test_experts_launch_one_gemm_each_under_transformer_engine_and_one_grouped_kernel_else():
+    from llmsizer.analysis.layer_costs import ROUTING_KERNELS, layer_kernels
+
+    spec, layer = _layer("qwen3-30b-a3b")
+    assert spec.moe is not None and spec.is_moe_layer(0)
+    local = spec.moe.num_experts // 8  # 128 experts over EP 8
+    per, grouped = (layer_kernels(layer, True, 8, False, pe, "alltoall", False)
+                    for pe in (True, False))
+    # gate, up and down products: 3 GEMMs forward, 6 backward, per local expert vs once
+    assert per[0] - grouped[0] == 3 * (local - 1)
+    assert per[1] - grouped[1] == 6 * (local - 1)
+    # routing kernels (Megatron-Core's fused router: 31; DeepEP's router + preprocessing: 17)
+    deepep = layer_kernels(layer, True, 8, False, True, "deepep", False)
+    assert per[0] - deepep[0] == ROUTING_KERNELS["alltoall"] - ROUTING_KERNELS["deepep"] == 14
+    # a graph of the router and its preprocessing removes the router product and the routing
+    graphed = layer_kernels(layer, True, 8, False, True, "alltoall", False, "moe_router")
+    assert per[0] - graphed[0] == 1 + ROUTING_KERNELS["alltoall"]
+    assert per[1] - graphed[1] == 2 + ROUTING_KERNELS["alltoall"]
+
+
+def test_launch_overhead_adds_kernels_times_their_cost_to_the_step():
+    from dataclasses import replace
+
+    from llmsizer.analysis.layer_costs import layer_kernels
+    from llmsizer.graph import build_graph
+
+    acc = get_accelerator("h100")
+    spec = get_model("llama-2-7b")
+    base = Efficiency.for_accelerator(acc)
+    par = Parallelism(micro_batch=1, grad_accum=4)
+
+    def total(overhead: float, graphs: str = "none") -> float:
+        eff = replace(base, kernel_overhead_s=overhead)
+        return train_step(spec, par, training_precision("mixed"), optimizer("adam"), 4096,
+                          Cluster(acc), eff, cuda_graphs=graphs).time.compute_s
+
+    f, b = layer_kernels(build_graph(spec).layers[0], False, 1, False, True, "alltoall", False)
+    per_kernel = 20e-6
+    expected = 4 * spec.num_layers * (f + b) * per_kernel  # 4 micro-batches, every layer
+    assert total(per_kernel) - total(0.0) == pytest.approx(expected, rel=1e-9)
+    # graphed layers pay none of it
+    assert total(per_kernel, "full") == pytest.approx(total(0.0), rel=1e-12)
+    with pytest.raises(SpecError, match="cuda_graphs"):
+        total(per_kernel, "everything")

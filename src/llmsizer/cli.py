@@ -190,8 +190,10 @@ def add_model_and_gpu(p: argparse.ArgumentParser) -> None:
 
 
 def add_moe_options(p: argparse.ArgumentParser) -> None:
-    """--moe-imbalance, --moe-dispatcher and --moe-a2a-overlap, as train and plan take them."""
+    """--moe-imbalance, --moe-dispatcher, --moe-a2a-overlap and --cuda-graphs, as train and plan
+    take them."""
     from llmsizer.analysis.comm import MOE_DISPATCHERS
+    from llmsizer.analysis.layer_costs import CUDA_GRAPHS
     from llmsizer.analysis.training import A2A_OVERLAP_FRAMEWORKS, MAX_MOE_IMBALANCE
 
     p.add_argument("--moe-imbalance", type=arg_float(1, MAX_MOE_IMBALANCE, what="a ratio"),
@@ -208,6 +210,11 @@ def add_moe_options(p: argparse.ArgumentParser) -> None:
                    help="MoE: hide each micro-batch's expert all-to-all under another "
                    "micro-batch's compute (Megatron-Core --overlap-moe-expert-parallel-comm; "
                    "frameworks: " + ", ".join(A2A_OVERLAP_FRAMEWORKS) + "; default: off)")
+    p.add_argument("--cuda-graphs", choices=CUDA_GRAPHS, default="none",
+                   help="what CUDA graphs capture; their kernels then cost no launch each: attn "
+                   "(attention blocks), moe_router (MoE router and preprocessing; Megatron-Core "
+                   "--cuda-graph-scope), both, or full (whole layers; MoE layers only with token "
+                   "drop-and-pad) (default: %(default)s: every kernel launched eagerly)")
 
 
 def accelerator_arg(args: argparse.Namespace) -> Any:

@@ -220,7 +220,7 @@ def run_plan(args: argparse.Namespace) -> Any:
                       Cluster(acc, gpus_per_node=args.gpus_per_node),
                       Efficiency.for_accelerator(acc, args.calibration), framework=prof.name,
                       moe_imbalance=args.moe_imbalance, moe_dispatcher=args.moe_dispatcher,
-                      moe_a2a_overlap=args.moe_a2a_overlap)
+                      moe_a2a_overlap=args.moe_a2a_overlap, cuda_graphs=args.cuda_graphs)
 
     fw = framework(args.framework) if args.framework else None
     if fw is not None and args.export and args.export not in FRAMEWORK_EXPORTS[fw.name]:

@@ -338,7 +338,8 @@ def run(args: argparse.Namespace) -> Any:
                         dp_overlap=not args.no_dp_overlap, framework=args.framework,
                         fp8_recipe=args.fp8_recipe, moe_imbalance=args.moe_imbalance,
                         moe_dispatcher=args.moe_dispatcher,
-                        moe_a2a_overlap=args.moe_a2a_overlap)
+                        moe_a2a_overlap=args.moe_a2a_overlap,
+                        cuda_graphs=args.cuda_graphs)
     check_training(result)
     inverse = achieved(result, gpu_hours=args.gpu_hours, step_time_s=args.step_time,
                        tokens_per_s=args.tokens_per_s, tokens=tokens)

@@ -26,6 +26,10 @@ from llmsizer.errors import SpecError
 from llmsizer.graph import Gemm
 from llmsizer.specs.hardware import Accelerator
 
+# Kernels a transformer layer launches beside the op graph's own (norms' and residual adds'
+# element-wise kernels, the activation, rotary embedding), forward; as many again in backward
+KERNELS_PER_LAYER_EXTRA = 4
+
 # What a fitted table may scale (each a fraction of the generation's measured value) and what it
 # may set outright.
 SCALED = ("matmul_ceiling", "fp8_matmul_ceiling", "attention_efficiency", "memory_ceiling",
@@ -53,7 +57,10 @@ class Efficiency:
     fa2_attention_ratio: float = 1.0
     generation: str = ""
     collective_latency_s: float = 5e-6  # per hop of a collective (NVLink; 2x across nodes)
-    kernel_overhead_s: float = 4e-6  # launch + tail per kernel in a decode step
+    # launch + tail of one kernel (the gap the GPU spends between kernels, and in eager training
+    # the host's time to issue it where the host cannot run ahead): every kernel of a decode step
+    # and of a training micro-batch (layer_costs.layer_kernels)
+    kernel_overhead_s: float = 4e-6
     source: str = "defaults (uncalibrated): see llmsizer.analysis.efficiency"
 
     def __post_init__(self) -> None:
@@ -94,7 +101,7 @@ class Efficiency:
             "memory_ceiling": f"{self.memory_ceiling:.0%} of peak memory bandwidth",
             "comm_efficiency": f"{self.comm_efficiency:.0%} of intra-node link bandwidth",
             "inter_node_efficiency": f"{self.inter_node_efficiency:.0%} of the network's bandwidth",
-            "kernel_overhead": f"{self.kernel_overhead_s * 1e6:g} µs per kernel in decode steps",
+            "kernel_overhead": f"{self.kernel_overhead_s * 1e6:g} µs per kernel launched",
             "tiles": f"{self.tile_m}x{self.tile_n} output tiles, waves over the SMs",
             "generation": self.generation or "(none: explicit factors)",
             "efficiency source": self.source,

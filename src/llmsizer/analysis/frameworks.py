@@ -81,6 +81,12 @@ class Profile:
     # @ e7c0cae; at 9dec370, Dec 2024, train.py still left it eager: "compiling loss function
     # causes CUDA errors, turning off for now")
     compiled_loss: bool = False
+    # how the routed experts' products are launched: one GEMM kernel per local expert
+    # ("per-expert": Transformer Engine's GroupedLinear, which Megatron-Core's --moe-grouped-gemm
+    # runs, loops over the experts issuing one cuBLAS GEMM each on 4 streams —
+    # transformer_engine/common/gemm/cublaslt_gemm.cpp multi_stream_cublas_gemm), or one grouped
+    # kernel for all of them ("grouped": torch._grouped_mm / CUTLASS grouped GEMM)
+    expert_gemm: str = "grouped"
 
     def buckets(self, params: float, dp: int) -> float:
         """Gradient buckets of `params` parameters at data-parallel size `dp`."""
@@ -99,12 +105,13 @@ PROFILES: dict[str, Profile] = {
     # "Communication Overlapping"; --fsdp-double-buffer)
     "megatron": Profile("megatron", True, True, True, False, True, "attention", True, 0, 40e6, 1e6,
                         _MEGATRON_SOURCE + "; Megatron-FSDP overlaps parameter all-gathers and "
-                        "gradient reduce-scatters (megatron/core/distributed/fsdp/src/README.md)"),
+                        "gradient reduce-scatters (megatron/core/distributed/fsdp/src/README.md)",
+                        expert_gemm="per-expert"),
     # NeMo's performance recipes switch on Transformer Engine's userbuffer TP overlap
     "nemo": Profile("nemo", True, True, True, True, True, "attention", True, 0, 40e6, 1e6,
                     _MEGATRON_SOURCE + "; NeMo performance recipes: tp_comm_overlap on; "
                     "Megatron-FSDP overlaps parameter all-gathers and gradient reduce-scatters "
-                    "(megatron/core/distributed/fsdp/src/README.md)"),
+                    "(megatron/core/distributed/fsdp/src/README.md)", expert_gemm="per-expert"),
     # DeepSpeed: overlap_comm defaults to True only for ZeRO-3; reduce_bucket_size 5e8 elements
     # (deepspeed/runtime/zero/config.py)
     "deepspeed": Profile("deepspeed", False, False, True, False, False, "attention", True, 2,

@@ -13,7 +13,13 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from llmsizer.analysis import comm
-from llmsizer.analysis.efficiency import Efficiency, gemm_efficiency, roofline, vector_peak
+from llmsizer.analysis.efficiency import (
+    KERNELS_PER_LAYER_EXTRA,
+    Efficiency,
+    gemm_efficiency,
+    roofline,
+    vector_peak,
+)
 from llmsizer.analysis.flops import layer_pairs
 from llmsizer.analysis.kvcache import KVCache
 from llmsizer.analysis.params import shard_params
@@ -25,7 +31,6 @@ from llmsizer.specs.precision import WeightFormat
 
 GiB = 2**30
 DEFAULT_RUNTIME_OVERHEAD = 1 * GiB  # CUDA context, NCCL buffers, CUDA graphs (vLLM: ~1-2 GiB)
-KERNELS_PER_LAYER_EXTRA = 4  # norms, activation, residual adds, rotary beside the graph's ops
 
 
 @dataclass(frozen=True)

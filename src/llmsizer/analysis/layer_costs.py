@@ -19,7 +19,13 @@ import numpy as np
 from llmsizer.analysis import comm, frameworks
 from llmsizer.analysis.activations import layer_tensors, output_activation_bytes
 from llmsizer.analysis.cluster import Cluster
-from llmsizer.analysis.efficiency import Efficiency, gemm_efficiency, op_time, vector_peak
+from llmsizer.analysis.efficiency import (
+    KERNELS_PER_LAYER_EXTRA,
+    Efficiency,
+    gemm_efficiency,
+    op_time,
+    vector_peak,
+)
 from llmsizer.analysis.flops import ATTENTION_BACKWARD_FACTOR, layer_pairs
 from llmsizer.analysis.params import (
     StageClasses,
@@ -68,6 +74,8 @@ class Setting:
     # expert all-to-all of one micro-batch hidden under another's compute (Megatron-Core
     # --overlap-moe-expert-parallel-comm)
     moe_a2a_overlap: bool = False
+    # what CUDA graphs capture (CUDA_GRAPHS): their kernels launch without a launch cost each
+    cuda_graphs: str = "none"
 
     def __hash__(self) -> int:
         cached = self.__dict__.get("_hash")
@@ -75,7 +83,8 @@ class Setting:
             cached = hash((self.spec, self.seq, self.precision, self.opt, self.cluster, self.eff,
                            self.activations, self.attention, self.framework_overhead,
                            self.dp_overlap, self.framework, self.fp8_recipe,
-                           self.moe_imbalance, self.moe_dispatcher, self.moe_a2a_overlap))
+                           self.moe_imbalance, self.moe_dispatcher, self.moe_a2a_overlap,
+                           self.cuda_graphs))
             object.__setattr__(self, "_hash", cached)
         return cached
 
@@ -170,6 +179,62 @@ def _stream_time(op: Op, tokens: int, tp: int, acc: Accelerator, e: float,
     streamed through memory, or their FLOPs at the CUDA-core fp32 rate, whichever is slower."""
     return op_time(op.rank_forward_flops(tokens, tp), op.rank_stream_bytes(tokens, tp, e),
                    vector_peak(acc), acc.memory_bandwidth_bytes_s, 1.0, eff)
+
+
+# Kernels of an MoE layer's routing and token permutation beside the router's product, forward,
+# by dispatcher: Megatron-Core's router with its fusion on takes 31 ("reducing the total number
+# of kernels in the router part from 72 to 31"), DeepEP brings router and preprocessing to 17
+# (NVIDIA/Megatron-LM@79e8592 docs/discussions/deepseek-v3-gb200-optimization); HybridEP taken
+# as DeepEP. The backward is assumed to launch as many.
+ROUTING_KERNELS = {"alltoall": 31, "deepep": 17, "hybridep": 17}
+
+
+# What a run captures in CUDA graphs, whose replay launches the captured kernels without a
+# launch each: nothing, the attention block (the ops through the output projection), the MoE
+# router and its preprocessing (Megatron-Core's "attn", "moe_router" + "moe_preprocess" scopes,
+# which Transformer Engine graphs), both, or whole layers ("full": Megatron-Core's per-layer
+# graphs, or a whole iteration; MoE layers only with token drop-and-pad — transformer_config.py
+# cuda_graph_scope)
+CUDA_GRAPHS = ("none", "attn", "moe_router", "attn,moe_router", "full")
+
+
+def layer_kernels(layer: LayerGraph, moe: bool, ep: int, fp8: bool, per_expert: bool,
+                  dispatcher: str, eager_attention: bool, graphs: str = "none"
+                  ) -> tuple[int, int]:
+    """Kernels one layer launches for one micro-batch, (forward, backward), from its ops: a
+    product is one GEMM forward and two backward (data and weight gradients), times the local
+    experts where the framework launches one per expert (Profile.expert_gemm), plus an FP8 cast
+    of its input forward and of its output gradient backward; fused attention one kernel forward
+    and three backward (FlashAttention's preprocess, main and dQ conversion kernels), unfused
+    attention four forward (QK^T, softmax, dropout, AV) and six backward; every other op one
+    each way; KERNELS_PER_LAYER_EXTRA element-wise kernels; and the routing of an MoE layer
+    (ROUTING_KERNELS). Kernels a CUDA graph captures (`graphs`, one of CUDA_GRAPHS) are not
+    counted."""
+    if graphs == "full":
+        return 0, 0
+    scopes = set(graphs.split(","))
+    kinds = [op.kind for op in layer.ops]
+    # the attention block: the ops through the one after the attention core (its projection)
+    attn_end = kinds.index("attention") + 2 if "attention" in kinds else 0
+    fwd = bwd = KERNELS_PER_LAYER_EXTRA // (2 if "attn" in scopes else 1)
+    for i, op in enumerate(layer.ops):
+        if ("attn" in scopes and i < attn_end) or ("moe_router" in scopes and op.kind == "router"):
+            continue
+        if op.kind in ("linear", "router"):
+            n = op.rank_instances(ep) if per_expert and op.expert_parallel else 1
+            cast = 1 if fp8 and op.kind == "linear" else 0
+            fwd += n * (1 + cast)
+            bwd += n * (2 + cast)
+        elif op.kind == "attention":
+            fwd += 4 if eager_attention else 1
+            bwd += 6 if eager_attention else 3
+        else:
+            fwd += 1
+            bwd += 1
+    if moe and "moe_router" not in scopes:
+        fwd += ROUTING_KERNELS[dispatcher]
+        bwd += ROUTING_KERNELS[dispatcher]
+    return fwd, bwd
 
 
 @dataclass(frozen=True)
@@ -269,9 +334,15 @@ def _layer_time(st: Setting, layer_index: int, tp: int, cp: int, ep: int, mb: in
     elementwise = e * tokens * (layer.elementwise_elements_per_token(
         h, tp, sp, spec.ffn_kind == "gated") + layer.routing_elements_per_token(h))
     ew = elementwise / bw
-    forward = fwd_mm + fwd_scan + attn + ew + cast_f / bw
+    # every kernel launched costs its launch and tail beside its work (Efficiency.
+    # kernel_overhead_s): what keeps many small kernels (fine-grained experts launched one by
+    # one, small models, FP8 casts) from reaching the roofline
+    k_fwd, k_bwd = layer_kernels(layer, moe and spec.moe is not None, ep, dtype == "fp8",
+                                 frameworks.profile(st.framework).expert_gemm == "per-expert",
+                                 st.moe_dispatcher, not flash, st.cuda_graphs)
+    forward = fwd_mm + fwd_scan + attn + ew + cast_f / bw + k_fwd * eff.kernel_overhead_s
     backward = 2 * (fwd_mm + fwd_scan) + ATTENTION_BACKWARD_FACTOR[st.attention] * attn_bwd + \
-        2 * ew + cast_b / bw
+        2 * ew + cast_b / bw + k_bwd * eff.kernel_overhead_s
 
     topo = st.topology
     ep_s = cp_s = 0.0

@@ -17,7 +17,7 @@ from llmsizer.analysis import comm, frameworks, step
 from llmsizer.analysis.cluster import Cluster
 from llmsizer.analysis.efficiency import Efficiency
 from llmsizer.analysis.flops import StepFlops, training_step_flops
-from llmsizer.analysis.layer_costs import FP8_RECIPES
+from llmsizer.analysis.layer_costs import CUDA_GRAPHS, FP8_RECIPES
 from llmsizer.analysis.memory import TrainingMemory, group_and_variants, memory_from_result
 from llmsizer.errors import SpecError
 from llmsizer.specs.model import ModelSpec
@@ -114,13 +114,14 @@ def train_step(spec: ModelSpec, par: Parallelism, precision: TrainingPrecision, 
                mfu_attention: str = "auto", framework_overhead: float | None = None,
                dp_overlap: bool = True, framework: str = frameworks.DEFAULT,
                fp8_recipe: str = "delayed", moe_imbalance: float = 1.0,
-               moe_dispatcher: str = "alltoall", moe_a2a_overlap: bool = False
-               ) -> TrainingResult:
+               moe_dispatcher: str = "alltoall", moe_a2a_overlap: bool = False,
+               cuda_graphs: str = "none") -> TrainingResult:
     """One training step of `par` (see the module docstring). `framework` names the profile
     whose overlaps apply (llmsizer.analysis.frameworks); `fp8_recipe` what FP8 casts cost;
     `moe_imbalance` the busiest expert-parallel rank's tokens over the mean (1: balanced);
     `moe_dispatcher` how tokens reach their experts (comm.MOE_DISPATCHERS); `moe_a2a_overlap`
-    Megatron-Core's expert all-to-all overlap across micro-batches."""
+    Megatron-Core's expert all-to-all overlap across micro-batches; `cuda_graphs` what CUDA
+    graphs capture (layer_costs.CUDA_GRAPHS), whose kernels then cost no launch each."""
     eff = eff or Efficiency.for_accelerator(cluster.accelerator)
     prof = frameworks.profile(framework)
     if fp8_recipe not in FP8_RECIPES:
@@ -129,10 +130,12 @@ def train_step(spec: ModelSpec, par: Parallelism, precision: TrainingPrecision, 
         raise SpecError("moe_imbalance", moe_imbalance,
                         f"a number from 1 (balanced) to {MAX_MOE_IMBALANCE}")
     check_moe_runtime(moe_dispatcher, moe_a2a_overlap, prof.name, par)
+    if cuda_graphs not in CUDA_GRAPHS:
+        raise SpecError("cuda_graphs", cuda_graphs, "one of " + ", ".join(CUDA_GRAPHS))
     st = step.Setting(spec, seq, precision, opt, cluster, eff, activations, attention_backward,
                       step.DEFAULT_FRAMEWORK_OVERHEAD if framework_overhead is None
                       else framework_overhead, dp_overlap, prof.name, fp8_recipe,
-                      moe_imbalance, moe_dispatcher, moe_a2a_overlap)
+                      moe_imbalance, moe_dispatcher, moe_a2a_overlap, cuda_graphs)
     g, v = group_and_variants(par)
     r = step.evaluate(st, g, v)
     memory = memory_from_result(st, g, r)
@@ -172,6 +175,7 @@ def train_step(spec: ModelSpec, par: Parallelism, precision: TrainingPrecision, 
             "per destination node (deepseek-ai/DeepEP docs/legacy.md)") + (
             "; all-to-all of each micro-batch under another's compute (Megatron-Core "
             "--overlap-moe-expert-parallel-comm)" if moe_a2a_overlap else "")
+    assumptions["kernel launches"] = _launches(st, par)
     if precision.compute_dtype == "fp8":
         assumptions["fp8"] = (f"{fp8_recipe} scaling: linear layers' products in FP8, attention "
                               "and the output layer in bf16, casts as memory streams")
@@ -203,6 +207,27 @@ def check_moe_runtime(dispatcher: str, a2a_overlap: bool, framework: str,
     if par.recompute == "full":
         raise SpecError("moe_a2a_overlap", a2a_overlap, "without full recomputation "
                         "(Megatron-Core refuses the combination)")
+
+
+def _launches(st: step.Setting, par: Parallelism) -> str:
+    """The kernels a micro-batch launches per layer and what each launch costs, in words."""
+    from llmsizer.analysis.layer_costs import layer_kernels
+    from llmsizer.graph import build_graph
+
+    layers = build_graph(st.spec).layers
+    prof = frameworks.profile(st.framework)
+    counts = sorted({layer_kernels(layer, st.spec.is_moe_layer(layer.index) and st.spec.moe
+                                   is not None, par.ep, st.precision.compute_dtype == "fp8",
+                                   prof.expert_gemm == "per-expert", st.moe_dispatcher,
+                                   st.attention != "flash", st.cuda_graphs)
+                     for layer in layers})
+    kinds = " or ".join(f"{f} forward + {b} backward" for f, b in counts)
+    return (f"{kinds} kernels per layer and micro-batch, "
+            f"{st.eff.kernel_overhead_s * 1e6:.3g} µs of launch and tail each"
+            + ("" if st.cuda_graphs == "none" else
+               f" (CUDA graphs: {st.cuda_graphs}; captured kernels cost none)")
+            + ("; one GEMM launched per local expert (Transformer Engine GroupedLinear)"
+               if st.spec.moe is not None and prof.expert_gemm == "per-expert" else ""))
 
 
 def _overlaps(prof: frameworks.Profile, dp_overlap: bool) -> str:

@@ -3,7 +3,7 @@ sources it never saw (leave-one-source-out).
 
 What is fitted is small and physical: per workload, the fraction of the measured matmul and
 attention ceilings (generations.json) that a framework's whole step reaches (and for serving the
-fraction of the STREAM bandwidth, and the per-kernel overhead of a decode step), one set for all
+fraction of the STREAM bandwidth; for both the overhead of one kernel launch), one set for all
 generations, refined per generation where the validation set has at least two source families of
 that generation. Search: golden-section over each fraction in turn (the objective is one-dimensional
 and unimodal along each), minimising the mean over metrics of the mean of min(|log(predicted/
@@ -30,7 +30,8 @@ from llmsizer.validation.runner import Report, Row, run
 # Fractions of the measured ceilings: 1.0 is the microbenchmark itself (a step cannot beat it);
 # below 0.4 a term is missing, not an efficiency.
 BOUNDS = (0.4, 1.0)
-# what each workload's fit may scale; serving also fits its decode kernels' overhead (seconds)
+# what each workload's fit may scale; both also fit the overhead of a kernel launch (seconds:
+# decode steps' kernels, training micro-batches' kernels)
 SCALED = {"training": ("matmul_ceiling", "attention_efficiency"),
           "serving": ("matmul_ceiling", "attention_efficiency", "memory_ceiling")}
 OVERHEAD_BOUNDS = (1e-6, 30e-6)
@@ -120,8 +121,7 @@ def fit_workload(cases: list[Case], workload: str, rounds: int = 2,
     """Fit one workload's fractions on `cases` (all of its kind)."""
     cases = [c for c in cases if c.kind == KIND[workload]]
     names = SCALED[workload]
-    fit = WorkloadFit({n: 1.0 for n in names}, 8e-6 if workload == "serving" else None,
-                      cases=len(cases))
+    fit = WorkloadFit({n: 1.0 for n in names}, 8e-6, cases=len(cases))
 
     def score(subset: list[Case], trial: WorkloadFit) -> float:
         return objective(run(eff_from_table(trial.table(workload)), subset))
@@ -170,6 +170,12 @@ def fit_workload(cases: list[Case], workload: str, rounds: int = 2,
                     f"{workload} {name} × {v:g} ({where}) sits on its bound {BOUNDS}: a term is "
                     + ("missing that makes predictions too slow" if v >= BOUNDS[1] - 1e-9 else
                        "missing that makes predictions too fast"))
+    if fit.overhead_s is not None and not (
+            OVERHEAD_BOUNDS[0] * 1.001 < fit.overhead_s < OVERHEAD_BOUNDS[1] * 0.999):
+        fit.bounds_hit.append(
+            f"{workload} kernel_overhead_s {fit.overhead_s:g} s sits on its bound "
+            f"{OVERHEAD_BOUNDS}: a term is missing that makes predictions too "
+            + ("fast" if fit.overhead_s >= OVERHEAD_BOUNDS[1] * 0.999 else "slow"))
     return fit
 
 

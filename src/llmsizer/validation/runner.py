@@ -99,7 +99,8 @@ def _training_rows(case: Case, eff_for: Callable[[Any, str], Efficiency]) -> lis
                    fp8_recipe=d.get("fp8_recipe") or "delayed",
                    moe_dispatcher=d.get("moe_dispatcher") or "alltoall",
                    moe_a2a_overlap=bool(d.get("moe_a2a_overlap")),
-                   attention_backward=d.get("attention") or "flash")
+                   attention_backward=d.get("attention") or "flash",
+                   cuda_graphs=d.get("cuda_graphs") or "none")
     m, gpus, tokens = d["measured"], d["gpus"], par.global_batch * d["seq"]
     rows = []
     measured_step, how = None, ""
