@@ -237,6 +237,16 @@ def layer_kernels(layer: LayerGraph, moe: bool, ep: int, fp8: bool, per_expert: 
     return fwd, bwd
 
 
+def setting_kernels(st: Setting, layer_index: int, ep: int) -> tuple[int, int]:
+    """`layer_kernels` of one layer of the run `st` at expert-parallel size `ep`."""
+    spec = st.spec
+    return layer_kernels(build_graph(spec).layers[layer_index],
+                         spec.moe is not None and spec.is_moe_layer(layer_index), ep,
+                         st.precision.compute_dtype == "fp8",
+                         frameworks.profile(st.framework).expert_gemm == "per-expert",
+                         st.moe_dispatcher, st.attention != "flash", st.cuda_graphs)
+
+
 @dataclass(frozen=True)
 class LayerCost:
     act_bytes: float  # kept for backward, one micro-batch
@@ -337,9 +347,7 @@ def _layer_time(st: Setting, layer_index: int, tp: int, cp: int, ep: int, mb: in
     # every kernel launched costs its launch and tail beside its work (Efficiency.
     # kernel_overhead_s): what keeps many small kernels (fine-grained experts launched one by
     # one, small models, FP8 casts) from reaching the roofline
-    k_fwd, k_bwd = layer_kernels(layer, moe and spec.moe is not None, ep, dtype == "fp8",
-                                 frameworks.profile(st.framework).expert_gemm == "per-expert",
-                                 st.moe_dispatcher, not flash, st.cuda_graphs)
+    k_fwd, k_bwd = setting_kernels(st, layer_index, ep)
     forward = fwd_mm + fwd_scan + attn + ew + cast_f / bw + k_fwd * eff.kernel_overhead_s
     backward = 2 * (fwd_mm + fwd_scan) + ATTENTION_BACKWARD_FACTOR[st.attention] * attn_bwd + \
         2 * ew + cast_b / bw + k_bwd * eff.kernel_overhead_s

@@ -211,23 +211,17 @@ def check_moe_runtime(dispatcher: str, a2a_overlap: bool, framework: str,
 
 def _launches(st: step.Setting, par: Parallelism) -> str:
     """The kernels a micro-batch launches per layer and what each launch costs, in words."""
-    from llmsizer.analysis.layer_costs import layer_kernels
-    from llmsizer.graph import build_graph
+    from llmsizer.analysis.layer_costs import setting_kernels
 
-    layers = build_graph(st.spec).layers
-    prof = frameworks.profile(st.framework)
-    counts = sorted({layer_kernels(layer, st.spec.is_moe_layer(layer.index) and st.spec.moe
-                                   is not None, par.ep, st.precision.compute_dtype == "fp8",
-                                   prof.expert_gemm == "per-expert", st.moe_dispatcher,
-                                   st.attention != "flash", st.cuda_graphs)
-                     for layer in layers})
+    counts = sorted({setting_kernels(st, i, par.ep) for i in range(st.spec.num_layers)})
     kinds = " or ".join(f"{f} forward + {b} backward" for f, b in counts)
+    per_expert = frameworks.profile(st.framework).expert_gemm == "per-expert"
     return (f"{kinds} kernels per layer and micro-batch, "
             f"{st.eff.kernel_overhead_s * 1e6:.3g} µs of launch and tail each"
             + ("" if st.cuda_graphs == "none" else
                f" (CUDA graphs: {st.cuda_graphs}; captured kernels cost none)")
             + ("; one GEMM launched per local expert (Transformer Engine GroupedLinear)"
-               if st.spec.moe is not None and prof.expert_gemm == "per-expert" else ""))
+               if st.spec.moe is not None and per_expert else ""))
 
 
 def _overlaps(prof: frameworks.Profile, dp_overlap: bool) -> str:
