@@ -357,3 +357,98 @@ def test_launch_overhead_adds_kernels_times_their_cost_to_the_step():
     assert total(per_kernel, "full") == pytest.approx(total(0.0), rel=1e-12)
     with pytest.raises(SpecError, match="cuda_graphs"):
         total(per_kernel, "everything")
+
+
+def test_narrow_heads_run_attention_at_the_measured_head_dim_ratio():
+    # FlashAttention-3 causal forward at 16k on H100: 473 TFLOP/s at head dim 64, 616 at 128,
+    # 642 at 256 (Shah et al. 2024, Fig. 5); FlashAttention-2: 324 vs 370 (non-causal);
+    # FlashAttention-4 on GB300: 1243 vs 1882 (flash-attention PR #2605)
+    from llmsizer.analysis.efficiency import generation_efficiency
+
+    hopper, blackwell = generation_efficiency("hopper"), generation_efficiency("blackwell")
+    assert hopper.head_dim_factor(64) == pytest.approx(473 / 616, abs=2e-3)
+    assert hopper.head_dim_factor(64, fa2=True) == pytest.approx(324 / 370, abs=2e-3)
+    assert blackwell.head_dim_factor(64) == pytest.approx(1243 / 1882, abs=2e-3)
+    for eff in (hopper, blackwell):
+        assert eff.head_dim_factor(128) == 1.0
+        assert eff.head_dim_factor(256) == 1.0  # capped: 256 gains only 4 % over 128
+        assert eff.head_dim_factor(64) < eff.head_dim_factor(96) < 1.0
+    # no dependence where a generation states none
+    assert Efficiency().head_dim_factor(64) == 1.0
+    with pytest.raises(SpecError, match="attention_half_head_dim"):
+        Efficiency(attention_half_head_dim=-1)
+
+
+def test_attention_time_scales_by_the_head_dim_factor():
+    from dataclasses import replace
+
+    from llmsizer.analysis import step
+    from llmsizer.analysis.layer_costs import _layer_time
+
+    acc = get_accelerator("h100")
+    spec = get_model("llama-3.1-8b")
+    # the same attention FLOPs in twice as many heads of half the width
+    narrow = replace(spec, num_heads=64, num_kv_heads=16, head_dim=64)
+    eff = Efficiency.for_accelerator(acc)
+
+    def attention_s(s):
+        st = step.Setting(s, 8192, training_precision("mixed"), optimizer("adam"),
+                          Cluster(acc), eff)
+        return _layer_time(st, 0, 1, 1, 1, 1, False).attention_s
+
+    # forward: FLOPs over the efficiency (the Q/K/V/O bytes are far below the roofline ridge)
+    assert attention_s(narrow) == pytest.approx(attention_s(spec) / eff.head_dim_factor(64),
+                                                rel=1e-9)
+
+
+def test_scatter_gather_splits_pipeline_hand_offs_over_the_tensor_parallel_ranks():
+    # Megatron-LM 2021-22 (Narayanan et al. 2021 sec. 4.1): each TP rank sends 1/t of the
+    # activation across the pipeline, the receiving stage all-gathers it over NVLink
+    from llmsizer.analysis import step
+
+    acc = get_accelerator("a100-sxm-80gb")
+    spec = get_model("llama-2-7b")
+
+    def p2p(framework, sp=False):
+        st = step.Setting(spec, 2048, training_precision("mixed"), optimizer("adam"),
+                          Cluster(acc), Efficiency.for_accelerator(acc), framework=framework)
+        return step._p2p_s(st, 4, 8, 1, 1, 1, sp), st
+
+    whole, st = p2p("megatron")
+    split, _ = p2p("megatron+p2p-scatter-gather")
+    act = 2 * 2048 * spec.hidden_size
+    link = st.topology.link_for(4, 8)
+    assert whole == pytest.approx(2 * comm.p2p_s(act, link))
+    assert split == pytest.approx(2 * (comm.p2p_s(act / 8, link) + comm.all_gather_s(
+        act, 8, st.topology.link_for(8, 1))))
+    assert split < whole
+    # with sequence parallelism the activation is split already: nothing to gather
+    assert p2p("megatron+p2p-scatter-gather", sp=True)[0] == p2p("megatron", sp=True)[0]
+
+
+def test_unfused_elementwise_ops_move_what_the_eager_code_moves():
+    # torchtitan without torch.compile: RMSNorm 9x, rotary 5x, SwiGLU 10/6 of the fused bytes
+    # (layer_costs.EAGER_ELEMENTWISE, counted from torchtitan@9dec370's modules); residual adds
+    # unchanged
+    from llmsizer.analysis import step
+    from llmsizer.analysis.layer_costs import _layer_time
+
+    acc = get_accelerator("h100")
+
+    def elementwise_s(spec, framework):
+        st = step.Setting(spec, 8192, training_precision("mixed"), optimizer("adam"),
+                          Cluster(acc), Efficiency.for_accelerator(acc), framework=framework)
+        return _layer_time(st, 0, 1, 1, 1, 1, False).elementwise_s
+
+    llama = get_model("llama-3.1-8b")  # h 4096, ffn 14336, q 4096, kv 1024, 2 RMSNorms
+    h, ffn, qkv = 4096, 14336, 4096 + 1024
+    fused = 6 * h + 2 * 2 * h + 3 * ffn + 2 * qkv
+    eager = 6 * h + 2 * 2 * h * 9 + 3 * ffn * 10 / 6 + 2 * qkv * 5
+    assert elementwise_s(llama, "torchtitan") == pytest.approx(
+        elementwise_s(llama, "torchtitan+compile") * eager / fused, rel=1e-9)
+    assert elementwise_s(llama, "torchtitan+compile") == elementwise_s(llama, "megatron")
+    assert elementwise_s(llama, "fsdp2") == elementwise_s(llama, "torchtitan")
+    # LayerNorm and a plain activation are one kernel each in eager PyTorch too, and learned
+    # positions have no rotary: OPT moves the same either way
+    opt = get_model("opt-175b")
+    assert elementwise_s(opt, "fsdp2") == elementwise_s(opt, "fsdp2+compile")

@@ -441,6 +441,9 @@ EFFICIENCY_FIELDS: dict[str, Field] = {
     "fp8_matmul_ceiling": _FRACTION, "attention_backward_ratio": _FRACTION,
     "fa2_attention_ratio": _FRACTION,
     "attention_half_seq": Field(("number",), low=0, high=1e9, note="tokens"),
+    "attention_half_head_dim": Field(("number",), low=0, high=1e6, note="head dimensions"),
+    "fa2_attention_half_head_dim": Field(("number",), low=0, high=1e6,
+                                         note="head dimensions"),
     "generation": _STR, "source": _STR, "gpu": _STR, "fitted_on": _STR, "notes": _STR,
 }
 # a fitted table scales a generation's measured factors by these fractions

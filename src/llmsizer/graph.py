@@ -371,22 +371,28 @@ class LayerGraph:
         return None
 
     def elementwise_elements_per_token(self, hidden: int, tp: int, sequence_parallel: bool,
-                                       gated: bool) -> float:
+                                       gated: bool, rotary: bool = True,
+                                       eager_norm: float = 1.0,
+                                       eager_act: float = 1.0, eager_rotary: float = 1.0
+                                       ) -> float:
         """Elements read and written per token by the layer's element-wise kernels on one
         device: each norm reads and writes the residual stream (2·h), the two residual adds read
         two streams and write one (6·h) — split over TP ranks only with sequence parallelism —,
         the FFN activation reads gate and up and writes their product (3 per element; 2 for a
-        plain activation), and rotary embedding reads and writes queries and keys."""
+        plain activation), and rotary embedding (where `rotary`) reads and writes queries and
+        keys. Fused
+        kernels move exactly that; `eager_*` multiply what unfused PyTorch ops move instead
+        (EAGER_ELEMENTWISE in llmsizer.analysis.layer_costs)."""
         rep = tp if sequence_parallel else 1
         stream = 6 * hidden
         split = 0.0
         for op in self.ops:
             if op.kind == "norm" and op.component == "norms.layers":
-                stream += 2 * hidden * op.instances
+                stream += 2 * hidden * op.instances * eager_norm
             elif op.kind == "linear" and op.name == "up_proj":
-                split += (3 if gated else 2) * op.rank_dims(tp)[1] * op.active
-            elif op.kind == "linear" and op.name in ("q_proj", "q_b_proj", "k_proj"):
-                split += 2 * op.rank_dims(tp)[1]
+                split += (3 if gated else 2) * op.rank_dims(tp)[1] * op.active * eager_act
+            elif rotary and op.kind == "linear" and op.name in ("q_proj", "q_b_proj", "k_proj"):
+                split += 2 * op.rank_dims(tp)[1] * eager_rotary
         return stream / rep + split
 
     def routing_elements_per_token(self, hidden: int) -> float:

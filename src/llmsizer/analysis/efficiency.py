@@ -55,6 +55,13 @@ class Efficiency:
     # FlashAttention-2's efficiency over the generation's measured kernel (1: the measurement is
     # FlashAttention-2's, or none other is known), for frameworks that run it (Profile.attention)
     fa2_attention_ratio: float = 1.0
+    # fused attention at head dimension d reaches head_dim_factor(d) of its efficiency at
+    # d = 128, the dimension the sequence sweeps are measured at: d/(d + d0) normalised to 1 at
+    # 128 and capped there (narrow heads do less matrix work per softmax element and per tile
+    # loaded; FlashAttention-3 gains only 4 % from 128 to 256); d0 for the generation's measured
+    # kernel and for FlashAttention-2 (0: no dependence)
+    attention_half_head_dim: float = 0.0
+    fa2_attention_half_head_dim: float = 0.0
     generation: str = ""
     collective_latency_s: float = 5e-6  # per hop of a collective (NVLink; 2x across nodes)
     # launch + tail of one kernel (the gap the GPU spends between kernels, and in eager training
@@ -72,6 +79,9 @@ class Efficiency:
                 raise SpecError(name, v, "a fraction in (0, 1]")
         if not 0 <= self.attention_half_seq < 1e9:
             raise SpecError("attention_half_seq", self.attention_half_seq, "tokens, >= 0")
+        for name in ("attention_half_head_dim", "fa2_attention_half_head_dim"):
+            if not 0 <= getattr(self, name) < 1e6:
+                raise SpecError(name, getattr(self, name), "head dimensions, >= 0")
 
     def matmul_for(self, dtype: str) -> float:
         """The matrix-product ceiling for products run in `dtype`."""
@@ -79,13 +89,26 @@ class Efficiency:
             return self.fp8_matmul_ceiling
         return self.matmul_ceiling
 
-    def attention_at(self, context: float, backward: bool = False) -> float:
-        """Fused attention efficiency at `context` tokens per sequence: short sequences leave
-        the kernel's pipeline half empty (FlashAttention-2/3 sweeps, see generations.json)."""
-        e = self.attention_efficiency
+    def attention_at(self, context: float, backward: bool = False, head_dim: float = 128,
+                     fa2: bool = False) -> float:
+        """Fused attention efficiency at `context` tokens per sequence and `head_dim`: short
+        sequences leave the kernel's pipeline half empty, narrow heads do less matrix work per
+        tile (FlashAttention-2/3/4 sweeps, see generations.json); `fa2`: FlashAttention-2 run
+        where the generation's measurement is of a faster kernel (fa2_attention_ratio)."""
+        e = self.attention_efficiency * self.head_dim_factor(head_dim, fa2)
+        if fa2:
+            e *= self.fa2_attention_ratio
         if self.attention_half_seq > 0:
             e *= context / (context + self.attention_half_seq)
         return e * (self.attention_backward_ratio if backward else 1.0)
+
+    def head_dim_factor(self, head_dim: float, fa2: bool = False) -> float:
+        """Attention efficiency at `head_dim` over that at 128: (d/(d + d0))·((128 + d0)/128),
+        at most 1."""
+        d0 = self.fa2_attention_half_head_dim if fa2 else self.attention_half_head_dim
+        if d0 <= 0:
+            return 1.0
+        return min(1.0, head_dim / (head_dim + d0) * (128 + d0) / 128)
 
     def describe(self) -> dict[str, str]:
         """The factors in words (a new dict each call; built once per set of factors)."""

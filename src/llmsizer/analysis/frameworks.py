@@ -87,6 +87,18 @@ class Profile:
     # transformer_engine/common/gemm/cublaslt_gemm.cpp multi_stream_cublas_gemm), or one grouped
     # kernel for all of them ("grouped": torch._grouped_mm / CUTLASS grouped GEMM)
     expert_gemm: str = "grouped"
+    # pipeline hand-offs without sequence parallelism: each tensor-parallel rank sends its 1/t
+    # share of the (replicated) activation and the receiving stage all-gathers it over NVLink
+    # (Megatron-LM's scatter/gather optimization, Narayanan et al. 2021 sec. 4.1, on by default
+    # from Megatron-LM@72e4230bb5, Feb 2021, in megatron/p2p_communication.py; Megatron-Core's
+    # p2p never had it), or every rank sends the whole tensor (DeepSpeed's pipeline engine,
+    # Megatron-Core)
+    p2p_scatter_gather: bool = False
+    # element-wise ops (norms, rotary, the gated activation) run fused — Transformer Engine's
+    # and Megatron's fused kernels, or torch.compile — or as the unfused PyTorch ops a model's
+    # code writes (layer_costs.EAGER_ELEMENTWISE): torchtitan compiles only with
+    # --training.compile (torchtitan docs), plain FSDP runs the model as written
+    fused_elementwise: bool = True
 
     def buckets(self, params: float, dp: int) -> float:
         """Gradient buckets of `params` parameters at data-parallel size `dp`."""
@@ -127,11 +139,14 @@ PROFILES: dict[str, Profile] = {
     "fsdp2": Profile("fsdp2", True, True, True, False, False, "attention", False, 2,
                      _DDP_ELEMENTS, 0,
                      "PyTorch FSDP2 (fully_shard): per-layer all-gather prefetch and reduce-"
-                     "scatter under backward; DDP bucket_cap_mb 25", per_unit_collectives=True),
+                     "scatter under backward; DDP bucket_cap_mb 25; the model's element-wise "
+                     "ops unfused unless +compile", per_unit_collectives=True,
+                     fused_elementwise=False),
     "fsdp1": Profile("fsdp1", True, True, True, False, False, "attention", False, 2,
                      _DDP_ELEMENTS, 0,
                      "PyTorch FSDP1: BACKWARD_PRE prefetch, forward prefetch implicit, "
-                     "limit_all_gathers", per_unit_collectives=True),
+                     "limit_all_gathers; the model's element-wise ops unfused unless +compile",
+                     per_unit_collectives=True, fused_elementwise=False),
     # torchtitan = FSDP2 (+ TP/PP); async TP is opt-in (torch.compile + symmetric memory); its
     # selective activation checkpointing "op" policy saves the outputs of attention and of every
     # other matmul, so backward re-runs the rest (torchtitan/models/llama3/infra/parallelize.py,
@@ -146,13 +161,14 @@ PROFILES: dict[str, Profile] = {
                           "pipelining stage.py); attention through PyTorch's SDPA, whose CUDA "
                           "backend order puts FlashAttention-2 first and cuDNN last "
                           "(aten/src/ATen/native/transformers/cuda/sdp_utils.cpp, 2024-25)",
-                          pp_unsharded=True, per_unit_collectives=True, attention="fa2"),
+                          pp_unsharded=True, per_unit_collectives=True, attention="fa2",
+                          fused_elementwise=False),
     # llm-foundry trains with Composer's FSDP1 (FULL_SHARD, activation checkpointing options)
     "foundry": Profile("foundry", True, True, True, False, False, "attention", False, 2,
                        _DDP_ELEMENTS, 0,
                        "mosaicml/llm-foundry scripts/train/yamls: Composer FSDP (FULL_SHARD); "
                        "MPT attn_impl 'flash' = the flash-attn 2 package",
-                       per_unit_collectives=True, attention="fa2"),
+                       per_unit_collectives=True, attention="fa2", fused_elementwise=False),
 }
 DEFAULT = "megatron"
 # what a validation case's "framework" may name that has no profile of its own
@@ -164,7 +180,8 @@ ALIASES = {"maxtext": "fsdp2", "other": "megatron", "colossalai": "deepspeed",
 # "deepspeed+overlap-grad-reduce", "nemo-tp-comm-overlap" (a leading "-" turns one off)
 SWITCHES = {"tp-comm-overlap": "tp_comm_overlap", "overlap-grad-reduce": "overlap_grad_reduce",
             "overlap-param-gather": "overlap_param_gather", "overlap-p2p": "overlap_p2p",
-            "prefetch-params": "prefetch_params", "compile-loss": "compiled_loss"}
+            "prefetch-params": "prefetch_params", "compile-loss": "compiled_loss",
+            "p2p-scatter-gather": "p2p_scatter_gather", "compile": "fused_elementwise"}
 
 
 def _split_switches(name: str) -> tuple[str, list[str]]:

@@ -137,6 +137,19 @@ FP8_CAST_BYTES = {"delayed": 4.0, "current": 6.0, "tensorwise": 6.0, "rowwise": 
 FP8_RECIPES = tuple(FP8_CAST_BYTES)
 
 
+# Memory traffic of element-wise ops run as unfused PyTorch ops over what one fused kernel moves
+# (read the input once, write the output once), counted op by op from the eager code:
+# RMSNorm as torchtitan (models/norms.py RMSNorm @ 9dec370) and transformers' LlamaRMSNorm
+# write it — x.float() (2+4 bytes per element), pow (4+4), mean (4), x·rsqrt (4+4),
+# type_as (4+2), ·weight (2+2): 36 bytes against 4 —; LayerNorm is one kernel
+# (torch.nn.functional.layer_norm); rotary as complex products in fp32 (torchtitan
+# apply_rotary_emb: float() 2+4, complex multiply 4+4, type_as 4+2: 20 against 4); the gated
+# activation as silu (2+2) then a product (2+2+2): 10 against 6; a plain activation is one
+# kernel. Backward moves as many again relative to its fused kernels (the step model's 2x).
+EAGER_ELEMENTWISE = {"rmsnorm": 9.0, "layernorm": 1.0, "rotary": 5.0, "gated": 10 / 6,
+                     "act": 1.0}
+
+
 def _fp8_cast_bytes(op: Op, tokens: int, tp: int, ep: int, recipe: str) -> tuple[float, float]:
     """(forward, backward) bytes an FP8 recipe moves to cast one linear op's operands: its
     input in the forward pass, its output gradient in the backward pass. Weights are cast once
@@ -148,12 +161,12 @@ def _fp8_cast_bytes(op: Op, tokens: int, tp: int, ep: int, recipe: str) -> tuple
 
 def _attention_time(op: Op, layer: LayerGraph, mb: int, seq_local: int, cp: int, tp: int,
                     flash: bool, acc: Accelerator, peak: float, e: float,
-                    eff: Efficiency, kernel_ratio: float = 1.0) -> tuple[float, float]:
+                    eff: Efficiency, fa2: bool = False) -> tuple[float, float]:
     """Forward time of the attention core on one device, and the time of the same work at the
     backward kernels' efficiency (the backward's 2.5x FLOPs are applied by the caller). Flash
     kernels skip masked tiles (causal pairs) and reach the generation's measured efficiency at
-    this context length (times `kernel_ratio` for a slower kernel than the one measured);
-    eager computes and stores the full square of scores."""
+    this context length and head dimension (FlashAttention-2's where `fa2` and the measurement
+    is of a faster kernel); eager computes and stores the full square of scores."""
     context = seq_local * cp
     if cp == 1:
         pairs = layer_pairs(layer, seq_local, context, "causal" if flash else "dense")
@@ -165,8 +178,9 @@ def _attention_time(op: Op, layer: LayerGraph, mb: int, seq_local: int, cp: int,
     qkvo = e * mb * seq_local * (heads + kv_heads) * (op.qk_dim + op.v_dim)
     scores = 0 if flash else 4 * e * mb * heads * seq_local * context
     window = min(context, layer.keys_visible or context)
-    fwd_eff, bwd_eff = ((kernel_ratio * eff.attention_at(window),
-                         kernel_ratio * eff.attention_at(window, backward=True))
+    head_dim = (op.qk_dim + op.v_dim) / 2
+    fwd_eff, bwd_eff = ((eff.attention_at(window, False, head_dim, fa2),
+                         eff.attention_at(window, True, head_dim, fa2))
                         if flash else (eff.attention_efficiency,) * 2)
     bw = acc.memory_bandwidth_bytes_s
     return (op_time(flops, qkvo + scores, peak, bw, fwd_eff, eff),
@@ -333,16 +347,20 @@ def _layer_time(st: Setting, layer_index: int, tp: int, cp: int, ep: int, mb: in
             # of a faster kernel
             fa2 = frameworks.profile(st.framework).attention == "fa2"
             attn, attn_bwd = _attention_time(op, layer, mb, seq_local, cp, tp, flash, acc,
-                                             attn_peak, e, eff,
-                                             eff.fa2_attention_ratio if fa2 else 1.0)
+                                             attn_peak, e, eff, fa2)
         elif op.kind in ("scan", "conv"):
             fwd_scan += _stream_time(op, tokens, tp, acc, e, eff)
     # Element-wise work (norms, residual adds, activation, rotary, MoE routing and permutation,
-    # FP8 casts): memory-bound streams.
+    # FP8 casts): memory-bound streams, fused or as unfused PyTorch ops move them.
     h = spec.hidden_size
     bw = acc.memory_bandwidth_bytes_s * eff.memory_ceiling
+    eager = (1.0, 1.0, 1.0) if frameworks.profile(st.framework).fused_elementwise else (
+        EAGER_ELEMENTWISE[spec.norm], EAGER_ELEMENTWISE["gated" if spec.ffn_kind == "gated"
+                                                       else "act"],
+        EAGER_ELEMENTWISE["rotary"])
     elementwise = e * tokens * (layer.elementwise_elements_per_token(
-        h, tp, sp, spec.ffn_kind == "gated") + layer.routing_elements_per_token(h))
+        h, tp, sp, spec.ffn_kind == "gated", spec.position == "rotary", *eager)
+        + layer.routing_elements_per_token(h))
     ew = elementwise / bw
     # every kernel launched costs its launch and tail beside its work (Efficiency.
     # kernel_overhead_s): what keeps many small kernels (fine-grained experts launched one by

@@ -17,9 +17,10 @@ from llmsizer.analysis import comm, frameworks, step
 from llmsizer.analysis.cluster import Cluster
 from llmsizer.analysis.efficiency import Efficiency
 from llmsizer.analysis.flops import StepFlops, training_step_flops
-from llmsizer.analysis.layer_costs import CUDA_GRAPHS, FP8_RECIPES
+from llmsizer.analysis.layer_costs import CUDA_GRAPHS, EAGER_ELEMENTWISE, FP8_RECIPES
 from llmsizer.analysis.memory import TrainingMemory, group_and_variants, memory_from_result
 from llmsizer.errors import SpecError
+from llmsizer.graph import build_graph
 from llmsizer.specs.model import ModelSpec
 from llmsizer.specs.parallel import Parallelism
 from llmsizer.specs.precision import Optimizer, TrainingPrecision
@@ -165,6 +166,21 @@ def train_step(spec: ModelSpec, par: Parallelism, precision: TrainingPrecision, 
         assumptions["attention kernel"] = (
             f"FlashAttention-2 ({prof.name}): {eff.fa2_attention_ratio:.3f} of the generation's "
             "measured kernel (catalog/data/generations.json fa2_attention_ratio)")
+    if not prof.fused_elementwise:
+        assumptions["element-wise ops"] = (
+            f"unfused PyTorch ops ({prof.name}; +compile fuses them): RMSNorm moves "
+            f"{EAGER_ELEMENTWISE['rmsnorm']:g}x, rotary {EAGER_ELEMENTWISE['rotary']:g}x, the "
+            f"gated activation {EAGER_ELEMENTWISE['gated']:.2f}x a fused kernel's bytes "
+            "(layer_costs.EAGER_ELEMENTWISE)")
+    attn_op = next((layer.attention for layer in build_graph(spec).layers if layer.attention),
+                   None)
+    if attn_op is not None and attention_backward == "flash":
+        head_dim = (attn_op.qk_dim + attn_op.v_dim) / 2
+        factor = eff.head_dim_factor(head_dim, prof.attention == "fa2")
+        if factor < 1:
+            assumptions["attention head dimension"] = (
+                f"{head_dim:g}: {factor:.3f} of the kernel's efficiency at 128 "
+                "(catalog/data/generations.json attention_half_head_dim)")
     if spec.moe is not None:
         assumptions["moe"] = ("balanced routing" if moe_imbalance == 1 else
                               f"the busiest expert-parallel rank gets {moe_imbalance:g}× the mean "
