@@ -94,7 +94,8 @@ def add_parser(sub: Any, positive_int: Any) -> None:
     t.add_argument("--framework", default="megatron",
                    help="whose overlaps time the step: megatron, nemo, deepspeed, fsdp2, fsdp1, "
                    "torchtitan or foundry, optionally with switches such as "
-                   "megatron+tp-comm-overlap or deepspeed+overlap-grad-reduce (default: "
+                   "megatron+tp-comm-overlap, deepspeed+overlap-grad-reduce or "
+                   "torchtitan+compile (fused element-wise ops) (default: "
                    "megatron, with --overlap-grad-reduce and --overlap-param-gather on)")
     t.add_argument("--first-stage-layers", type=arg_int(1, 2**20),
                    help="layers on the first pipeline stage (Megatron-LM "

@@ -221,9 +221,9 @@ def layer_kernels(layer: LayerGraph, moe: bool, ep: int, fp8: bool, per_expert: 
     of its input forward and of its output gradient backward; fused attention one kernel forward
     and three backward (FlashAttention's preprocess, main and dQ conversion kernels), unfused
     attention four forward (QK^T, softmax, dropout, AV) and six backward; every other op one
-    each way; KERNELS_PER_LAYER_EXTRA element-wise kernels; and the routing of an MoE layer
-    (ROUTING_KERNELS). Kernels a CUDA graph captures (`graphs`, one of CUDA_GRAPHS) are not
-    counted."""
+    each way (bare parameters such as attention sinks none); KERNELS_PER_LAYER_EXTRA
+    element-wise kernels; and the routing of an MoE layer (ROUTING_KERNELS). Kernels a CUDA
+    graph captures (`graphs`, one of CUDA_GRAPHS) are not counted."""
     if graphs == "full":
         return 0, 0
     scopes = set(graphs.split(","))
@@ -242,6 +242,8 @@ def layer_kernels(layer: LayerGraph, moe: bool, ep: int, fp8: bool, per_expert: 
         elif op.kind == "attention":
             fwd += 4 if eager_attention else 1
             bwd += 6 if eager_attention else 3
+        elif op.kind == "params":
+            continue  # parameters read by another op's kernel (attention sinks): no launch
         else:
             fwd += 1
             bwd += 1
