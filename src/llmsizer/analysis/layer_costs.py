@@ -356,12 +356,11 @@ def _layer_time(st: Setting, layer_index: int, tp: int, cp: int, ep: int, mb: in
     # FP8 casts): memory-bound streams, fused or as unfused PyTorch ops move them.
     h = spec.hidden_size
     bw = acc.memory_bandwidth_bytes_s * eff.memory_ceiling
-    eager = (1.0, 1.0, 1.0) if frameworks.profile(st.framework).fused_elementwise else (
-        EAGER_ELEMENTWISE[spec.norm], EAGER_ELEMENTWISE["gated" if spec.ffn_kind == "gated"
-                                                       else "act"],
-        EAGER_ELEMENTWISE["rotary"])
+    gated = spec.ffn_kind == "gated"
+    eager = (1.0, 1.0, 1.0) if frameworks.profile(st.framework).fused_elementwise else tuple(
+        EAGER_ELEMENTWISE[k] for k in (spec.norm, "gated" if gated else "act", "rotary"))
     elementwise = e * tokens * (layer.elementwise_elements_per_token(
-        h, tp, sp, spec.ffn_kind == "gated", spec.position == "rotary", *eager)
+        h, tp, sp, gated, spec.position == "rotary", *eager)
         + layer.routing_elements_per_token(h))
     ew = elementwise / bw
     # every kernel launched costs its launch and tail beside its work (Efficiency.
