@@ -274,6 +274,12 @@ class Op:
             return tokens * self.flops_per_token
         return 0
 
+    @property
+    def head_dim(self) -> float:
+        """An attention op's head width as its fused kernel sees it: the mean of the query/key
+        and value widths (MLA: 192 and 128)."""
+        return (self.qk_dim + self.v_dim) / 2
+
     def rank_heads(self, tp: int) -> tuple[int, int]:
         """(query heads, K/V heads) of an attention op on one TP rank (K/V replicated when fewer
         than ranks)."""

@@ -178,9 +178,8 @@ def _attention_time(op: Op, layer: LayerGraph, mb: int, seq_local: int, cp: int,
     qkvo = e * mb * seq_local * (heads + kv_heads) * (op.qk_dim + op.v_dim)
     scores = 0 if flash else 4 * e * mb * heads * seq_local * context
     window = min(context, layer.keys_visible or context)
-    head_dim = (op.qk_dim + op.v_dim) / 2
-    fwd_eff, bwd_eff = ((eff.attention_at(window, False, head_dim, fa2),
-                         eff.attention_at(window, True, head_dim, fa2))
+    fwd_eff, bwd_eff = ((eff.attention_at(window, False, op.head_dim, fa2),
+                         eff.attention_at(window, True, op.head_dim, fa2))
                         if flash else (eff.attention_efficiency,) * 2)
     bw = acc.memory_bandwidth_bytes_s
     return (op_time(flops, qkvo + scores, peak, bw, fwd_eff, eff),

@@ -175,11 +175,10 @@ def train_step(spec: ModelSpec, par: Parallelism, precision: TrainingPrecision, 
     attn_op = next((layer.attention for layer in build_graph(spec).layers if layer.attention),
                    None)
     if attn_op is not None and attention_backward == "flash":
-        head_dim = (attn_op.qk_dim + attn_op.v_dim) / 2
-        factor = eff.head_dim_factor(head_dim, prof.attention == "fa2")
+        factor = eff.head_dim_factor(attn_op.head_dim, prof.attention == "fa2")
         if factor < 1:
             assumptions["attention head dimension"] = (
-                f"{head_dim:g}: {factor:.3f} of the kernel's efficiency at 128 "
+                f"{attn_op.head_dim:g}: {factor:.3f} of the kernel's efficiency at 128 "
                 "(catalog/data/generations.json attention_half_head_dim)")
     if spec.moe is not None:
         assumptions["moe"] = ("balanced routing" if moe_imbalance == 1 else
