@@ -303,9 +303,10 @@ def test_a_dense_layer_launches_its_ops_once_forward_and_gemms_twice_backward():
     extra = KERNELS_PER_LAYER_EXTRA
     assert layer_kernels(layer, False, 1, False, True, "alltoall", False) == (
         7 + 1 + 1 + extra, 14 + 3 + 1 + extra)
-    # FP8: one cast per product each way
+    # FP8: one cast per distinct input forward (q/k/v share one, gate/up one: 4 of 7 products)
+    # and one per product's output gradient backward
     assert layer_kernels(layer, False, 1, True, True, "alltoall", False) == (
-        14 + 1 + 1 + extra, 21 + 3 + 1 + extra)
+        7 + 4 + 1 + 1 + extra, 21 + 3 + 1 + extra)
     # unfused attention: QK^T, softmax, dropout, AV forward; six kernels backward
     assert layer_kernels(layer, False, 1, False, True, "alltoall", True) == (
         7 + 4 + 1 + extra, 14 + 6 + 1 + extra)
@@ -452,3 +453,87 @@ def test_unfused_elementwise_ops_move_what_the_eager_code_moves():
     # positions have no rotary: OPT moves the same either way
     opt = get_model("opt-175b")
     assert elementwise_s(opt, "fsdp2") == elementwise_s(opt, "fsdp2+compile")
+
+
+@pytest.mark.parametrize("model,shared", [
+    # Llama: k/v read q's input, up reads gate's; o and down read what came before them
+    ("llama-2-7b", {"k_proj", "v_proj", "up_proj"}),
+    # gpt-oss: the experts' down projection is as wide as up (2880) but reads its output
+    ("gpt-oss-120b", {"k_proj", "v_proj", "up_proj"}),
+    # MLA's down-projections read the same hidden state but not one after the other: not marked
+    ("deepseek-v3", {"up_proj"}),
+])
+def test_products_reading_one_tensor_are_marked_in_the_graph(model, shared):
+    _, layer = _layer(model, -1)
+    assert {op.name for op in layer.ops if op.shares_input} == shared
+
+
+def test_fp8_casts_a_shared_input_once_and_a_gathered_one_on_its_shard():
+    from llmsizer.analysis.layer_costs import FP8_CAST_BYTES, _fp8_cast_bytes
+
+    _, layer = _layer("llama-2-7b")
+    ops = {op.name: op for op in layer.ops}
+    tokens, h, tp = 4096, 4096, 8
+    per = FP8_CAST_BYTES["tensorwise"]
+    # sequence parallel, tensorwise: the column-parallel input is cast on the rank's 1/tp of the
+    # sequence before the all-gather; the output gradient (q's 4096/8 columns) in full
+    f, b = _fp8_cast_bytes(ops["q_proj"], tokens, tp, 1, "tensorwise", True)
+    assert f == pytest.approx(per * tokens * h / tp)
+    assert b == pytest.approx(per * tokens * h / tp)
+    # torchtitan gathers rowwise runs in bf16 and casts the gathered input
+    f, _ = _fp8_cast_bytes(ops["q_proj"], tokens, tp, 1, "rowwise", True)
+    assert f == pytest.approx(FP8_CAST_BYTES["rowwise"] * tokens * h)
+    # k reads q's input: nothing more to cast forward
+    f, _ = _fp8_cast_bytes(ops["k_proj"], tokens, tp, 1, "tensorwise", True)
+    assert f == 0
+    # a row-parallel product's input is the rank's own shard already: no change
+    f, _ = _fp8_cast_bytes(ops["o_proj"], tokens, tp, 1, "tensorwise", True)
+    assert f == pytest.approx(per * tokens * h / tp)
+
+
+@pytest.mark.parametrize("precision,recipe,recompute,expected", [
+    # in all-reduces of the activation: 2 forward (reduce-scatter + all-gather each) and 2
+    # backward; FP8 gathers move 1 byte of 2, so a forward all-reduce's worth costs 3/4
+    ("mixed", "delayed", "selective", (2.0, 2.0)),
+    ("fp8", "tensorwise", "selective", (1.5, 2.0)),
+    ("fp8", "delayed", "full", (3.0, 2.0)),
+    ("fp8", "rowwise", "selective", (2.0, 2.0)),
+])
+def test_fp8_runs_gather_their_cast_inputs_at_one_byte(precision, recipe, recompute, expected):
+    from llmsizer.analysis.layer_costs import tp_passes
+
+    run = _setting(precision, recipe)
+    assert tp_passes(run, 8, True, recompute) == pytest.approx(expected)
+    # without sequence parallelism there is no all-gather of inputs to shrink
+    assert tp_passes(run, 8, False, "none") == pytest.approx((2.0, 2.0))
+
+
+def _setting(precision: str, recipe: str):
+    from llmsizer.analysis import step
+
+    acc = get_accelerator("h100")
+    return step.Setting(get_model("llama-2-7b"), 4096, training_precision(precision),
+                        optimizer("adam"), Cluster(acc), Efficiency.for_accelerator(acc),
+                        fp8_recipe=recipe)
+
+
+def test_async_tp_hides_the_forward_communication_only():
+    # PyTorch's async TP (torchtitan): forward ~29 % faster, step ~8 % (PyTorch dev-discuss,
+    # 2024): the backward's TP communication stays exposed; Transformer Engine's userbuffers
+    # overlap both passes
+    acc = get_accelerator("h100")
+    par = Parallelism(tp=8, sequence_parallel=True, micro_batch=1, grad_accum=4)
+
+    def t(fw):
+        return train_step(get_model("llama-2-70b"), par, training_precision("mixed"),
+                          optimizer("adam"), 4096, Cluster(acc), Efficiency.for_accelerator(acc),
+                          framework=fw).time
+
+    assert not frameworks.profile("torchtitan").tp_overlap_backward
+    assert frameworks.profile("nemo").tp_overlap_backward
+    plain, async_tp = t("torchtitan+compile"), t("torchtitan+compile+tp-comm-overlap")
+    userbuffers = t("megatron+tp-comm-overlap")
+    # selective recomputation: half of it is the forward's (2 all-reduces of 4)
+    assert async_tp.tp_comm_s > plain.tp_comm_total_s / 2
+    assert async_tp.tp_comm_s < plain.tp_comm_s
+    assert userbuffers.tp_comm_s < async_tp.tp_comm_s / 2

@@ -181,6 +181,10 @@ class Op:
     # norm: applied as x̂·(1 + w) in fp32 (Gemma's RMSNorm; see ModelSpec.norm_unit_offset)
     unit_offset: bool = False
     softcap: bool = False  # attention: scores soft-capped by a tanh (Gemma 2)
+    # linear: reads the very tensor the product before it reads (k/v beside q, up beside gate):
+    # one GEMM in Megatron-Core/Transformer Engine (fused QKV, fc1) and one tensor whatever the
+    # code, so what is done to an input once (an FP8 cast) serves both
+    shares_input: bool = False
 
     # --- parameters and their shards ----------------------------------------------------------
 
@@ -226,6 +230,12 @@ class Op:
         return self.in_features, self.out_features
 
     # --- the matrix product on one device -------------------------------------------------------
+
+    @property
+    def column_parallel(self) -> bool:
+        """Whether every TP rank reads this product's whole input (its weight split by output
+        columns): under sequence parallelism that input is all-gathered first."""
+        return bool(self.weights) and self.weights[0].shard == "column"
 
     def rank_dims(self, tp: int) -> tuple[int, int]:
         """(k, n) of this op's product on one TP rank."""
@@ -449,14 +459,14 @@ class ModelGraph:
 
 def _linear(name: str, component: str, in_f: int, out_f: int, bias: bool, shard: Shard,
             syms: str, heads: int | None = None, instances: int = 1, active: int = 1,
-            expert_parallel: bool = False) -> Op:
+            expert_parallel: bool = False, shares_input: bool = False) -> Op:
     weights = [Weight("weight", (out_f, in_f), shard)]
     if bias:
         # A row-parallel layer adds its bias once, after the all-reduce: every rank keeps it whole.
         weights.append(Weight("bias", (out_f,), "replicated" if shard == "row" else shard))
     in_sym, out_sym = syms.split(">")
     return Op(name, "linear", component, tuple(weights), in_f, out_f, instances, active, heads,
-              expert_parallel, in_sym, out_sym)
+              expert_parallel, in_sym, out_sym, shares_input=shares_input)
 
 
 def _norm(name: str, component: str, spec: ModelSpec, instances: int = 1,
@@ -484,9 +494,10 @@ def _ffn(spec: ModelSpec, prefix: str, width: int, f: str, bias: bool, instances
     h = spec.hidden_size
     ops = []
     names = ("gate_proj", "up_proj") if spec.ffn_kind == "gated" else ("up_proj",)
-    for name in names:
+    for i, name in enumerate(names):
         ops.append(_linear(name, f"{prefix}.{name}", h, width, bias, "column", f"h>{f}",
-                           instances=instances, active=active, expert_parallel=expert_parallel))
+                           instances=instances, active=active, expert_parallel=expert_parallel,
+                           shares_input=i > 0))
     ops.append(_linear("down_proj", f"{prefix}.down_proj", width, h, bias, "row", f"{f}>h",
                        instances=instances, active=active, expert_parallel=expert_parallel))
     return ops
@@ -549,9 +560,9 @@ def _attention_ops(spec: ModelSpec) -> list[Op]:
         _linear("q_proj", "attention.q_proj", h, q_out, spec.qkv_bias, "column",
                 "h>2·a·d" if spec.attention_output_gate else "h>a·d", heads=a),
         _linear("k_proj", "attention.k_proj", h, spec.kv_dim, spec.qkv_bias, "column",
-                "h>g·d", heads=spec.kv_heads),
+                "h>g·d", heads=spec.kv_heads, shares_input=True),
         _linear("v_proj", "attention.v_proj", h, spec.kv_dim, spec.qkv_bias, "column",
-                "h>g·d", heads=spec.kv_heads),
+                "h>g·d", heads=spec.kv_heads, shares_input=True),
     ]
     ops += _qk_norms(spec, spec.q_dim, spec.kv_dim)
     if spec.attention_sinks:

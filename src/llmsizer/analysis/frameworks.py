@@ -41,6 +41,7 @@ class Profile:
     # ZeRO-3 / FSDP: gather the next layer's parameters during this layer's compute
     prefetch_params: bool
     # tensor-parallel all-gathers/reduce-scatters pipelined with the linear layers' products
+    # (when on: Transformer Engine's userbuffers, forward and backward, or PyTorch's async TP)
     tp_comm_overlap: bool
     # pipeline send/receive on their own stream (Megatron: automatic with interleaving)
     overlap_p2p: bool
@@ -99,6 +100,14 @@ class Profile:
     # code writes (layer_costs.EAGER_ELEMENTWISE): torchtitan compiles only with
     # --training.compile (torchtitan docs), plain FSDP runs the model as written
     fused_elementwise: bool = True
+    # what TP overlap covers: the backward's communication too (Transformer Engine's
+    # userbuffers overlap the data-gradient GEMMs' all-gathers and reduce-scatters), or the
+    # forward passes' only: PyTorch's async TP (torch.compile's micro-pipeline pass, which
+    # torchtitan's --parallelism.enable_async_tensor_parallel turns on) sped the forward of
+    # Llama 3 8B up ~29 % and the whole step ~8 % (PyTorch dev-discuss "Introducing Async Tensor
+    # Parallelism in PyTorch", 2024), the forward's share of the step; torchtitan's June 2025
+    # tables show 8-9 % in bf16 (benchmarks/asyncTP_llama3_h100_2025-06_torchtitan.md)
+    tp_overlap_backward: bool = True
 
     def buckets(self, params: float, dp: int) -> float:
         """Gradient buckets of `params` parameters at data-parallel size `dp`."""
@@ -141,12 +150,13 @@ PROFILES: dict[str, Profile] = {
                      "PyTorch FSDP2 (fully_shard): per-layer all-gather prefetch and reduce-"
                      "scatter under backward; DDP bucket_cap_mb 25; the model's element-wise "
                      "ops unfused unless +compile", per_unit_collectives=True,
-                     fused_elementwise=False),
+                     fused_elementwise=False, tp_overlap_backward=False),
     "fsdp1": Profile("fsdp1", True, True, True, False, False, "attention", False, 2,
                      _DDP_ELEMENTS, 0,
                      "PyTorch FSDP1: BACKWARD_PRE prefetch, forward prefetch implicit, "
                      "limit_all_gathers; the model's element-wise ops unfused unless +compile",
-                     per_unit_collectives=True, fused_elementwise=False),
+                     per_unit_collectives=True, fused_elementwise=False,
+                     tp_overlap_backward=False),
     # torchtitan = FSDP2 (+ TP/PP); async TP is opt-in (torch.compile + symmetric memory); its
     # selective activation checkpointing "op" policy saves the outputs of attention and of every
     # other matmul, so backward re-runs the rest (torchtitan/models/llama3/infra/parallelize.py,
@@ -162,13 +172,14 @@ PROFILES: dict[str, Profile] = {
                           "backend order puts FlashAttention-2 first and cuDNN last "
                           "(aten/src/ATen/native/transformers/cuda/sdp_utils.cpp, 2024-25)",
                           pp_unsharded=True, per_unit_collectives=True, attention="fa2",
-                          fused_elementwise=False),
+                          fused_elementwise=False, tp_overlap_backward=False),
     # llm-foundry trains with Composer's FSDP1 (FULL_SHARD, activation checkpointing options)
     "foundry": Profile("foundry", True, True, True, False, False, "attention", False, 2,
                        _DDP_ELEMENTS, 0,
                        "mosaicml/llm-foundry scripts/train/yamls: Composer FSDP (FULL_SHARD); "
                        "MPT attn_impl 'flash' = the flash-attn 2 package",
-                       per_unit_collectives=True, attention="fa2", fused_elementwise=False),
+                       per_unit_collectives=True, attention="fa2", fused_elementwise=False,
+                       tp_overlap_backward=False),
 }
 DEFAULT = "megatron"
 # what a validation case's "framework" may name that has no profile of its own

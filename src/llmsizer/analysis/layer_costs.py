@@ -150,13 +150,29 @@ EAGER_ELEMENTWISE = {"rmsnorm": 9.0, "layernorm": 1.0, "rotary": 5.0, "gated": 1
                      "act": 1.0}
 
 
-def _fp8_cast_bytes(op: Op, tokens: int, tp: int, ep: int, recipe: str) -> tuple[float, float]:
+def _fp8_cast_bytes(op: Op, tokens: int, tp: int, ep: int, recipe: str, sp: bool
+                    ) -> tuple[float, float]:
     """(forward, backward) bytes an FP8 recipe moves to cast one linear op's operands: its
     input in the forward pass, its output gradient in the backward pass. Weights are cast once
-    per step (Transformer Engine caches them across micro-batches): see `_weight_cast_bytes`."""
+    per step (Transformer Engine caches them across micro-batches): see `_weight_cast_bytes`.
+    An input the previous product read too (Op.shares_input: k/v beside q, up beside gate) is
+    cast once for all of them; under sequence parallelism a column-parallel product's input is
+    cast on the rank's sequence shard, before the all-gather (`fp8_gathers`)."""
     g = op.rank_gemm(tokens, tp, ep)
     per = FP8_CAST_BYTES[recipe]
-    return per * g.input_elements, per * g.output_elements
+    gathered = op.column_parallel and not op.expert_parallel and fp8_gathers(recipe, tp, sp)
+    shard = tp if gathered else 1
+    return (0.0 if op.shares_input else per * g.input_elements / shard), per * g.output_elements
+
+
+def fp8_gathers(recipe: str, tp: int, sp: bool) -> bool:
+    """Whether a sequence-parallel run all-gathers its column-parallel inputs already cast to
+    FP8 (one byte an element): Transformer Engine casts in the norm kernel and gathers the FP8
+    data, torchtitan's float8 TP (torchao Float8ColwiseParallel/PrepareFloat8ModuleInput) casts
+    the shard before gathering — for tensorwise scaling only: rowwise runs all-gather in bf16
+    and cast after (torchtitan models/llama3/parallelize_llama.py @ 820504e,
+    enable_float8_tensorwise_tp)."""
+    return sp and tp > 1 and recipe != "rowwise"
 
 
 def _attention_time(op: Op, layer: LayerGraph, mb: int, seq_local: int, cp: int, tp: int,
@@ -217,7 +233,8 @@ def layer_kernels(layer: LayerGraph, moe: bool, ep: int, fp8: bool, per_expert: 
     """Kernels one layer launches for one micro-batch, (forward, backward), from its ops: a
     product is one GEMM forward and two backward (data and weight gradients), times the local
     experts where the framework launches one per expert (Profile.expert_gemm), plus an FP8 cast
-    of its input forward and of its output gradient backward; fused attention one kernel forward
+    of its input forward (one for products reading the same input: Op.shares_input) and of
+    its output gradient backward; fused attention one kernel forward
     and three backward (FlashAttention's preprocess, main and dQ conversion kernels), unfused
     attention four forward (QK^T, softmax, dropout, AV) and six backward; every other op one
     each way (bare parameters such as attention sinks none); KERNELS_PER_LAYER_EXTRA
@@ -236,7 +253,7 @@ def layer_kernels(layer: LayerGraph, moe: bool, ep: int, fp8: bool, per_expert: 
         if op.kind in ("linear", "router"):
             n = op.rank_instances(ep) if per_expert and op.expert_parallel else 1
             cast = 1 if fp8 and op.kind == "linear" else 0
-            fwd += n * (1 + cast)
+            fwd += n * (1 + (0 if op.shares_input else cast))
             bwd += n * (2 + cast)
         elif op.kind == "attention":
             fwd += 4 if eager_attention else 1
@@ -341,7 +358,7 @@ def _layer_time(st: Setting, layer_index: int, tp: int, cp: int, ep: int, mb: in
             skew = st.moe_imbalance if op.expert_parallel and ep > 1 else 1.0
             fwd_mm += skew * _linear_time(op, tokens, tp, ep, acc, dtype, e, eff)
             if dtype == "fp8":
-                f, b = _fp8_cast_bytes(op, tokens, tp, ep, st.fp8_recipe)
+                f, b = _fp8_cast_bytes(op, tokens, tp, ep, st.fp8_recipe, sp)
                 cast_f, cast_b = cast_f + f, cast_b + b
         elif op.kind == "attention":
             # FlashAttention-2 where the framework runs it and the generation's measurement is
@@ -468,6 +485,18 @@ def _output_bytes(spec: ModelSpec, mb: int, seq_local: int, convention: str, e: 
                                    compiled_loss=compiled_loss)
 
 
+def tp_passes(st: Setting, tp: int, sp: bool, recompute: str) -> tuple[float, float]:
+    """A layer's tensor-parallel communication of one micro-batch, (forward, backward), in
+    all-reduces of its activations: Megatron-LM's 2 all-reduces forward and 2 backward (with
+    sequence parallelism a reduce-scatter and an all-gather of equal cost each); full
+    recomputation repeats the forward ones. FP8 runs that cast before gathering (fp8_gathers)
+    move the forward all-gathers at one byte an element; reduce-scatters and the backward's
+    gathers of gradients stay in bf16."""
+    fp8 = st.precision.compute_dtype == "fp8" and fp8_gathers(st.fp8_recipe, tp, sp)
+    forward = 2 * (1 + (1 / st.act_bytes if fp8 else 1.0)) / 2
+    return forward * (2 if recompute == "full" else 1), 2.0
+
+
 @lru_cache(maxsize=4096)
 def _micro_batch_costs(st: Setting, tp: int, cp: int, ep: int, micro_batch: int, recompute: str,
                        sp: bool) -> MicroBatchCosts:
@@ -476,10 +505,9 @@ def _micro_batch_costs(st: Setting, tp: int, cp: int, ep: int, micro_batch: int,
              for i in set(layer_representative(spec))}
     e = st.act_bytes
     tokens = micro_batch * (st.seq // cp)
-    # Megatron-LM: 2 all-reduces per layer forward and 2 backward (with sequence parallelism a
-    # reduce-scatter + all-gather of the same cost); full recomputation repeats the forward ones.
-    tp_layer = comm.all_reduce_s(e * tokens * spec.hidden_size, tp, st.topology.link_for(tp, 1),
-                                 st.eff) * (4 + (2 if recompute == "full" else 0))
+    ar = comm.all_reduce_s(e * tokens * spec.hidden_size, tp, st.topology.link_for(tp, 1),
+                           st.eff)
+    tp_layer = ar * sum(tp_passes(st, tp, sp, recompute))
     head_s = _head_s(st, tp, tokens)
     prof = frameworks.profile(st.framework)
     out_act = _output_bytes(spec, micro_batch, st.seq // cp, st.activations, e, tp, sp,

@@ -28,6 +28,7 @@ from llmsizer.analysis.layer_costs import (
     Setting,
     StageCosts,
     stage_costs,
+    tp_passes,
 )
 
 __all__ = ["DEFAULT_FRAMEWORK_OVERHEAD", "Group", "GroupResult", "Setting", "Variants",
@@ -139,6 +140,12 @@ def _sharded(coll: Callable[..., float], nbytes_dense: float, nbytes_expert: flo
     (their smaller group), cut into `pieces` equal messages."""
     return pieces * (coll(nbytes_dense / pieces, n_d, link) + coll(nbytes_expert / pieces, n_e,
                                                                    link))
+
+
+def _forward_share(st: Setting, g: Group) -> float:
+    """The forward passes' share of a layer's tensor-parallel communication."""
+    fwd, bwd = tp_passes(st, g.tp, g.sequence_parallel, g.recompute)
+    return fwd / (fwd + bwd)
 
 
 @lru_cache(maxsize=8192)
@@ -314,9 +321,15 @@ def evaluate(st: Setting, gs: list[Group] | Group, vs: list[Variants] | Variants
     # Tensor/expert/context-parallel communication of one micro-batch: TP's hidden under the
     # linear layers' products where the framework overlaps it, the rest serial.
     tp_mb = per_row(costs.tp_s)
-    tp_exp_mb = frameworks.exposed(tp_mb, per_row(costs.tp_linear_s),
-                                   np.maximum(1, per_row([g.tp for g in gs]))) \
-        if prof.tp_comm_overlap else tp_mb
+    tp_exp_mb = tp_mb
+    if prof.tp_comm_overlap:
+        # what the overlap covers (Profile.tp_overlap_backward): all of it, or the forward
+        # passes' share, hidden behind the same share of the products
+        share = per_row([1.0 if prof.tp_overlap_backward else _forward_share(st, g)
+                         for g in gs])
+        tp_exp_mb = frameworks.exposed(share * tp_mb, share * per_row(costs.tp_linear_s),
+                                       np.maximum(1, per_row([g.tp for g in gs]))) \
+            + (1 - share) * tp_mb
     ep_mb, cp_mb = per_row(costs.ep_s), per_row(costs.cp_s)
     ep_exp_mb = ep_mb
     if st.moe_a2a_overlap:

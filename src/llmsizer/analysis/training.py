@@ -17,7 +17,12 @@ from llmsizer.analysis import comm, frameworks, step
 from llmsizer.analysis.cluster import Cluster
 from llmsizer.analysis.efficiency import Efficiency
 from llmsizer.analysis.flops import StepFlops, training_step_flops
-from llmsizer.analysis.layer_costs import CUDA_GRAPHS, EAGER_ELEMENTWISE, FP8_RECIPES
+from llmsizer.analysis.layer_costs import (
+    CUDA_GRAPHS,
+    EAGER_ELEMENTWISE,
+    FP8_RECIPES,
+    fp8_gathers,
+)
 from llmsizer.analysis.memory import TrainingMemory, group_and_variants, memory_from_result
 from llmsizer.errors import SpecError
 from llmsizer.graph import build_graph
@@ -193,7 +198,12 @@ def train_step(spec: ModelSpec, par: Parallelism, precision: TrainingPrecision, 
     assumptions["kernel launches"] = _launches(st, par)
     if precision.compute_dtype == "fp8":
         assumptions["fp8"] = (f"{fp8_recipe} scaling: linear layers' products in FP8, attention "
-                              "and the output layer in bf16, casts as memory streams")
+                              "and the output layer in bf16, casts as memory streams (one per "
+                              "input q/k/v or gate/up share)" + (
+                                  "; sequence-parallel inputs cast on their shard and "
+                                  "all-gathered in FP8" if fp8_gathers(fp8_recipe, par.tp,
+                                                                       par.sequence_parallel)
+                                  else ""))
     assumptions["inter-node"] = (f"{cluster.nic_bytes_s / 1e9:g} GB/s per GPU per direction "
                                  "(one NIC per GPU; hierarchical collectives)")
     return TrainingResult(spec, par, seq, memory, cluster.accelerator.memory_bytes, step_flops,
@@ -247,6 +257,8 @@ def _overlaps(prof: frameworks.Profile, dp_overlap: bool) -> str:
         ("gradient reduction under backward", prof.overlap_grad_reduce),
         ("parameter gather under the next forward", prof.overlap_param_gather),
         ("ZeRO-3 per-layer prefetch", prof.prefetch_params),
-        ("TP communication under the linear layers", prof.tp_comm_overlap),
+        ("TP communication under the linear layers" + (
+            "" if prof.tp_overlap_backward else " (forward passes only: async TP)"),
+         prof.tp_comm_overlap),
         ("pipeline p2p on its own stream (interleaved)", prof.overlap_p2p)) if on]
     return "overlaps " + ", ".join(parts) if parts else "no overlap"
