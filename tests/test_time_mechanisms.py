@@ -78,16 +78,17 @@ def test_switches_turn_one_overlap_on_or_off():
         frameworks.profile("megatron+warp-drive")
 
 
-def test_tp_overlap_hides_only_what_the_products_cover():
+def _tp8_70b(framework: str):
+    """Llama 2 70B at TP 8 with sequence parallelism on H100s, under `framework`: its time."""
     acc = get_accelerator("h100")
     par = Parallelism(tp=8, sequence_parallel=True, micro_batch=1, grad_accum=4)
+    return train_step(get_model("llama-2-70b"), par, training_precision("mixed"),
+                      optimizer("adam"), 4096, Cluster(acc), Efficiency.for_accelerator(acc),
+                      framework=framework).time
 
-    def t(fw):
-        return train_step(get_model("llama-2-70b"), par, training_precision("mixed"),
-                          optimizer("adam"), 4096, Cluster(acc), Efficiency.for_accelerator(acc),
-                          framework=fw).time
 
-    plain, hidden = t("megatron"), t("megatron+tp-comm-overlap")
+def test_tp_overlap_hides_only_what_the_products_cover():
+    plain, hidden = _tp8_70b("megatron"), _tp8_70b("megatron+tp-comm-overlap")
     assert hidden.tp_comm_total_s == pytest.approx(plain.tp_comm_total_s)
     assert 0 < hidden.tp_comm_s < plain.tp_comm_s == pytest.approx(plain.tp_comm_total_s)
     assert hidden.total_s < plain.total_s
@@ -521,18 +522,11 @@ def test_async_tp_hides_the_forward_communication_only():
     # PyTorch's async TP (torchtitan): forward ~29 % faster, step ~8 % (PyTorch dev-discuss,
     # 2024): the backward's TP communication stays exposed; Transformer Engine's userbuffers
     # overlap both passes
-    acc = get_accelerator("h100")
-    par = Parallelism(tp=8, sequence_parallel=True, micro_batch=1, grad_accum=4)
-
-    def t(fw):
-        return train_step(get_model("llama-2-70b"), par, training_precision("mixed"),
-                          optimizer("adam"), 4096, Cluster(acc), Efficiency.for_accelerator(acc),
-                          framework=fw).time
-
     assert not frameworks.profile("torchtitan").tp_overlap_backward
     assert frameworks.profile("nemo").tp_overlap_backward
-    plain, async_tp = t("torchtitan+compile"), t("torchtitan+compile+tp-comm-overlap")
-    userbuffers = t("megatron+tp-comm-overlap")
+    plain = _tp8_70b("torchtitan+compile")
+    async_tp = _tp8_70b("torchtitan+compile+tp-comm-overlap")
+    userbuffers = _tp8_70b("megatron+tp-comm-overlap")
     # selective recomputation: half of it is the forward's (2 all-reduces of 4)
     assert async_tp.tp_comm_s > plain.tp_comm_total_s / 2
     assert async_tp.tp_comm_s < plain.tp_comm_s

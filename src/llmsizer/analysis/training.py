@@ -198,8 +198,8 @@ def train_step(spec: ModelSpec, par: Parallelism, precision: TrainingPrecision, 
     assumptions["kernel launches"] = _launches(st, par)
     if precision.compute_dtype == "fp8":
         assumptions["fp8"] = (f"{fp8_recipe} scaling: linear layers' products in FP8, attention "
-                              "and the output layer in bf16, casts as memory streams (one per "
-                              "input q/k/v or gate/up share)" + (
+                              "and the output layer in bf16, casts as memory streams (one for "
+                              "the input q/k/v or gate/up share)" + (
                                   "; sequence-parallel inputs cast on their shard and "
                                   "all-gathered in FP8" if fp8_gathers(fp8_recipe, par.tp,
                                                                        par.sequence_parallel)
