@@ -234,9 +234,9 @@ def layer_kernels(layer: LayerGraph, moe: bool, ep: int, fp8: bool, per_expert: 
     product is one GEMM forward and two backward (data and weight gradients), times the local
     experts where the framework launches one per expert (Profile.expert_gemm), plus an FP8 cast
     of its input forward (one for products reading the same input: Op.shares_input) and of
-    its output gradient backward; fused attention one kernel forward
-    and three backward (FlashAttention's preprocess, main and dQ conversion kernels), unfused
-    attention four forward (QK^T, softmax, dropout, AV) and six backward; every other op one
+    its output gradient backward; fused attention one kernel forward and three backward
+    (FlashAttention's preprocess, main and dQ conversion kernels), unfused attention four
+    forward (QK^T, softmax, dropout, AV) and six backward; every other op one
     each way (bare parameters such as attention sinks none); KERNELS_PER_LAYER_EXTRA
     element-wise kernels; and the routing of an MoE layer (ROUTING_KERNELS). Kernels a CUDA
     graph captures (`graphs`, one of CUDA_GRAPHS) are not counted."""
@@ -493,7 +493,8 @@ def tp_passes(st: Setting, tp: int, sp: bool, recompute: str) -> tuple[float, fl
     move the forward all-gathers at one byte an element; reduce-scatters and the backward's
     gathers of gradients stay in bf16."""
     fp8 = st.precision.compute_dtype == "fp8" and fp8_gathers(st.fp8_recipe, tp, sp)
-    forward = 2 * (1 + (1 / st.act_bytes if fp8 else 1.0)) / 2
+    # two forward all-reduces' worth: two reduce-scatters (half each) and two all-gathers
+    forward = 1 + (1 / st.act_bytes if fp8 else 1.0)
     return forward * (2 if recompute == "full" else 1), 2.0
 
 
