@@ -492,6 +492,30 @@ def test_fp8_casts_a_shared_input_once_and_a_gathered_one_on_its_shard():
     assert f == pytest.approx(per * tokens * h / tp)
 
 
+def test_rowwise_scaling_rescales_the_backward_products_outputs_after_them():
+    """torchao's row-wise recipe runs the backward products on cuBLAS's tensorwise kernel with
+    unit scales and multiplies each bf16 output by the scales after (addmm_float8_unwrapped):
+    one read and one write of the input gradient (tokens × in-features) and of the weight
+    gradient (in × out features), on top of casting the output gradient. Row- and column-wise
+    copies each take their own amax pass: 8 bytes an element, 2 more than tensorwise."""
+    from llmsizer.analysis.layer_costs import FP8_CAST_BYTES, _fp8_cast_bytes
+
+    _, layer = _layer("llama-2-7b")
+    ops = {op.name: op for op in layer.ops}
+    tokens, h, tp = 4096, 4096, 8
+    # without sequence parallelism q's input is whole on every rank; its output is h/tp wide
+    _, tensorwise = _fp8_cast_bytes(ops["q_proj"], tokens, tp, 1, "tensorwise", False)
+    assert tensorwise == pytest.approx(6 * tokens * h / tp)
+    _, rowwise = _fp8_cast_bytes(ops["q_proj"], tokens, tp, 1, "rowwise", False)
+    grad_input, grad_weight = tokens * h, h * h / tp
+    assert FP8_CAST_BYTES["rowwise"] == 8.0
+    assert rowwise == pytest.approx(8 * tokens * h / tp + 4 * (grad_input + grad_weight))
+    # the recipes whose products scale inside the GEMM add nothing after it
+    for recipe in ("delayed", "current", "tensorwise", "blockwise", "mxfp8"):
+        _, b = _fp8_cast_bytes(ops["q_proj"], tokens, tp, 1, recipe, False)
+        assert b == pytest.approx(FP8_CAST_BYTES[recipe] * tokens * h / tp)
+
+
 @pytest.mark.parametrize("precision,recipe,recompute,expected", [
     # in all-reduces of the activation: 2 forward (reduce-scatter + all-gather each) and 2
     # backward; FP8 gathers move 1 byte of 2, so a forward all-reduce's worth costs 3/4

@@ -132,9 +132,19 @@ def _linear_time(op: Op, tokens: int, tp: int, ep: int, acc: Accelerator, dtype:
 # the other GEMM that uses it (1) — Transformer Engine and torchao both keep row- and column-wise
 # copies; current scaling first reads the tensor once more for its amax (2); MXFP8 and blockwise
 # scaling compute their scales inside the cast (plus 1 byte per 32 or 128 elements, ignored).
-FP8_CAST_BYTES = {"delayed": 4.0, "current": 6.0, "tensorwise": 6.0, "rowwise": 6.0,
+# Row-wise scaling (torchao's axiswise recipe) needs a scale per row for one copy and per column
+# for the other: the row-wise copy is one pass (read 2, write 1: each row's amax is taken where
+# it is cast), the column-wise one reads the whole tensor for its amaxes first (2, then 2 + 1).
+FP8_CAST_BYTES = {"delayed": 4.0, "current": 6.0, "tensorwise": 6.0, "rowwise": 8.0,
                   "blockwise": 4.0, "mxfp8": 4.0}
 FP8_RECIPES = tuple(FP8_CAST_BYTES)
+# Bytes per element of a backward product's output that a recipe moves after the product:
+# torchao's row-wise recipe runs the backward products (slow accumulation) on cuBLAS's
+# tensorwise kernel with unit scales and multiplies the bf16 output by the row and column scales
+# afterwards (read 2, write 2), because PyTorch's row-wise CUTLASS kernel is slow without fast
+# accumulation (pytorch/ao torchao/float8/float8_ops.py addmm_float8_unwrapped, from PR #1325;
+# one extra kernel per product: pytorch/ao issue #2184)
+FP8_RESCALE_BYTES = {"rowwise": 4.0}
 
 
 # Memory traffic of element-wise ops run as unfused PyTorch ops over what one fused kernel moves
@@ -162,7 +172,11 @@ def _fp8_cast_bytes(op: Op, tokens: int, tp: int, ep: int, recipe: str, sp: bool
     per = FP8_CAST_BYTES[recipe]
     gathered = op.column_parallel and not op.expert_parallel and fp8_gathers(recipe, tp, sp)
     shard = tp if gathered else 1
-    return (0.0 if op.shares_input else per * g.input_elements / shard), per * g.output_elements
+    # products that leave their scaling to a kernel after them (FP8_RESCALE_BYTES): the
+    # backward's input and weight gradients
+    rescale = FP8_RESCALE_BYTES.get(recipe, 0.0) * (g.input_elements + g.weight_elements)
+    return (0.0 if op.shares_input else per * g.input_elements / shard), \
+        per * g.output_elements + rescale
 
 
 def fp8_gathers(recipe: str, tp: int, sp: bool) -> bool:

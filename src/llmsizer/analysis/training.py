@@ -21,6 +21,7 @@ from llmsizer.analysis.layer_costs import (
     CUDA_GRAPHS,
     EAGER_ELEMENTWISE,
     FP8_RECIPES,
+    FP8_RESCALE_BYTES,
     fp8_gathers,
 )
 from llmsizer.analysis.memory import TrainingMemory, group_and_variants, memory_from_result
@@ -203,7 +204,10 @@ def train_step(spec: ModelSpec, par: Parallelism, precision: TrainingPrecision, 
                                   "; sequence-parallel inputs cast on their shard and "
                                   "all-gathered in FP8" if fp8_gathers(fp8_recipe, par.tp,
                                                                        par.sequence_parallel)
-                                  else ""))
+                                  else "") + (
+            "; row-wise scales applied by a kernel after each backward product (torchao: "
+            "cuBLAS tensorwise GEMM, then the scaling)" if fp8_recipe in FP8_RESCALE_BYTES
+            else ""))
     assumptions["inter-node"] = (f"{cluster.nic_bytes_s / 1e9:g} GB/s per GPU per direction "
                                  "(one NIC per GPU; hierarchical collectives)")
     return TrainingResult(spec, par, seq, memory, cluster.accelerator.memory_bytes, step_flops,
