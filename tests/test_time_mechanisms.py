@@ -1,6 +1,8 @@
 """The training time model's mechanisms against hand derivations and their cited sources
 (issue 10): bucketed overlap, NCCL's hierarchical bus bandwidth, FP8 recipes, framework switches."""
 
+import math
+
 import pytest
 
 from llmsizer.analysis import comm, frameworks
@@ -381,6 +383,43 @@ def test_narrow_heads_run_attention_at_the_measured_head_dim_ratio():
         Efficiency(attention_half_head_dim=-1)
 
 
+# pytorch/ao PR #2185: bf16 nn.Linear forward + backward on H100 (torch.compile), Llama-70B shapes
+# (M, K, N) and milliseconds
+_AO_2185_BF16 = [((16384, 8192, 1280), 1.954), ((16384, 1024, 8192), 1.701),
+                 ((16384, 8192, 7168), 9.871), ((16384, 3584, 8192), 5.192)]
+
+
+def test_shallow_products_run_at_the_measured_depth_ratio():
+    """The step model prices a linear's backward as twice its forward, so all three products
+    run at the forward's reduction depth K; with Hopper's depth term their summed times match
+    the measured ratios between the four shapes of pytorch/ao PR #2185 within 6 % (without it,
+    the K = 1024 shape is 10 % off)."""
+    from llmsizer.analysis.efficiency import generation_efficiency
+
+    hopper = generation_efficiency("hopper")
+
+    def model(eff):
+        return [3 * 2 * m * k * n / eff.depth_factor(k) for (m, k, n), _ in _AO_2185_BF16]
+
+    def worst_ratio_error(times):
+        # the throughput that fits best (least squares of the log errors), then the worst row
+        logs = [math.log(ms / t) for t, (_, ms) in zip(times, _AO_2185_BF16, strict=True)]
+        mean = sum(logs) / len(logs)
+        return max(abs(x - mean) for x in logs)
+
+    assert worst_ratio_error(model(hopper)) < 0.065
+    assert worst_ratio_error(model(Efficiency())) > 0.09  # no depth term: K = 1024 misses
+    # the ceiling is reached at the depth it was measured at (MAMF's best H100 shape, K = 13312)
+    # and never exceeded; FP8 products lose twice the elements to the fixed cost
+    assert hopper.depth_factor(13312) == pytest.approx(1.0)
+    assert hopper.depth_factor(65536) == 1.0
+    assert hopper.depth_factor(512) == pytest.approx(512 / 692 * 13492 / 13312)
+    assert hopper.depth_factor(1024, "fp8") == pytest.approx(1024 / 1384 * 14696 / 14336)
+    assert Efficiency().depth_factor(128) == 1.0
+    with pytest.raises(SpecError, match="matmul_half_k"):
+        Efficiency(matmul_half_k=-1)
+
+
 def test_attention_time_scales_by_the_head_dim_factor():
     from dataclasses import replace
 
@@ -555,3 +594,80 @@ def test_async_tp_hides_the_forward_communication_only():
     assert async_tp.tp_comm_s > plain.tp_comm_total_s / 2
     assert async_tp.tp_comm_s < plain.tp_comm_s
     assert userbuffers.tp_comm_s < async_tp.tp_comm_s / 2
+
+
+def _deepspeed_train_schedule(micro_batches: int, stages: int, stage: int):
+    """The instruction stream of one stage under DeepSpeed's TrainSchedule
+    (deepspeed/runtime/pipe/schedule.py): 2·(m + p − 1) steps, forward on even stages at even
+    steps, a send and a receive before each step's compute, one after the other."""
+    def step_to_micro_batch(step):
+        if step % 2 == 0 and stage % 2 == 0:
+            return step // 2 - stage // 2, True
+        if step % 2 == 1 and stage % 2 == 1:
+            return (step - 1) // 2 - stage // 2, True
+        if step % 2 == 0:
+            return step // 2 - stages + (stage + 1) // 2, False
+        return (step - 1) // 2 - stages + 1 + stage // 2, False
+
+    def valid(mb):
+        return 0 <= mb < micro_batches
+
+    ops, prev = [], -1
+    for step in range(2 * (micro_batches + stages - 1)):
+        mb, forward = step_to_micro_batch(step)
+        if forward and stage > 0:
+            if valid(prev):
+                ops.append(("send", stage - 1, ("grad", prev)))
+            if valid(mb):
+                ops.append(("recv", stage - 1, ("act", mb)))
+        elif not forward and stage < stages - 1:
+            if valid(mb):
+                ops.append(("recv", stage + 1, ("grad", mb)))
+            if valid(prev):
+                ops.append(("send", stage + 1, ("act", prev)))
+        if valid(mb):
+            ops.append(("F" if forward else "B",))
+        prev = mb
+    return ops
+
+
+def _blocking_pipeline_makespan(micro_batches, stages, f, b, transfer):
+    """Every send waits for its peer's receive and both take `transfer` (NCCL send/recv)."""
+    ops = [_deepspeed_train_schedule(micro_batches, stages, s) for s in range(stages)]
+    at, clock = [0] * stages, [0.0] * stages
+    moved = True
+    while moved:
+        moved = False
+        for s in range(stages):
+            while at[s] < len(ops[s]):
+                op = ops[s][at[s]]
+                if op[0] in ("F", "B"):
+                    clock[s] += f if op[0] == "F" else b
+                    at[s] += 1
+                    moved = True
+                    continue
+                kind, peer, tag = op
+                other = ops[peer][at[peer]] if at[peer] < len(ops[peer]) else None
+                if (other is None or other[0] not in ("send", "recv") or other[0] == kind
+                        or other[1] != s or other[2] != tag):
+                    break
+                clock[s] = clock[peer] = max(clock[s], clock[peer]) + transfer
+                at[s] += 1
+                at[peer] += 1
+                moved = True
+    assert at == [len(o) for o in ops]  # no deadlock: every instruction ran
+    return max(clock)
+
+
+@pytest.mark.parametrize("micro_batches,stages,transfer", [(240, 35, 0.02), (128, 12, 0.05)])
+def test_deepspeed_pipeline_puts_four_transfers_per_micro_batch_on_the_critical_path(
+        micro_batches, stages, transfer):
+    # MT-NLG's (35 stages, 240 micro-batches) and BLOOM's (12, 128) shapes, the backward with
+    # full recomputation 3x the forward; without transfers the schedule is exactly 1F1B
+    f, b = 1.0, 3.0
+    slots = micro_batches + stages - 1
+    assert _blocking_pipeline_makespan(micro_batches, stages, f, b, 0.0) == slots * (f + b)
+    extra = _blocking_pipeline_makespan(micro_batches, stages, f, b, transfer) - slots * (f + b)
+    assert 3.5 * transfer < extra / slots <= 4 * transfer
+    assert frameworks.profile("deepspeed").p2p_transfers == 4
+    assert frameworks.profile("megatron").p2p_transfers == 2

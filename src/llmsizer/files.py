@@ -444,6 +444,9 @@ EFFICIENCY_FIELDS: dict[str, Field] = {
     "attention_half_head_dim": Field(("number",), low=0, high=1e6, note="head dimensions"),
     "fa2_attention_half_head_dim": Field(("number",), low=0, high=1e6,
                                          note="head dimensions"),
+    "matmul_half_k": Field(("number",), low=0, high=1e9, note="reduction elements"),
+    "matmul_ceiling_k": Field(("number",), low=0, high=1e9, note="reduction elements"),
+    "fp8_matmul_ceiling_k": Field(("number",), low=0, high=1e9, note="reduction elements"),
     "generation": _STR, "source": _STR, "gpu": _STR, "fitted_on": _STR, "notes": _STR,
 }
 # a fitted table scales a generation's measured factors by these fractions

@@ -62,6 +62,14 @@ class Efficiency:
     # kernel and for FlashAttention-2 (0: no dependence)
     attention_half_head_dim: float = 0.0
     fa2_attention_half_head_dim: float = 0.0
+    # A product's output tile carries a fixed cost beside its main loop over the reduction
+    # dimension (filling the operand pipeline, writing the tile): with reduction depth k it
+    # reaches k/(k + k0) of what a deep one does. k0 in elements of a 2-byte type (a 1-byte FP8
+    # product's main-loop step spans twice the elements: 2·k0), and the depth the generation's
+    # ceiling was measured at (the ceiling is reached there; 0: no dependence on depth)
+    matmul_half_k: float = 0.0
+    matmul_ceiling_k: float = 0.0
+    fp8_matmul_ceiling_k: float = 0.0
     generation: str = ""
     collective_latency_s: float = 5e-6  # per hop of a collective (NVLink; 2x across nodes)
     # launch + tail of one kernel (the gap the GPU spends between kernels, and in eager training
@@ -82,12 +90,28 @@ class Efficiency:
         for name in ("attention_half_head_dim", "fa2_attention_half_head_dim"):
             if not 0 <= getattr(self, name) < 1e6:
                 raise SpecError(name, getattr(self, name), "head dimensions, >= 0")
+        for name in ("matmul_half_k", "matmul_ceiling_k", "fp8_matmul_ceiling_k"):
+            if not 0 <= getattr(self, name) < 1e9:
+                raise SpecError(name, getattr(self, name), "reduction elements, >= 0")
 
     def matmul_for(self, dtype: str) -> float:
         """The matrix-product ceiling for products run in `dtype`."""
         if dtype == "fp8" and self.fp8_matmul_ceiling is not None:
             return self.fp8_matmul_ceiling
         return self.matmul_ceiling
+
+    def depth_factor(self, k: float, dtype: str = "bf16") -> float:
+        """A product's efficiency at reduction depth `k` over the ceiling's, measured at depth
+        K: (k/(k + k0))·((K + k0)/K), at most 1 (the ceiling is the best any shape reached);
+        k0 doubles for 1-byte FP8 elements."""
+        if self.matmul_half_k <= 0:
+            return 1.0
+        fp8 = dtype == "fp8"
+        k0 = self.matmul_half_k * (2.0 if fp8 else 1.0)
+        ref = (self.fp8_matmul_ceiling_k if fp8 else 0.0) or self.matmul_ceiling_k
+        if ref <= 0:
+            return k / (k + k0)
+        return min(1.0, k / (k + k0) * (ref + k0) / ref)
 
     def attention_at(self, context: float, backward: bool = False, head_dim: float = 128,
                      fa2: bool = False) -> float:
@@ -125,7 +149,10 @@ class Efficiency:
             "comm_efficiency": f"{self.comm_efficiency:.0%} of intra-node link bandwidth",
             "inter_node_efficiency": f"{self.inter_node_efficiency:.0%} of the network's bandwidth",
             "kernel_overhead": f"{self.kernel_overhead_s * 1e6:g} µs per kernel launched",
-            "tiles": f"{self.tile_m}x{self.tile_n} output tiles, waves over the SMs",
+            "tiles": f"{self.tile_m}x{self.tile_n} output tiles, waves over the SMs" + (
+                f"; a product of reduction depth k at k/(k+{self.matmul_half_k:g}) of a deep one "
+                f"(2x that for FP8), normalised at the ceiling's depth "
+                f"{self.matmul_ceiling_k:g}" if self.matmul_half_k else ""),
             "generation": self.generation or "(none: explicit factors)",
             "efficiency source": self.source,
         }
@@ -260,7 +287,9 @@ def matmul_efficiency(m: int, n: int, eff: Efficiency, acc: Accelerator, batch: 
 
     Skinny products (decode: m = batch) use the smallest tile height that holds m (16 to tile_m,
     as CUTLASS/cuBLAS kernels offer), and when the output tiles cannot fill the SMs the reduction
-    dimension is split across them (split-K, up to k/512 ways) as cuBLAS does.
+    dimension is split across them (split-K, up to k/512 ways) as cuBLAS does. Shallow products
+    (small k, e.g. a tensor-parallel shard's output projection) spend more of each tile on its
+    fixed cost (`Efficiency.depth_factor`).
     """
     tm = min(eff.tile_m, max(16, 1 << max(0, (m - 1).bit_length())))
     tn = eff.tile_n
@@ -275,7 +304,8 @@ def matmul_efficiency(m: int, n: int, eff: Efficiency, acc: Accelerator, batch: 
         wave = tiles / (waves * sms)
     else:
         wave = 1.0
-    return eff.matmul_for(dtype) * padding * wave
+    depth = eff.depth_factor(k, dtype) if k else 1.0
+    return eff.matmul_for(dtype) * padding * wave * depth
 
 
 @cache

@@ -108,6 +108,15 @@ class Profile:
     # Parallelism in PyTorch", 2024), the forward's share of the step; torchtitan's June 2025
     # tables show 8-9 % in bf16 (benchmarks/asyncTP_llama3_h100_2025-06_torchtitan.md)
     tp_overlap_backward: bool = True
+    # pipeline hand-offs on a micro-batch's critical path, in transfers of one activation: 2
+    # when a stage's send and receive run together (Megatron's batched send_forward_recv_backward
+    # and its mirror: one activation and one gradient each way per micro-batch), 4 when each send
+    # and each receive is its own blocking transfer that waits for its peer (DeepSpeed's
+    # PipelineEngine runs TrainSchedule's SendGrad, RecvActivation, RecvGrad and SendActivation
+    # one after another, deepspeed/runtime/pipe/schedule.py and engine.py; a timeline of that
+    # schedule with rendezvous transfers puts 3.7-3.8 of them per micro-batch on the critical
+    # path at MT-NLG's and BLOOM's shapes, tests/test_time_mechanisms.py)
+    p2p_transfers: int = 2
 
     def buckets(self, params: float, dp: int) -> float:
         """Gradient buckets of `params` parameters at data-parallel size `dp`."""
@@ -138,7 +147,9 @@ PROFILES: dict[str, Profile] = {
     "deepspeed": Profile("deepspeed", False, False, True, False, False, "attention", True, 2,
                          DEEPSPEED_REDUCE_BUCKET, 0,
                          "DeepSpeed deepspeed/runtime/zero/config.py: overlap_comm True only for "
-                         "stage 3, reduce_bucket_size 5e8, stage3_prefetch_bucket_size 5e7"),
+                         "stage 3, reduce_bucket_size 5e8, stage3_prefetch_bucket_size 5e7; "
+                         "pipeline sends and receives blocking, one at a time "
+                         "(deepspeed/runtime/pipe/schedule.py TrainSchedule)", p2p_transfers=4),
     # FSDP (1 and 2, and what is built on them): with SHARD_GRAD_OP / reshard_after_forward=False
     # (ZeRO-2) the sharded parameters are all-gathered unit by unit in the next forward, prefetched
     # under the previous unit's compute (pytorch docs notes/fsdp.html "FSDP Prefetch Nuances"), so

@@ -151,8 +151,8 @@ def _forward_share(st: Setting, g: Group) -> float:
 @lru_cache(maxsize=8192)
 def _p2p_s(st: Setting, pp: int, tp: int, cp: int, dp: int, micro_batch: int, sp: bool
            ) -> float:
-    """Pipeline hand-offs of one micro-batch, forward and backward (cached: shared by the
-    recomputation settings of a layout)."""
+    """Pipeline hand-offs of one micro-batch on the critical path, forward and backward
+    (Profile.p2p_transfers; cached: shared by the recomputation settings of a layout)."""
     if pp == 1:
         return 0.0
     act_msg = st.act_bytes * micro_batch * (st.seq // cp) * st.spec.hidden_size
@@ -163,7 +163,7 @@ def _p2p_s(st: Setting, pp: int, tp: int, cp: int, dp: int, micro_batch: int, sp
                       st.topology.link_for(pp, tp * cp * dp))
     if gather:
         send += comm.all_gather_s(act_msg, tp, st.topology.link_for(tp, 1))
-    return 2 * send
+    return frameworks.profile(st.framework).p2p_transfers * send
 
 
 @lru_cache(maxsize=8192)

@@ -265,4 +265,8 @@ def _overlaps(prof: frameworks.Profile, dp_overlap: bool) -> str:
             "" if prof.tp_overlap_backward else " (forward passes only: async TP)"),
          prof.tp_comm_overlap),
         ("pipeline p2p on its own stream (interleaved)", prof.overlap_p2p)) if on]
-    return "overlaps " + ", ".join(parts) if parts else "no overlap"
+    said = "overlaps " + ", ".join(parts) if parts else "no overlap"
+    if prof.p2p_transfers != 2:
+        said += (f"; pipeline sends and receives one at a time, blocking: {prof.p2p_transfers} "
+                 "activation transfers per micro-batch on the critical path")
+    return said
