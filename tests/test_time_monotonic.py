@@ -1,10 +1,13 @@
 """Physics the time model must respect (issue 10): a part with more of everything is never slower.
 
-Efficiency factors belong to a chip *generation*; a SKU gets none of its own. So two SKUs of one
-generation differ only in their datasheet peaks, bandwidths and links, and raising any of those
-can never raise a predicted time. The rankings that per-SKU fits used to produce (H800 faster than
-H100, A800 slower than A100 on compute-bound work, H200 1.19x faster than H100 with the same
-compute) are checked by name, and the general rule over random layouts.
+Efficiency factors belong to a chip *generation*; a SKU gets no fitted factor of its own. So two
+SKUs of one generation differ only in their datasheet peaks, bandwidths and links — and, where a
+SKU's own maximum achievable matmul throughput was measured apart from the generation's reference
+part (catalog `measured_matmul`: GB200, B300, H200's FP8, MI325X), in that measurement — and
+raising any peak or bandwidth can never raise a predicted time. The rankings that per-SKU fits
+used to produce (H800 faster than H100, A800 slower than A100 on compute-bound work, H200 1.19x
+faster than H100 with the same compute) are checked by name, and the general rule over random
+layouts.
 """
 
 from dataclasses import replace
@@ -62,12 +65,35 @@ def test_h200_gains_nothing_on_compute_bound_work():
 
 def test_skus_share_their_generations_factors():
     for a, b in (("h100", "h800-sxm-80gb"), ("h100", "h200"), ("a100-sxm-80gb", "a800-sxm-80gb"),
-                 ("b200", "gb200")):
+                 ("b200", "gb200"), ("b200", "gb300")):
         ea, eb = (Efficiency.for_accelerator(get_accelerator(x)) for x in (a, b))
         assert generation_of(get_accelerator(a)) == generation_of(get_accelerator(b))
-        assert (ea.matmul_ceiling, ea.attention_efficiency, ea.memory_ceiling,
-                ea.comm_efficiency) == (eb.matmul_ceiling, eb.attention_efficiency,
-                                        eb.memory_ceiling, eb.comm_efficiency)
+        assert (ea.attention_efficiency, ea.memory_ceiling, ea.comm_efficiency) == (
+            eb.attention_efficiency, eb.memory_ceiling, eb.comm_efficiency)
+    # no measurement of its own: the generation's matmul ceiling
+    for a, b in (("h100", "h800-sxm-80gb"), ("a100-sxm-80gb", "a800-sxm-80gb"), ("b200", "gb300")):
+        ea, eb = (Efficiency.for_accelerator(get_accelerator(x)) for x in (a, b))
+        assert (ea.matmul_ceiling, ea.fp8_matmul_ceiling) == (eb.matmul_ceiling,
+                                                              eb.fp8_matmul_ceiling)
+
+
+def test_a_sku_measured_apart_runs_at_its_own_measured_matmul_throughput():
+    # MAMF (stas00/ml-engineering compute/accelerator/README.md): B200 1745.0 of 2250 dense
+    # bf16 TFLOP/s, GB200 1822.0 of 2500; the fitted fraction of a whole step is the generation's
+    from llmsizer.analysis.efficiency import generation_efficiency
+
+    b200, gb200 = get_accelerator("b200"), get_accelerator("gb200")
+    eb, eg = Efficiency.for_accelerator(b200), Efficiency.for_accelerator(gb200)
+    blackwell = generation_efficiency("blackwell")
+    scale = eb.matmul_ceiling / blackwell.matmul_ceiling
+    assert blackwell.matmul_ceiling * 2250 == pytest.approx(1745.0, abs=1.5)
+    assert eg.matmul_ceiling == pytest.approx(scale * 1822.0 / 2500)
+    assert eg.fp8_matmul_ceiling == pytest.approx(scale * 3615.6 / 5000)
+    # GB200's measured matmul throughput is below its datasheet's 1.11x over B200, above B200's
+    assert eb.matmul_ceiling * 2250 < eg.matmul_ceiling * 2500 < 1.11 * eb.matmul_ceiling * 2250
+    # so GB200 still never trains slower than B200
+    for model, par in LAYOUTS:
+        assert step_s(model, "gb200", par) <= step_s(model, "b200", par)
 
 
 def _faster(acc, what: str, factor: float):

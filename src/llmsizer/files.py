@@ -429,6 +429,13 @@ GPU_FIELDS: dict[str, Field] = {
     "power_limit_w": _pos(100_000, nullable=True),
     # GPUs one NVLink domain connects (8 in an HGX/DGX node, 72 in a GB200 NVL72 rack)
     "nvlink_domain": _int(1, 100_000, nullable=True),
+    # this SKU's own maximum achievable matmul throughput where it was measured apart from its
+    # generation's reference part (MAMF, dense TFLOP/s, and the reduction depth of the best
+    # shape): it replaces the generation's measured ceiling for this SKU
+    "measured_matmul": Field(("object",), nullable=True, fields={
+        d: Field(("object",), fields={"tflops": _pos(1e6, required=True),
+                                      "depth": _pos(1e9, nullable=True)})
+        for d in ("bf16", "fp8")}),
     "sources": Field(("object",), values=_STR),
 }
 

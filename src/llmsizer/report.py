@@ -330,6 +330,11 @@ def accelerator_explain(acc: Accelerator) -> str:
                      f"({acc.power_limit_w:g}/{acc.tdp_w:g})^(1/3) = {acc.clock_ratio:.3f} of "
                      "the rated clock (P ∝ C·V²·f, V rising with f; the peaks above stay as "
                      f"stated, for MFU)   [{acc.sources.get('power', '')}]")
+    for dtype, m in (acc.extras.get("measured_matmul") or {}).items():
+        depth = f", best shape reducing over {m['depth']:g}" if m.get("depth") else ""
+        lines.append(f"  measured matmul {dtype}: {m['tflops']:g} TFLOP/s{depth} (replaces the "
+                     f"generation's measured ceiling for this part)   "
+                     f"[{acc.sources.get('measured_matmul', '')}]")
     lines.append(f"  memory {format_bytes(acc.memory_bytes)} (datasheet: {acc.memory_stated})"
                  f"   [{acc.sources.get('memory', '')}]")
     lines.append(f"  memory bandwidth {acc.memory_bandwidth_bytes_s / 1e9:,.0f} GB/s"

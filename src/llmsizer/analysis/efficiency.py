@@ -178,8 +178,7 @@ class Efficiency:
         # a fitted table's scales replace the packaged ones (they multiply the generation's
         # measured values, never each other); what the file leaves out stays packaged
         merged = _merge(_packaged_table(), data)
-        return apply_table(generation_efficiency(generation_of(acc)), merged, acc, workload,
-                           str(calibration))
+        return apply_table(measured_efficiency(acc), merged, acc, workload, str(calibration))
 
     @classmethod
     def from_dict(cls, data: dict[str, object], origin: str) -> Efficiency:
@@ -229,6 +228,27 @@ def generation_efficiency(generation: str) -> Efficiency:
         "generation": generation}, f"catalog/data/generations.json ({generation})")
 
 
+def measured_efficiency(acc: Accelerator | None) -> Efficiency:
+    """The generation's measured factors, with the matrix-product ceilings of `acc` itself
+    where the catalog has them measured (`measured_matmul`: a part of the generation whose
+    clocks under load differ from the reference part's, e.g. GB200 against B200), unscaled."""
+    base = generation_efficiency(generation_of(acc))
+    own = (acc.extras.get("measured_matmul") if acc is not None else None) or {}
+    values: dict[str, float] = {}
+    for dtype, ceiling, depth in (("bf16", "matmul_ceiling", "matmul_ceiling_k"),
+                                  ("fp8", "fp8_matmul_ceiling", "fp8_matmul_ceiling_k")):
+        m = own.get(dtype)
+        if not m or dtype not in acc.peak_flops:  # type: ignore[union-attr]
+            continue
+        values[ceiling] = min(1.0, m["tflops"] * 1e12 / acc.peak(dtype))  # type: ignore[union-attr]
+        if m.get("depth"):
+            values[depth] = float(m["depth"])
+    if not values:
+        return base
+    return replace(base, **values, source=base.source + f"; {acc.name}'s own measured matmul "
+                   "ceilings (catalog/data/accelerators.json measured_matmul)")  # type: ignore[union-attr]
+
+
 def nic_bytes_s(acc: Accelerator | None) -> float:
     """The generation's usual network bandwidth per GPU and direction (one NIC per GPU)."""
     return float(generation_table()[generation_of(acc)]["nic_gbps"]) * 1e9 / 8
@@ -237,8 +257,8 @@ def nic_bytes_s(acc: Accelerator | None) -> float:
 @cache
 def _packaged_efficiency(acc: Accelerator | None, workload: str) -> Efficiency:
     """The generation's measured factors scaled by the packaged fit of `workload`."""
-    return apply_table(generation_efficiency(generation_of(acc)), _packaged_table(), acc,
-                       workload, "catalog/data/efficiency.json")
+    return apply_table(measured_efficiency(acc), _packaged_table(), acc, workload,
+                       "catalog/data/efficiency.json")
 
 
 def apply_table(base: Efficiency, data: dict[str, Any], acc: Accelerator | None, workload: str,

@@ -218,7 +218,8 @@ def accelerator_from_dict(raw: dict[str, Any], origin: str = "catalog") -> Accel
             notes=str(raw.get("notes", "")),
             extras={k: v for k, v in raw.items() if k in ("architecture", "form_factor",
                                                            "memory_note", "pcie", "memory_type",
-                                                           "nvlink_domain")},
+                                                           "nvlink_domain",
+                                                           "measured_matmul")},
         )
     except (TypeError, ValueError) as e:
         if isinstance(e, LlmsizerError):

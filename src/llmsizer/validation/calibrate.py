@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from llmsizer.analysis.efficiency import Efficiency, apply_table, generation_efficiency, generation_of
+from llmsizer.analysis.efficiency import Efficiency, apply_table, generation_of, measured_efficiency
 from llmsizer.validation.cases import Case, load_cases
 from llmsizer.validation.runner import Report, Row, run
 
@@ -65,8 +65,7 @@ def generation_of_case(case: Case) -> str:
 def eff_from_table(table: dict[str, Any]) -> Callable[[Any, str], Efficiency]:
     """What the runner asks: the factors of (accelerator, workload) under a fitted table."""
     def eff_for(acc: Any, workload: str) -> Efficiency:
-        base = generation_efficiency(generation_of(acc))
-        return apply_table(base, table, acc, workload, "fit")
+        return apply_table(measured_efficiency(acc), table, acc, workload, "fit")
     return eff_for
 
 
