@@ -233,20 +233,23 @@ def measured_efficiency(acc: Accelerator | None) -> Efficiency:
     where the catalog has them measured (`measured_matmul`: a part of the generation whose
     clocks under load differ from the reference part's, e.g. GB200 against B200), unscaled."""
     base = generation_efficiency(generation_of(acc))
-    own = (acc.extras.get("measured_matmul") if acc is not None else None) or {}
-    values: dict[str, float] = {}
+    own = acc.extras.get("measured_matmul") if acc is not None else None
+    if acc is None or not own:
+        return base
+    values: dict[str, Any] = {}
     for dtype, ceiling, depth in (("bf16", "matmul_ceiling", "matmul_ceiling_k"),
                                   ("fp8", "fp8_matmul_ceiling", "fp8_matmul_ceiling_k")):
         m = own.get(dtype)
-        if not m or dtype not in acc.peak_flops:  # type: ignore[union-attr]
+        if not m or dtype not in acc.peak_flops:
             continue
-        values[ceiling] = min(1.0, m["tflops"] * 1e12 / acc.peak(dtype))  # type: ignore[union-attr]
+        values[ceiling] = min(1.0, m["tflops"] * 1e12 / acc.peak(dtype))
         if m.get("depth"):
             values[depth] = float(m["depth"])
     if not values:
         return base
-    return replace(base, **values, source=base.source + f"; {acc.name}'s own measured matmul "
-                   "ceilings (catalog/data/accelerators.json measured_matmul)")  # type: ignore[union-attr]
+    values["source"] = (base.source + f"; {acc.name}'s own measured matmul ceilings "
+                        "(catalog/data/accelerators.json measured_matmul)")
+    return replace(base, **values)
 
 
 def nic_bytes_s(acc: Accelerator | None) -> float:
