@@ -572,6 +572,29 @@ def test_fp8_runs_gather_their_cast_inputs_at_one_byte(precision, recipe, recomp
     assert tp_passes(run, 8, False, "none") == pytest.approx((2.0, 2.0))
 
 
+@pytest.mark.parametrize("precision,recipe,expected", [
+    # the forward's two all-gathers (one all-reduce's worth) run again in the recomputation
+    ("mixed", "delayed", (3.0, 2.0)),
+    # tensorwise FP8 gathers at one byte: half of that
+    ("fp8", "tensorwise", (2.0, 2.0)),
+])
+def test_torchtitan_per_op_recomputation_gathers_again(precision, recipe, expected):
+    # torchtitan's per-op policy saves reduce_scatter_tensor outputs but not all-gather ones
+    # (models/llama3/parallelize_llama.py _save_list @ 820504e), so they are recomputed
+    from dataclasses import replace
+
+    from llmsizer.analysis.layer_costs import tp_passes
+
+    run = replace(_setting(precision, recipe), framework="torchtitan+compile")
+    assert tp_passes(run, 8, True, "selective") == pytest.approx(expected)
+    # Megatron's selective recomputation (the attention core) gathers nothing again
+    assert tp_passes(_setting(precision, recipe), 8, True, "selective")[0] == pytest.approx(
+        expected[0] - (1.0 if precision == "mixed" else 0.5))
+    # full recomputation repeats the whole forward either way
+    assert tp_passes(run, 8, True, "full")[0] == pytest.approx(
+        2 * tp_passes(_setting(precision, recipe), 8, True, "selective")[0])
+
+
 def _setting(precision: str, recipe: str):
     from llmsizer.analysis import step
 

@@ -503,13 +503,20 @@ def tp_passes(st: Setting, tp: int, sp: bool, recompute: str) -> tuple[float, fl
     """A layer's tensor-parallel communication of one micro-batch, (forward, backward), in
     all-reduces of its activations: Megatron-LM's 2 all-reduces forward and 2 backward (with
     sequence parallelism a reduce-scatter and an all-gather of equal cost each); full
-    recomputation repeats the forward ones. FP8 runs that cast before gathering (fp8_gathers)
-    move the forward all-gathers at one byte an element; reduce-scatters and the backward's
-    gathers of gradients stay in bf16."""
+    recomputation repeats the forward ones, and torchtitan's per-op selective policy the
+    forward's all-gathers (its save list keeps reduce-scatter outputs, not all-gather ones:
+    torchtitan models/llama3/parallelize_llama.py _save_list @ 820504e). FP8 runs that cast
+    before gathering (fp8_gathers) move the forward all-gathers at one byte an element;
+    reduce-scatters and the backward's gathers of gradients stay in bf16."""
     fp8 = st.precision.compute_dtype == "fp8" and fp8_gathers(st.fp8_recipe, tp, sp)
     # two forward all-reduces' worth: two reduce-scatters (half each) and two all-gathers
-    forward = 1 + (1 / st.act_bytes if fp8 else 1.0)
-    return forward * (2 if recompute == "full" else 1), 2.0
+    gathers = 1 / st.act_bytes if fp8 else 1.0
+    forward = 1 + gathers
+    if recompute == "full":
+        return 2 * forward, 2.0
+    if sp and frameworks.saving_recompute(st.framework, recompute) == "selective-op":
+        return forward + gathers, 2.0
+    return forward, 2.0
 
 
 @lru_cache(maxsize=4096)

@@ -197,6 +197,12 @@ def train_step(spec: ModelSpec, par: Parallelism, precision: TrainingPrecision, 
             "; all-to-all of each micro-batch under another's compute (Megatron-Core "
             "--overlap-moe-expert-parallel-comm)" if moe_a2a_overlap else "")
     assumptions["kernel launches"] = _launches(st, par)
+    if (par.tp > 1 and par.sequence_parallel
+            and frameworks.saving_recompute(prof.name, par.recompute) == "selective-op"):
+        assumptions["recomputation"] = (
+            "per-op selective: every other product and the element-wise ops rebuilt, and the "
+            "forward's tensor-parallel all-gathers run again (torchtitan saves reduce-scatter "
+            "outputs, not all-gather ones)")
     if precision.compute_dtype == "fp8":
         assumptions["fp8"] = (f"{fp8_recipe} scaling: linear layers' products in FP8, attention "
                               "and the output layer in bf16, casts as memory streams (one for "
