@@ -499,13 +499,20 @@ def _output_bytes(spec: ModelSpec, mb: int, seq_local: int, convention: str, e: 
                                    compiled_loss=compiled_loss)
 
 
+def recomputes_gathers(framework: str, tp: int, sp: bool, recompute: str) -> bool:
+    """Whether the backward re-runs the forward's tensor-parallel all-gathers: torchtitan's
+    per-op selective policy saves reduce-scatter outputs but not all-gather ones (torchtitan
+    models/llama3/parallelize_llama.py _save_list @ 820504e)."""
+    return (tp > 1 and sp
+            and frameworks.saving_recompute(framework, recompute) == "selective-op")
+
+
 def tp_passes(st: Setting, tp: int, sp: bool, recompute: str) -> tuple[float, float]:
     """A layer's tensor-parallel communication of one micro-batch, (forward, backward), in
     all-reduces of its activations: Megatron-LM's 2 all-reduces forward and 2 backward (with
     sequence parallelism a reduce-scatter and an all-gather of equal cost each); full
     recomputation repeats the forward ones, and torchtitan's per-op selective policy the
-    forward's all-gathers (its save list keeps reduce-scatter outputs, not all-gather ones:
-    torchtitan models/llama3/parallelize_llama.py _save_list @ 820504e). FP8 runs that cast
+    forward's all-gathers (`recomputes_gathers`). FP8 runs that cast
     before gathering (fp8_gathers) move the forward all-gathers at one byte an element;
     reduce-scatters and the backward's gathers of gradients stay in bf16."""
     fp8 = st.precision.compute_dtype == "fp8" and fp8_gathers(st.fp8_recipe, tp, sp)
@@ -514,7 +521,7 @@ def tp_passes(st: Setting, tp: int, sp: bool, recompute: str) -> tuple[float, fl
     forward = 1 + gathers
     if recompute == "full":
         return 2 * forward, 2.0
-    if sp and frameworks.saving_recompute(st.framework, recompute) == "selective-op":
+    if recomputes_gathers(st.framework, tp, sp, recompute):
         return forward + gathers, 2.0
     return forward, 2.0
 

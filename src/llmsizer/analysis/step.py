@@ -156,14 +156,15 @@ def _p2p_s(st: Setting, pp: int, tp: int, cp: int, dp: int, micro_batch: int, sp
     if pp == 1:
         return 0.0
     act_msg = st.act_bytes * micro_batch * (st.seq // cp) * st.spec.hidden_size
+    prof = frameworks.profile(st.framework)
     # scatter/gather: each rank sends its share of the replicated activation and the receiving
     # stage all-gathers the whole over its TP group
-    gather = not sp and frameworks.profile(st.framework).p2p_scatter_gather
+    gather = not sp and prof.p2p_scatter_gather
     send = comm.p2p_s(act_msg / (tp if sp or gather else 1),
                       st.topology.link_for(pp, tp * cp * dp))
     if gather:
         send += comm.all_gather_s(act_msg, tp, st.topology.link_for(tp, 1))
-    return frameworks.profile(st.framework).p2p_transfers * send
+    return prof.p2p_transfers * send
 
 
 @lru_cache(maxsize=8192)

@@ -23,6 +23,7 @@ from llmsizer.analysis.layer_costs import (
     FP8_RECIPES,
     FP8_RESCALE_BYTES,
     fp8_gathers,
+    recomputes_gathers,
 )
 from llmsizer.analysis.memory import TrainingMemory, group_and_variants, memory_from_result
 from llmsizer.errors import SpecError
@@ -197,8 +198,7 @@ def train_step(spec: ModelSpec, par: Parallelism, precision: TrainingPrecision, 
             "; all-to-all of each micro-batch under another's compute (Megatron-Core "
             "--overlap-moe-expert-parallel-comm)" if moe_a2a_overlap else "")
     assumptions["kernel launches"] = _launches(st, par)
-    if (par.tp > 1 and par.sequence_parallel
-            and frameworks.saving_recompute(prof.name, par.recompute) == "selective-op"):
+    if recomputes_gathers(prof.name, par.tp, par.sequence_parallel, par.recompute):
         assumptions["recomputation"] = (
             "per-op selective: every other product and the element-wise ops rebuilt, and the "
             "forward's tensor-parallel all-gathers run again (torchtitan saves reduce-scatter "
