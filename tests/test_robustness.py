@@ -76,6 +76,10 @@ def test_an_oversized_file_is_refused_before_it_is_read(tmp_path, capsys):
     ({"memory": {"value": 80, "unit": "gigs"}}, "one of GB, GiB, TB, TiB"),
     ({"peak_tflop": {}}, "unknown field 'peak_tflop' (did you mean 'peak_tflops'?)"),
     ({"sm_count": True}, "field 'sm_count' must be a positive integer"),
+    ({"measured_matmul": {"bf16": {"tflops": -3}}},
+     "field 'measured_matmul.bf16.tflops' = -3 must be a positive number"),
+    ({"measured_matmul": {"bf16": {"depth": 2048}}}, "measured_matmul.bf16.tflops"),
+    ({"measured_matmul": {"fp4": {"tflops": 10}}}, "unknown field 'measured_matmul.fp4'"),
 ])
 def test_gpu_files_follow_their_schema(tmp_path, capsys, change, expect):
     gpu = {"name": "my-gpu", "peak_tflops": {"bf16": 500}, "memory": {"value": 80, "unit": "GB"},
@@ -106,6 +110,8 @@ def test_every_packaged_accelerator_is_a_valid_gpu_file(tmp_path, capsys):
     ({"matmul_ceiling": 1.5}, "field 'matmul_ceiling' = 1.5"),
     ({"serving": {"default": {"tile_n": True}}}, "field 'serving.default.tile_n'"),
     ({"matmul": 0.5}, "unknown field 'matmul'"),
+    ({"matmul_half_k": -5}, "field 'matmul_half_k' = -5 must be a finite number in [0, 1e+09]"),
+    ({"fp8_matmul_ceiling_k": "x"}, "field 'fp8_matmul_ceiling_k' must be a finite number"),
 ])
 def test_calibration_files_follow_their_schema(tmp_path, capsys, calibration, expect):
     path = tmp_path / "cal.json"
