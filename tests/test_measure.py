@@ -30,6 +30,8 @@ RUN = ["--micro-batch", "2", "--seq", "256", "--nproc", "2", "--device", "cpu", 
 # Below this share of its core a worker was timed while other programs ran on it: the timing
 # measures their load, not the device (see llmsizer.measure.runtime.cpu_share).
 QUIET_SHARE = 0.8
+# Closed loops per run and timed steps per loop (a step takes ~0.15 s here; a loop ~10 s).
+LOOPS, STEPS = 5, 10
 
 
 def _cli(*args: str) -> dict:
@@ -47,18 +49,18 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> dict:
     cfg.write_text(json.dumps(TINY))
     cal, dev = d / "cal.json", d / "device.json"
     kernels = _cli("kernels", "--model", str(cfg), "-o", str(cal), "--gpu-out", str(dev), *RUN)
-    train = _cli("train", str(cfg), "--gpu", str(dev), "--calibration", str(cal), "--steps", "5",
-                 *RUN)
-    # Two more independent closed loops (kernels measured anew, step measured anew): on a small
+    train = _cli("train", str(cfg), "--gpu", str(dev), "--calibration", str(cal), "--steps",
+                 str(STEPS), *RUN)
+    # More independent closed loops (kernels measured anew, step measured anew): on a small
     # shared machine one loop's error swings by ±20 % with the neighbours' load, so the accuracy
-    # target is judged on the median of three loops' errors, as a measurement would be repeated.
+    # target is judged on the median of LOOPS loops' errors, as a measurement would be repeated.
     errors = [train["relative_error"]]
-    for k in range(2):
+    for k in range(LOOPS - 1):
         cal_k, dev_k = d / f"cal{k}.json", d / f"device{k}.json"
         _cli("kernels", "--model", str(cfg), "-o", str(cal_k), "--gpu-out", str(dev_k), *RUN)
         errors.append(_cli("train", str(cfg), "--gpu", str(dev_k), "--calibration", str(cal_k),
-                           "--steps", "5", *RUN)["relative_error"])
-    median = {key: sorted(e[key] for e in errors)[1] for key in errors[0]}
+                           "--steps", str(STEPS), *RUN)["relative_error"])
+    median = {key: sorted(e[key] for e in errors)[LOOPS // 2] for key in errors[0]}
     return {"kernels": kernels, "train": train, "cal": cal, "dev": dev, "cfg": cfg,
             "median_error": median, "errors": errors}
 
@@ -103,7 +105,7 @@ def test_train_json_contract(loop: dict) -> None:
     assert {"step_time_s", "peak_memory_bytes"} <= set(t["relative_error"])
     m, p = t["measured"]["step_time_s"], t["predicted"]["step_time_s"]
     assert t["relative_error"]["step_time_s"] == pytest.approx((p - m) / m)
-    assert len(t["measured"]["step_times_s"]) == 5
+    assert len(t["measured"]["step_times_s"]) == STEPS
 
 
 def test_activation_bytes_match_what_torch_saves_for_backward(loop: dict) -> None:
@@ -113,11 +115,13 @@ def test_activation_bytes_match_what_torch_saves_for_backward(loop: dict) -> Non
 
 
 def _repeatable(loop: dict, key: str) -> None:
-    """Skip when the three loops disagree by more than the tolerance itself: such a machine
-    cannot tell a 20 % error from its own noise (the numbers are in the skip message)."""
+    """Skip when the loops disagree by more than the tolerance itself: such a machine
+    cannot tell a 20 % error from its own noise (the numbers are in the skip message). The
+    fastest and slowest loop are left out of the spread, as they are of the median."""
     errors = [e[key] for e in loop["errors"]]
-    if max(errors) - min(errors) > 0.20:
-        pytest.skip(f"{key}: three closed loops disagree by more than 20 points "
+    middle = sorted(errors)[1:-1]
+    if max(middle) - min(middle) > 0.20:
+        pytest.skip(f"{key}: {LOOPS} closed loops disagree by more than 20 points "
                     f"({', '.join(f'{e:+.1%}' for e in errors)}): too noisy to judge 20 %")
 
 

@@ -11,7 +11,7 @@ import math
 from typing import Any
 
 from llmsizer.measure import shapes
-from llmsizer.measure.runtime import Context, best_time
+from llmsizer.measure.runtime import Context, typical_time
 
 # Square sizes for the peak sweep: large enough to leave the cache-bound regime, small enough
 # to take a fraction of a second each (a CPU core: ~0.1 TFLOP/s; an H100: ~1 PFLOP/s).
@@ -86,7 +86,7 @@ def _product_time(ctx: Context, m: int, k: int, n: int, dtype: str) -> float:
     a = torch.randn(m, k, dtype=torch_dtype(dtype), device=dev)
     b = torch.randn(k, n, dtype=torch_dtype(dtype), device=dev)
     c = torch.empty(m, n, dtype=torch_dtype(dtype), device=dev)
-    return best_time(lambda: torch.matmul(a, b, out=c), ctx, BUDGET_S[ctx.device])
+    return typical_time(lambda: torch.matmul(a, b, out=c), ctx, BUDGET_S[ctx.device])
 
 
 def gemm_sweep(ctx: Context, dtype: str) -> float:
@@ -109,7 +109,7 @@ def _linear_time(ctx: Context, tokens: int, lin: shapes.Linear, dtype: str) -> f
         x.grad = w.grad = None
         F.linear(x, w).backward(grad)
 
-    return best_time(step, ctx, BUDGET_S[ctx.device])
+    return typical_time(step, ctx, BUDGET_S[ctx.device])
 
 
 def model_gemms(ctx: Context, spec: Any, tokens: int, dtype: str) -> list[dict[str, Any]]:
@@ -154,8 +154,8 @@ def attention(ctx: Context, spec: Any, batch: int, seq: int, dtype: str) -> dict
         F.scaled_dot_product_attention(q, k, v, is_causal=True).backward(grad)
 
     fwd = shapes.attention_forward_flops(batch, spec.num_heads, seq, spec.head_size)
-    t_f = best_time(forward, ctx, BUDGET_S[ctx.device])
-    t_fb = best_time(forward_backward, ctx, BUDGET_S[ctx.device])
+    t_f = typical_time(forward, ctx, BUDGET_S[ctx.device])
+    t_fb = typical_time(forward_backward, ctx, BUDGET_S[ctx.device])
     return {"batch": batch, "heads": spec.num_heads, "seq": seq, "head_dim": spec.head_size,
             "forward_flops": fwd, "forward_s": t_f, "forward_backward_s": t_fb,
             "training_flops": fwd * (1 + shapes.ATTENTION_BACKWARD_OVER_FORWARD)}
@@ -221,7 +221,7 @@ def elementwise(ctx: Context, spec: Any, batch: int, seq: int, dtype: str) -> di
             outs += [_rotate(q, cos, sin), _rotate(k, cos, sin)]
         torch.autograd.backward(outs, [torch.ones_like(o) for o in outs])
 
-    t = best_time(step, ctx, BUDGET_S[ctx.device])
+    t = typical_time(step, ctx, BUDGET_S[ctx.device])
     e = torch.finfo(dt).bits // 8
     per_token = shapes.elementwise_elements_per_token(spec)
     return {"seconds": t, "model_bytes": 3 * e * batch * seq * per_token}
@@ -235,8 +235,8 @@ def stream(ctx: Context) -> dict[str, float]:
     n = STREAM_BYTES[ctx.device] // 4
     dev = ctx.torch_device()
     a, b, c = (torch.rand(n, device=dev) for _ in range(3))
-    t_copy = best_time(lambda: a.copy_(b), ctx, BUDGET_S[ctx.device])
-    t_triad = best_time(lambda: torch.add(b, c, alpha=3.0, out=a), ctx, BUDGET_S[ctx.device])
+    t_copy = typical_time(lambda: a.copy_(b), ctx, BUDGET_S[ctx.device])
+    t_triad = typical_time(lambda: torch.add(b, c, alpha=3.0, out=a), ctx, BUDGET_S[ctx.device])
     return {"copy_bytes_s": 2 * 4 * n / t_copy, "triad_bytes_s": 3 * 4 * n / t_triad}
 
 
@@ -251,7 +251,7 @@ def kernel_overhead(ctx: Context) -> float:
         for _ in range(100):
             torch.add(a, a, out=b)
 
-    return best_time(hundred, ctx, BUDGET_S[ctx.device]) / 100
+    return typical_time(hundred, ctx, BUDGET_S[ctx.device]) / 100
 
 
 def collectives(ctx: Context, grad_bytes: int) -> list[dict[str, Any]]:

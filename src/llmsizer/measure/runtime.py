@@ -14,6 +14,7 @@ import os
 import platform
 import resource
 import socket
+import statistics
 import sys
 import tempfile
 import time
@@ -157,13 +158,15 @@ def uses_cpu_time(ctx: Context) -> bool:
     return ctx.device == "cpu" and ctx.threads == 1
 
 
-def best_time(fn: Callable[[], object], ctx: Context, budget_s: float = 0.25,
-              min_reps: int = 3, warmup: int = 1) -> float:
-    """Fastest device seconds per call of `fn` over at least `min_reps` timed calls and about
-    `budget_s` of wall time, after `warmup` untimed calls. The minimum, as Python's timeit
-    recommends (docs.python.org/3/library/timeit.html, Timer.repeat: "the lowest value gives a
-    lower bound for how fast your machine can run the given code snippet; higher values ... are
-    typically ... caused by other processes interfering")."""
+def typical_time(fn: Callable[[], object], ctx: Context, budget_s: float = 0.25,
+                 min_reps: int = 5, warmup: int = 1) -> float:
+    """Median device seconds per call of `fn` over at least `min_reps` timed calls and about
+    `budget_s` of wall time, after `warmup` untimed calls. The median, not the minimum that
+    Python's timeit recommends for a lower bound: these timings predict a step that
+    `measure train` reports as the median of its steps, and the same statistic on both sides
+    keeps a machine's background load out of the gap (on a busy machine the fastest of many
+    kernel calls is faster than the typical call a step is made of; on a quiet one the two
+    agree)."""
     clock = device_seconds(ctx)
     for _ in range(warmup):
         fn()
@@ -176,7 +179,7 @@ def best_time(fn: Callable[[], object], ctx: Context, budget_s: float = 0.25,
         fn()
         synchronize(ctx.device)
         samples.append(clock() - t0)
-    return max(min(samples), 1e-9)
+    return max(statistics.median(samples), 1e-9)
 
 
 def cpu_share(cpu_s: float, wall_s: float, ctx: Context) -> float:
