@@ -444,6 +444,8 @@ EFFICIENCY_FIELDS: dict[str, Field] = {
     "comm_efficiency": _FRACTION, "inter_node_efficiency": _FRACTION,
     "collective_latency_s": Field(("number",), low=0, high=1, note="seconds"),
     "kernel_overhead_s": Field(("number",), low=0, high=1, note="seconds"),
+    "overlap_slowdown": Field(("number",), low=0, high=0.99,
+                              note="the share of compute speed lost beside a collective"),
     "tile_m": _int(1, 4096), "tile_n": _int(1, 4096),
     "fp8_matmul_ceiling": _FRACTION, "attention_backward_ratio": _FRACTION,
     "fa2_attention_ratio": _FRACTION,

@@ -76,6 +76,12 @@ class Efficiency:
     # the host's time to issue it where the host cannot run ahead): every kernel of a decode step
     # and of a training micro-batch (layer_costs.layer_kernels)
     kernel_overhead_s: float = 4e-6
+    # The share of compute speed lost while an NCCL collective runs beside it: its kernels hold
+    # SMs (one CTA per channel: an all-gather's 24 CTAs of H100's 132 SMs, NVIDIA developer
+    # forum thread 337991) and memory bandwidth. Lee et al. 2025 (arXiv:2507.03114, A100, H100,
+    # MI250, MI210; GPT and Llama training) measure overlapped computation 18.9 % slower on
+    # average than alone: 0.189/1.189 of its speed lost while the collective runs.
+    overlap_slowdown: float = 0.189 / 1.189
     source: str = "defaults (uncalibrated): see llmsizer.analysis.efficiency"
 
     def __post_init__(self) -> None:
@@ -90,6 +96,8 @@ class Efficiency:
         for name in ("attention_half_head_dim", "fa2_attention_half_head_dim"):
             if not 0 <= getattr(self, name) < 1e6:
                 raise SpecError(name, getattr(self, name), "head dimensions, >= 0")
+        if not 0 <= self.overlap_slowdown < 1:
+            raise SpecError("overlap_slowdown", self.overlap_slowdown, "a fraction in [0, 1)")
         for name in ("matmul_half_k", "matmul_ceiling_k", "fp8_matmul_ceiling_k"):
             if not 0 <= getattr(self, name) < 1e9:
                 raise SpecError(name, getattr(self, name), "reduction elements, >= 0")
@@ -149,6 +157,8 @@ class Efficiency:
             "comm_efficiency": f"{self.comm_efficiency:.0%} of intra-node link bandwidth",
             "inter_node_efficiency": f"{self.inter_node_efficiency:.0%} of the network's bandwidth",
             "kernel_overhead": f"{self.kernel_overhead_s * 1e6:g} µs per kernel launched",
+            "overlap_slowdown": f"compute {self.overlap_slowdown:.0%} slower while a hidden "
+                                "NCCL collective runs beside it",
             "tiles": f"{self.tile_m}x{self.tile_n} output tiles, waves over the SMs" + (
                 f"; a product of reduction depth k at k/(k+{self.matmul_half_k:g}) of a deep one "
                 f"(2x that for FP8), normalised at the ceiling's depth "

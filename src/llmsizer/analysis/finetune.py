@@ -269,7 +269,7 @@ def finetune(spec: ModelSpec, ft: FineTune, par: Parallelism, precision: Trainin
                "other": peak.other}
         mem["total"] = sum(mem.values())
         t = full.time
-        parts = {"compute": t.compute_s + t.bubble_s, "communication": t.tp_comm_s
+        parts = {"compute": t.compute_s + t.bubble_s + t.contention_s, "communication": t.tp_comm_s
                  + t.ep_comm_s + t.cp_comm_s + t.pp_comm_s + t.dp_comm_exposed_s,
                  "optimizer": t.optimizer_s}
         return FineTuneResult(ft, spec, par, seq, total, total, (), mem, dict(peak.other_parts),

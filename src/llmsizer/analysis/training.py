@@ -49,6 +49,8 @@ class StepTime:
     tp_comm_total_s: float = 0.0  # before the framework's overlap (tp_comm_s: what shows)
     pp_comm_total_s: float = 0.0
     ep_comm_total_s: float = 0.0
+    # compute lost while hidden collectives hold SMs beside it (Efficiency.overlap_slowdown)
+    contention_s: float = 0.0
 
     def hidden(self) -> dict[str, tuple[float, float]]:
         """Communication terms as (total, exposed) seconds: what the framework hides is the
@@ -61,7 +63,7 @@ class StepTime:
     @property
     def total_s(self) -> float:
         return (self.compute_s + self.bubble_s + self.tp_comm_s + self.ep_comm_s + self.cp_comm_s
-                + self.pp_comm_s + self.dp_comm_exposed_s + self.optimizer_s)
+                + self.pp_comm_s + self.dp_comm_exposed_s + self.optimizer_s + self.contention_s)
 
 
 @dataclass(frozen=True)
@@ -154,7 +156,7 @@ def train_step(spec: ModelSpec, par: Parallelism, precision: TrainingPrecision, 
         dp_comm_exposed_s=float(r.dp_comm_exposed_s[0]),
         dp_comm_total_s=float(r.dp_comm_total_s[0]), optimizer_s=float(r.optimizer_s[0]),
         tp_comm_total_s=float(r.tp_comm_total_s[0]), pp_comm_total_s=float(r.pp_comm_total_s[0]),
-        ep_comm_total_s=float(r.ep_comm_total_s[0]))
+        ep_comm_total_s=float(r.ep_comm_total_s[0]), contention_s=float(r.contention_s[0]))
     if mfu_attention == "auto":
         # The numerator counts the attention pairs the timed kernels compute: flash kernels skip
         # masked tiles (causal), eager ones compute the full square (dense). Counting dense pairs
