@@ -112,6 +112,7 @@ def test_every_packaged_accelerator_is_a_valid_gpu_file(tmp_path, capsys):
     ({"matmul": 0.5}, "unknown field 'matmul'"),
     ({"matmul_half_k": -5}, "field 'matmul_half_k' = -5 must be a finite number in [0, 1e+09]"),
     ({"fp8_matmul_ceiling_k": "x"}, "field 'fp8_matmul_ceiling_k' must be a finite number"),
+    ({"overlap_slowdown": 1.0}, "field 'overlap_slowdown' = 1.0 must be a finite number in [0, 0.99]"),
 ])
 def test_calibration_files_follow_their_schema(tmp_path, capsys, calibration, expect):
     path = tmp_path / "cal.json"

@@ -694,3 +694,30 @@ def test_deepspeed_pipeline_puts_four_transfers_per_micro_batch_on_the_critical_
     assert 3.5 * transfer < extra / slots <= 4 * transfer
     assert frameworks.profile("deepspeed").p2p_transfers == 4
     assert frameworks.profile("megatron").p2p_transfers == 2
+
+
+def test_hidden_collectives_slow_the_compute_beside_them_by_the_measured_share():
+    # Lee et al. 2025 (arXiv:2507.03114): overlapped compute runs 18.9 % slower on average, so
+    # it loses 0.189/1.189 of its speed for as long as the hidden collective runs
+    from dataclasses import replace
+
+    spec, acc = get_model("llama-2-7b"), get_accelerator("h100")
+    par = Parallelism(dp=64, zero=3, micro_batch=1, grad_accum=2)
+    base = Efficiency.for_accelerator(acc)
+    assert base.overlap_slowdown == pytest.approx(0.189 / 1.189)
+
+    def step(eff: Efficiency, framework: str = "fsdp2"):
+        return train_step(spec, par, training_precision("mixed"), optimizer("adam"), 4096,
+                          Cluster(acc), eff, framework=framework).time
+
+    with_, without = step(base), step(replace(base, overlap_slowdown=0.0))
+    hidden = with_.dp_comm_total_s - with_.dp_comm_exposed_s
+    assert hidden > 0 and without.contention_s == 0
+    assert with_.contention_s == pytest.approx(base.overlap_slowdown * hidden)
+    assert with_.total_s == pytest.approx(without.total_s + with_.contention_s)
+    # nothing hidden, nothing lost: without overlap every collective shows in full
+    serial = train_step(spec, par, training_precision("mixed"), optimizer("adam"), 4096,
+                        Cluster(acc), base, framework="fsdp2", dp_overlap=False).time
+    assert serial.contention_s == 0
+    with pytest.raises(SpecError, match="overlap_slowdown"):
+        Efficiency(overlap_slowdown=1.0)
