@@ -245,3 +245,28 @@ def test_every_tensor_a_layer_keeps_is_affine_in_the_micro_batch():
                 (entry.name, index, kw)
             checked += 1
     assert checked > 1000
+
+
+def test_fsdp_keeps_its_root_unit_gathered_through_the_backward():
+    # FSDP1 and FSDP2 do not reshard the root unit (what no wrapped block holds: embedding,
+    # final norm, output head) after its forward (tests/test_verify_fsdp_root.py runs PyTorch's
+    # fully_shard to show it), so its whole bf16 weights sit beside the blocks' at the peak
+    from llmsizer.analysis.cluster import Cluster
+    from llmsizer.analysis.training import train_step
+    from llmsizer.catalog import get_accelerator, get_model
+    from llmsizer.specs.parallel import Parallelism
+    from llmsizer.specs.precision import optimizer, training_precision
+
+    spec = get_model("llama-3.1-8b")
+    root_params = 2 * spec.vocab_size * spec.hidden_size + spec.hidden_size  # untied + norm
+
+    def other(framework: str) -> dict[str, float]:
+        r = train_step(spec, Parallelism(dp=8, zero=3, micro_batch=1), training_precision("mixed"),
+                       optimizer("adamw"), 8192, Cluster(get_accelerator("h100")),
+                       framework=framework)
+        return r.memory.peak.other_parts
+
+    for framework in ("fsdp2", "fsdp1", "torchtitan"):
+        assert other(framework)["FSDP root unit gathered"] == 2 * root_params
+    for framework in ("megatron", "deepspeed"):
+        assert "FSDP root unit gathered" not in other(framework)

@@ -72,6 +72,13 @@ class Profile:
     # — rather than in fixed-size buckets (FSDP: each FlatParameter / fully_shard module is one
     # all-gather and one reduce-scatter; pytorch docs notes/fsdp.html)
     per_unit_collectives: bool = False
+    # ZeRO-3 as FSDP runs it: the root unit — what no wrapped block holds: the embedding, the
+    # final norm and the output head — is not resharded after its forward, so its gathered
+    # parameters stay from the forward through the backward beside the blocks' (FSDP1:
+    # torch/distributed/fsdp/_runtime_utils.py _post_forward_reshard, "Do not free the root's
+    # parameters in the post-forward"; FSDP2: _fully_shard/_fsdp_state.py _lazy_init, "For the
+    # root, do not reshard after forward")
+    root_gathered: bool = False
     # the fused attention kernel it runs: the generation's measured one ("measured": Transformer
     # Engine's cuDNN / FlashAttention-3 class on Hopper), or FlashAttention-2 (PyTorch's SDPA
     # flash backend, the flash-attn 2 package), which Efficiency.fa2_attention_ratio scales to
@@ -161,13 +168,13 @@ PROFILES: dict[str, Profile] = {
                      "PyTorch FSDP2 (fully_shard): per-layer all-gather prefetch and reduce-"
                      "scatter under backward; DDP bucket_cap_mb 25; the model's element-wise "
                      "ops unfused unless +compile", per_unit_collectives=True,
-                     fused_elementwise=False, tp_overlap_backward=False),
+                     fused_elementwise=False, tp_overlap_backward=False, root_gathered=True),
     "fsdp1": Profile("fsdp1", True, True, True, False, False, "attention", False, 2,
                      _DDP_ELEMENTS, 0,
                      "PyTorch FSDP1: BACKWARD_PRE prefetch, forward prefetch implicit, "
                      "limit_all_gathers; the model's element-wise ops unfused unless +compile",
                      per_unit_collectives=True, fused_elementwise=False,
-                     tp_overlap_backward=False),
+                     tp_overlap_backward=False, root_gathered=True),
     # torchtitan = FSDP2 (+ TP/PP); async TP is opt-in (torch.compile + symmetric memory); its
     # selective activation checkpointing "op" policy saves the outputs of attention and of every
     # other matmul, so backward re-runs the rest (torchtitan/models/llama3/infra/parallelize.py,
@@ -183,14 +190,15 @@ PROFILES: dict[str, Profile] = {
                           "backend order puts FlashAttention-2 first and cuDNN last "
                           "(aten/src/ATen/native/transformers/cuda/sdp_utils.cpp, 2024-25)",
                           pp_unsharded=True, per_unit_collectives=True, attention="fa2",
-                          fused_elementwise=False, tp_overlap_backward=False),
+                          fused_elementwise=False, tp_overlap_backward=False,
+                          root_gathered=True),
     # llm-foundry trains with Composer's FSDP1 (FULL_SHARD, activation checkpointing options)
     "foundry": Profile("foundry", True, True, True, False, False, "attention", False, 2,
                        _DDP_ELEMENTS, 0,
                        "mosaicml/llm-foundry scripts/train/yamls: Composer FSDP (FULL_SHARD); "
                        "MPT attn_impl 'flash' = the flash-attn 2 package",
                        per_unit_collectives=True, attention="fa2", fused_elementwise=False,
-                       tp_overlap_backward=False),
+                       tp_overlap_backward=False, root_gathered=True),
 }
 DEFAULT = "megatron"
 # what a validation case's "framework" may name that has no profile of its own

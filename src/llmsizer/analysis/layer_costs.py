@@ -449,6 +449,7 @@ class StageCosts:
     dense_params: np.ndarray
     expert_params: np.ndarray
     largest_layer_params: np.ndarray  # per TP rank
+    outside_layers_params: np.ndarray  # embedding, final norm, head on this stage, per TP rank
     act_bytes: np.ndarray  # one micro-batch, all the stage's layers
     output_act_bytes: np.ndarray  # the output head's (last stage only), one micro-batch at a time
     loss_transient_bytes: np.ndarray  # what the loss backward allocates beside it (last stage)
@@ -563,19 +564,23 @@ def _check(st: Setting, tp: int, pp: int, cp: int, ep: int, sp: bool,
 
 @lru_cache(maxsize=4096)
 def _class_params(spec: ModelSpec, tp: int, pp: int, ep: int, split: tuple[int, int] | None
-                  ) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
-    """Per stage class: dense and expert parameters one device holds, and its largest layer
-    (what ZeRO-3 gathers at once)."""
+                  ) -> tuple[tuple[float, ...], ...]:
+    """Per stage class: dense and expert parameters one device holds, its largest layer (what
+    ZeRO-3 gathers at once), and what it holds outside its layers (the embedding, the final norm
+    and the output head: FSDP's root unit)."""
     classes = stage_classes(spec, pp, split)
     held = class_held(spec, tp, pp, ep, split)
     largest = [0.0] * len(classes.first)
+    in_layers = [0.0] * len(classes.first)
     for r, counts in classes.counts:
         size = layer_held(spec, r, tp, ep).held
         for c, k in enumerate(counts):
             if k:
                 largest[c] = max(largest[c], size)
+                in_layers[c] += k * size
     return (tuple(float(h.held - h.expert) for h in held), tuple(float(h.expert) for h in held),
-            tuple(float(x) for x in largest))
+            tuple(float(x) for x in largest),
+            tuple(float(max(0.0, h.held - n)) for h, n in zip(held, in_layers, strict=True)))
 
 
 def _column(values: list[float]) -> np.ndarray:
@@ -616,10 +621,11 @@ def stage_costs(st: Setting, gs: tuple[Group, ...]) -> StageCosts:
     out_act, loss_t = np.zeros(shape), np.zeros(shape)
     out_act[:, last] = [mb.output_act_bytes for mb in mbs]
     loss_t[:, last] = [mb.loss_transient_bytes for mb in mbs]
-    dense, expert, largest = (np.array(a) for a in zip(
+    dense, expert, largest, outside = (np.array(a) for a in zip(
         *(_class_params(st.spec, g.tp, pp, g.ep, split) for g in gs), strict=True))
     return StageCosts(
         classes, dense_params=dense, expert_params=expert, largest_layer_params=largest,
+        outside_layers_params=outside,
         act_bytes=act, output_act_bytes=out_act, loss_transient_bytes=loss_t,
         recompute_working_set=ws, compute_s=comp, forward_s=fwd, linear_s=lin,
         comm_s=tp_s + ep_s + cp_s, tp_comm_s=tp_s, ep_comm_s=ep_s, cp_comm_s=cp_s)

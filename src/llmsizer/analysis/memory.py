@@ -89,8 +89,11 @@ def memory_from_result(st: step.Setting, g: step.Group, r: step.GroupResult, i: 
             other["recompute working set"] = float(r.recompute_ws[i, s])
         if r.buckets[i, s]:
             other["gradient buckets"] = float(r.buckets[i, s])
-        if r.zero3_gather[i, s]:
-            other["ZeRO-3 gathered weights"] = float(r.zero3_gather[i, s])
+        root = float(r.root_gather[i, s])
+        if r.zero3_gather[i, s] - root:
+            other["ZeRO-3 gathered weights"] = float(r.zero3_gather[i, s]) - root
+        if root:
+            other["FSDP root unit gathered"] = root
         if r.loss_transient[i, s]:
             other["loss backward (logits' gradient)" if frameworks.profile(
                 st.framework).compiled_loss else "loss backward (fp32, logits' size)"] = \

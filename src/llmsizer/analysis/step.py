@@ -68,7 +68,8 @@ class GroupResult:
     host: np.ndarray
     nvme: np.ndarray
     in_flight: np.ndarray
-    zero3_gather: np.ndarray
+    zero3_gather: np.ndarray  # all ZeRO-3 gathered weights, the root unit's included
+    root_gather: np.ndarray  # FSDP's root unit kept gathered (Profile.root_gathered)
     loss_transient: np.ndarray
     buckets: np.ndarray
     recompute_ws: np.ndarray
@@ -287,12 +288,19 @@ def evaluate(st: Setting, gs: list[Group] | Group, vs: list[Variants] | Variants
     # ZeRO-3 gathers a layer's weights (two in flight, at least DeepSpeed's prefetch bucket) —
     # but never more than the parameters this rank does not already hold: a model smaller than
     # the bucket is gathered whole, and ZeRO-3 then holds at most what ZeRO-0 does.
-    gather_b = np.where(zero == 3, p.weight_bytes * np.minimum(np.maximum(
-        2 * per_stage("largest_layer_params"), DEEPSPEED_PREFETCH), full - sharded), 0.0)
+    # FSDP's root unit (the embedding, final norm and head) stays gathered from its forward
+    # through the backward (Profile.root_gathered), beside the blocks'.
+    blocks = np.minimum(np.maximum(2 * per_stage("largest_layer_params"), DEEPSPEED_PREFETCH),
+                        full - sharded)
+    root = np.minimum(per_stage("outside_layers_params"), full - sharded - blocks) \
+        if prof.root_gathered else np.zeros_like(blocks)
+    root_b = np.where(zero == 3, p.weight_bytes * root, 0.0)
+    gather_b = np.where(zero == 3, p.weight_bytes * blocks, 0.0) + root_b
     # FSDP2 under torch.distributed.pipelining (frameworks.Profile.pp_unsharded): the whole
     # stage gathered, and its gradients accumulated unsharded in fp32
     unsharded = (zero == 3) & (pp > 1 and prof.pp_unsharded)
     gather_b = np.where(unsharded, p.weight_bytes * (full - sharded), gather_b)
+    root_b = np.where(unsharded, 0.0, root_b)  # the whole stage is gathered: no root apart
     grads = np.where(unsharded & ~off_o, np.maximum(grads, FSDP_REDUCE_BYTES * full), grads)
     ws = per_stage("recompute_working_set")
     loss_t = per_stage("loss_transient_bytes")
@@ -428,6 +436,7 @@ def evaluate(st: Setting, gs: list[Group] | Group, vs: list[Variants] | Variants
     return GroupResult(
         weights=weights, gradients=grads, optimizer=optim, activations=act, other=other,
         total=total, host=host, nvme=nvme, in_flight=flight, zero3_gather=gather_b,
+        root_gather=root_b,
         loss_transient=loss_t,
         buckets=buckets, recompute_ws=ws, peak_stage=peak_stage, peak_total=peak_total,
         compute_s=compute_s, bubble_s=bubble_s, tp_comm_s=tp_s, ep_comm_s=ep_s, cp_comm_s=cp_s,
