@@ -158,15 +158,36 @@ def uses_cpu_time(ctx: Context) -> bool:
     return ctx.device == "cpu" and ctx.threads == 1
 
 
+# Written before every timed call, untimed: more than the last-level cache holds (a server
+# CPU's L3 slice, 32 MiB per AMD EPYC CCD; H100's 50 MiB and B200's 126 MiB L2), so each call
+# starts with its operands in memory, as a step's kernels do — a step streams every layer's
+# weights and activations through the caches between two uses of any of them. Triton's
+# benchmark helper (triton.testing.do_bench) clears the L2 with a 256 MiB write the same way.
+EVICT_BYTES = {"cpu": 64 * 2**20, "cuda": 256 * 2**20}
+_evict_buffers: dict[str, Any] = {}
+
+
+def evict_caches(ctx: Context) -> None:
+    """Write EVICT_BYTES of this device's memory: what a timed call finds in cache is gone."""
+    import torch
+
+    buf = _evict_buffers.get(ctx.device)
+    if buf is None:
+        buf = torch.empty(EVICT_BYTES[ctx.device] // 4, dtype=torch.float32,
+                          device=ctx.torch_device())
+        _evict_buffers[ctx.device] = buf
+    buf.fill_(1.0)
+
+
 def typical_time(fn: Callable[[], object], ctx: Context, budget_s: float = 0.25,
                  min_reps: int = 5, warmup: int = 1) -> float:
     """Median device seconds per call of `fn` over at least `min_reps` timed calls and about
-    `budget_s` of wall time, after `warmup` untimed calls. The median, not the minimum that
-    Python's timeit recommends for a lower bound: these timings predict a step that
-    `measure train` reports as the median of its steps, and the same statistic on both sides
-    keeps a machine's background load out of the gap (on a busy machine the fastest of many
-    kernel calls is faster than the typical call a step is made of; on a quiet one the two
-    agree)."""
+    `budget_s` of wall time, after `warmup` untimed calls, each from cold caches
+    (`evict_caches`). The median, not the minimum that Python's timeit recommends for a lower
+    bound: these timings predict a step that `measure train` reports as the median of its
+    steps, and the same statistic on both sides keeps a machine's background load out of the
+    gap (on a busy machine the fastest of many kernel calls is faster than the typical call a
+    step is made of; on a quiet one the two agree)."""
     clock = device_seconds(ctx)
     for _ in range(warmup):
         fn()
@@ -175,6 +196,8 @@ def typical_time(fn: Callable[[], object], ctx: Context, budget_s: float = 0.25,
     start = time.perf_counter()
     while len(samples) < min_reps or (time.perf_counter() - start < budget_s
                                       and len(samples) < 1000):
+        evict_caches(ctx)
+        synchronize(ctx.device)
         t0 = clock()
         fn()
         synchronize(ctx.device)
