@@ -157,8 +157,8 @@ class Efficiency:
             "comm_efficiency": f"{self.comm_efficiency:.0%} of intra-node link bandwidth",
             "inter_node_efficiency": f"{self.inter_node_efficiency:.0%} of the network's bandwidth",
             "kernel_overhead": f"{self.kernel_overhead_s * 1e6:g} µs per kernel launched",
-            "overlap_slowdown": f"compute {self.overlap_slowdown:.0%} slower while a hidden "
-                                "NCCL collective runs beside it",
+            "overlap_slowdown": f"compute loses {self.overlap_slowdown:.0%} of its speed while a "
+                                "hidden NCCL collective runs beside it",
             "tiles": f"{self.tile_m}x{self.tile_n} output tiles, waves over the SMs" + (
                 f"; a product of reduction depth k at k/(k+{self.matmul_half_k:g}) of a deep one "
                 f"(2x that for FP8), normalised at the ceiling's depth "
