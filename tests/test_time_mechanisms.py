@@ -721,3 +721,41 @@ def test_hidden_collectives_slow_the_compute_beside_them_by_the_measured_share()
     assert serial.contention_s == 0
     with pytest.raises(SpecError, match="overlap_slowdown"):
         Efficiency(overlap_slowdown=1.0)
+
+
+def test_unfused_attention_runs_as_two_batched_products_and_a_softmax_pass():
+    # Unfused attention (Megatron-LM of 2021, eager transformers) is Q·Kᵀ and P·V as batched
+    # products per head, priced like any product, with the softmax's read and write of the full
+    # square of scores between them: the flash kernels' measured efficiency does not apply.
+    from dataclasses import replace
+
+    from llmsizer.analysis import step
+    from llmsizer.analysis.efficiency import gemm_efficiency, op_time
+    from llmsizer.analysis.layer_costs import _layer_time
+    from llmsizer.graph import Gemm
+
+    acc = get_accelerator("a100-sxm-80gb")
+    spec = get_model("llama-2-7b")
+    eff = Efficiency.for_accelerator(acc)
+    seq, mb, e = 2048, 2, 2
+
+    def attention_s(efficiency, attention="eager"):
+        st = step.Setting(spec, seq, training_precision("mixed"), optimizer("adam"),
+                          Cluster(acc), efficiency, attention=attention)
+        return _layer_time(st, 0, 1, 1, 1, mb, False).attention_s
+
+    eager = attention_s(eff)
+    # the flash kernels' efficiency moves flash attention, not the unfused kernels
+    slower = replace(eff, attention_efficiency=eff.attention_efficiency / 2)
+    assert attention_s(slower) == pytest.approx(eager, rel=1e-12)
+    assert attention_s(slower, "flash") > 1.9 * attention_s(eff, "flash")
+    # by hand: the two products (each bounded by its own traffic) and the softmax's two passes
+    heads, d = spec.num_heads, spec.head_dim
+    scores = mb * heads * seq * seq
+    qkvo = e * mb * seq * 2 * heads * 2 * d
+    peak, bw = acc.sustained_peak("bf16"), acc.memory_bandwidth_bytes_s
+    by_hand = sum(op_time(g.flops, e * scores + qkvo / 2, peak, bw,
+                          gemm_efficiency(g, eff, acc), eff)
+                  for g in (Gemm(seq, d, seq, mb * heads), Gemm(seq, seq, d, mb * heads)))
+    by_hand += 2 * e * scores / (bw * eff.memory_ceiling)
+    assert eager == pytest.approx(by_hand, rel=1e-9)

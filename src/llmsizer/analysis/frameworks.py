@@ -89,6 +89,11 @@ class Profile:
     # @ e7c0cae; at 9dec370, Dec 2024, train.py still left it eager: "compiling loss function
     # causes CUDA errors, turning off for now")
     compiled_loss: bool = False
+    # bytes the loss moves per element of the (rank's) logits, forward and backward, beyond
+    # the output head's products (LOSS_BYTES: Megatron's unfused vocab-parallel cross entropy,
+    # PyTorch's eager cross_entropy on fp32 logits, or a fused kernel); a compiled loss
+    # (compiled_loss) runs as the fused one
+    loss: str = "fused"
     # how the routed experts' products are launched: one GEMM kernel per local expert
     # ("per-expert": Transformer Engine's GroupedLinear, which Megatron-Core's --moe-grouped-gemm
     # runs, loops over the experts issuing one cuBLAS GEMM each on 4 streams —
@@ -131,6 +136,24 @@ class Profile:
         return max(1.0, float(np.ceil(params / size)))
 
 
+# Bytes per logit element the cross-entropy moves, forward and backward, counted op by op:
+# "megatron-unfused": Megatron's vocab-parallel cross entropy (megatron/core/tensor_parallel/
+# cross_entropy.py, and Megatron-DeepSpeed's copy) on logits cast to fp32 (read 2, write 4),
+# max (4), subtract the max (4 + 4), exp in place (4 + 4), sum (4), divide in place (4 + 4);
+# backward: multiply the saved softmax by the loss gradient in place (4 + 4), cast back to
+# bf16 (4 + 2): 52. Megatron-LM's --cross-entropy-loss-fusion is off by default.
+# "eager": torch.nn.functional.cross_entropy on fp32 logits (torchtitan's loss before 2025,
+# transformers' LlamaForCausalLM, Composer's): the cast (2 + 4), log_softmax's forward kernel
+# (aten cunn_SoftMaxForward: a pass for the max, one for the sum of exponentials, one reading
+# and writing the output: 16), nll_loss's backward zero-filling its gradient (4),
+# log_softmax's backward (a pass for the sum, one reading both and writing: 16), the cast back
+# (4 + 2): 48.
+# "fused": one kernel each way over the fp32 logits (written, read by the softmax, read by the
+# backward: 12), as Megatron's fused cross entropy (Megatron-Bridge GPTModelProvider
+# cross_entropy_loss_fusion=True, NeMo's recipes) and a compiled loss run it.
+LOSS_BYTES = {"megatron-unfused": 52.0, "eager": 48.0, "fused": 12.0}
+
+
 _MEGATRON_SOURCE = (
     "Megatron-LM megatron/training/arguments.py (--overlap-grad-reduce, --overlap-param-gather, "
     "--tp-comm-overlap; P2P overlap automatic with the interleaved schedule) and megatron/core/"
@@ -143,7 +166,7 @@ PROFILES: dict[str, Profile] = {
     "megatron": Profile("megatron", True, True, True, False, True, "attention", True, 0, 40e6, 1e6,
                         _MEGATRON_SOURCE + "; Megatron-FSDP overlaps parameter all-gathers and "
                         "gradient reduce-scatters (megatron/core/distributed/fsdp/src/README.md)",
-                        expert_gemm="per-expert"),
+                        expert_gemm="per-expert", loss="megatron-unfused"),
     # NeMo's performance recipes switch on Transformer Engine's userbuffer TP overlap
     "nemo": Profile("nemo", True, True, True, True, True, "attention", True, 0, 40e6, 1e6,
                     _MEGATRON_SOURCE + "; NeMo performance recipes: tp_comm_overlap on; "
@@ -156,7 +179,8 @@ PROFILES: dict[str, Profile] = {
                          "DeepSpeed deepspeed/runtime/zero/config.py: overlap_comm True only for "
                          "stage 3, reduce_bucket_size 5e8, stage3_prefetch_bucket_size 5e7; "
                          "pipeline sends and receives blocking, one at a time "
-                         "(deepspeed/runtime/pipe/schedule.py TrainSchedule)", p2p_transfers=4),
+                         "(deepspeed/runtime/pipe/schedule.py TrainSchedule)", p2p_transfers=4,
+                         loss="megatron-unfused"),
     # FSDP (1 and 2, and what is built on them): with SHARD_GRAD_OP / reshard_after_forward=False
     # (ZeRO-2) the sharded parameters are all-gathered unit by unit in the next forward, prefetched
     # under the previous unit's compute (pytorch docs notes/fsdp.html "FSDP Prefetch Nuances"), so
@@ -168,13 +192,14 @@ PROFILES: dict[str, Profile] = {
                      "PyTorch FSDP2 (fully_shard): per-layer all-gather prefetch and reduce-"
                      "scatter under backward; DDP bucket_cap_mb 25; the model's element-wise "
                      "ops unfused unless +compile", per_unit_collectives=True,
-                     fused_elementwise=False, tp_overlap_backward=False, root_gathered=True),
+                     fused_elementwise=False, tp_overlap_backward=False, root_gathered=True,
+                     loss="eager"),
     "fsdp1": Profile("fsdp1", True, True, True, False, False, "attention", False, 2,
                      _DDP_ELEMENTS, 0,
                      "PyTorch FSDP1: BACKWARD_PRE prefetch, forward prefetch implicit, "
                      "limit_all_gathers; the model's element-wise ops unfused unless +compile",
                      per_unit_collectives=True, fused_elementwise=False,
-                     tp_overlap_backward=False, root_gathered=True),
+                     tp_overlap_backward=False, root_gathered=True, loss="eager"),
     # torchtitan = FSDP2 (+ TP/PP); async TP is opt-in (torch.compile + symmetric memory); its
     # selective activation checkpointing "op" policy saves the outputs of attention and of every
     # other matmul, so backward re-runs the rest (torchtitan/models/llama3/infra/parallelize.py,
@@ -191,14 +216,14 @@ PROFILES: dict[str, Profile] = {
                           "(aten/src/ATen/native/transformers/cuda/sdp_utils.cpp, 2024-25)",
                           pp_unsharded=True, per_unit_collectives=True, attention="fa2",
                           fused_elementwise=False, tp_overlap_backward=False,
-                          root_gathered=True),
+                          root_gathered=True, loss="eager"),
     # llm-foundry trains with Composer's FSDP1 (FULL_SHARD, activation checkpointing options)
     "foundry": Profile("foundry", True, True, True, False, False, "attention", False, 2,
                        _DDP_ELEMENTS, 0,
                        "mosaicml/llm-foundry scripts/train/yamls: Composer FSDP (FULL_SHARD); "
                        "MPT attn_impl 'flash' = the flash-attn 2 package",
                        per_unit_collectives=True, attention="fa2", fused_elementwise=False,
-                       tp_overlap_backward=False, root_gathered=True),
+                       tp_overlap_backward=False, root_gathered=True, loss="eager"),
 }
 DEFAULT = "megatron"
 # what a validation case's "framework" may name that has no profile of its own

@@ -37,7 +37,7 @@ from llmsizer.analysis.params import (
     validate_parallel,
 )
 from llmsizer.errors import SpecError
-from llmsizer.graph import LayerGraph, Op, build_graph
+from llmsizer.graph import Gemm, LayerGraph, Op, build_graph
 from llmsizer.specs.hardware import Accelerator
 from llmsizer.specs.model import ModelSpec
 from llmsizer.specs.precision import Optimizer, TrainingPrecision
@@ -196,7 +196,7 @@ def _attention_time(op: Op, layer: LayerGraph, mb: int, seq_local: int, cp: int,
     backward kernels' efficiency (the backward's 2.5x FLOPs are applied by the caller). Flash
     kernels skip masked tiles (causal pairs) and reach the generation's measured efficiency at
     this context length and head dimension (FlashAttention-2's where `fa2` and the measurement
-    is of a faster kernel); eager computes and stores the full square of scores."""
+    is of a faster kernel); unfused attention runs as its kernels (`_eager_attention_time`)."""
     context = seq_local * cp
     if cp == 1:
         pairs = layer_pairs(layer, seq_local, context, "causal" if flash else "dense")
@@ -206,14 +206,38 @@ def _attention_time(op: Op, layer: LayerGraph, mb: int, seq_local: int, cp: int,
     flops = op.rank_forward_flops(0, tp, pairs=mb * pairs)
     # queries read and outputs written (heads), keys and values read (K/V heads)
     qkvo = e * mb * seq_local * (heads + kv_heads) * (op.qk_dim + op.v_dim)
-    scores = 0 if flash else 4 * e * mb * heads * seq_local * context
-    window = min(context, layer.keys_visible or context)
-    fwd_eff, bwd_eff = ((eff.attention_at(window, False, op.head_dim, fa2),
-                         eff.attention_at(window, True, op.head_dim, fa2))
-                        if flash else (eff.attention_efficiency,) * 2)
     bw = acc.memory_bandwidth_bytes_s
-    return (op_time(flops, qkvo + scores, peak, bw, fwd_eff, eff),
-            op_time(flops, qkvo + scores, peak, bw, bwd_eff, eff))
+    if not flash:
+        return (_eager_attention_time(op, mb, seq_local, context, heads, qkvo, acc, peak, e,
+                                      eff),) * 2
+    window = min(context, layer.keys_visible or context)
+    fwd_eff, bwd_eff = (eff.attention_at(window, False, op.head_dim, fa2),
+                        eff.attention_at(window, True, op.head_dim, fa2))
+    return (op_time(flops, qkvo, peak, bw, fwd_eff, eff),
+            op_time(flops, qkvo, peak, bw, bwd_eff, eff))
+
+
+def _eager_attention_time(op: Op, mb: int, seq_local: int, context: int, heads: int,
+                          qkvo: float, acc: Accelerator, peak: float, e: float,
+                          eff: Efficiency) -> float:
+    """Forward time of unfused attention as the kernels it launches run, one after another:
+    the scores Q·Kᵀ and the weighted sum P·V as batched matrix products (one per head and
+    sequence, priced like any product: `gemm_efficiency`, each bounded by its own traffic), and
+    the softmax between them over the full square of scores (read once, written once). The
+    products write and read the scores too: 4 passes of the score matrix in all. Attention
+    dropout's kernel (read the probabilities, write its output and a 1-byte mask) is left out:
+    the validation cases do not state their dropout rates (Megatron-LM 2021 defaulted to 0.1,
+    BLOOM trained without)."""
+    batch = mb * heads
+    scores_el = batch * seq_local * context
+    bw = acc.memory_bandwidth_bytes_s
+    t = 0.0
+    for rows, k, n, extra in ((seq_local, op.qk_dim, context, scores_el),
+                              (seq_local, context, op.v_dim, scores_el)):
+        g = Gemm(rows, k, n, batch)
+        t += op_time(g.flops, e * extra + qkvo / 2, peak, bw,
+                     gemm_efficiency(g, eff, acc, "bf16"), eff)
+    return t + 2 * e * scores_el / (bw * eff.memory_ceiling)
 
 
 def _stream_time(op: Op, tokens: int, tp: int, acc: Accelerator, e: float,
@@ -480,15 +504,22 @@ def _head_s(st: Setting, tp: int, tokens: int) -> float:
     same for every recomputation and expert-parallel setting)."""
     acc, eff = st.cluster.accelerator, st.eff
     head_op = build_graph(st.spec).head[-1]
-    # the output head's products, and its fp32 logits written, read by the softmax and by the
-    # cross-entropy backward (3 passes of 4 bytes over the rank's vocabulary share)
+    # the output head's products, and the loss's passes over the logits (the rank's vocabulary
+    # share) as the framework's cross entropy makes them (frameworks.LOSS_BYTES)
     # (FP8 recipes keep the output layer in bf16: Megatron's output layer is not a Transformer
     # Engine module, and torchao/torchtitan leave the LM head out of float8 conversion)
     dtype = st.precision.compute_dtype
     head_dtype = "bf16" if dtype == "fp8" else dtype
     return 3 * _linear_time(head_op, tokens, tp, 1, acc, head_dtype, st.act_bytes, eff) + \
-        3 * 4 * tokens * head_op.rank_dims(tp)[1] / (acc.memory_bandwidth_bytes_s
-                                                     * eff.memory_ceiling)
+        loss_bytes(st.framework) * tokens * head_op.rank_dims(tp)[1] / (
+            acc.memory_bandwidth_bytes_s * eff.memory_ceiling)
+
+
+def loss_bytes(framework: str) -> float:
+    """Bytes the framework's cross entropy moves per logit element, forward and backward
+    (frameworks.LOSS_BYTES; a compiled loss as the fused kernel)."""
+    prof = frameworks.profile(framework)
+    return frameworks.LOSS_BYTES["fused" if prof.compiled_loss else prof.loss]
 
 
 @lru_cache(maxsize=4096)
