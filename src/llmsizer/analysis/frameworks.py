@@ -130,6 +130,16 @@ class Profile:
     # path at MT-NLG's and BLOOM's shapes, tests/test_time_mechanisms.py)
     p2p_transfers: int = 2
 
+    @property
+    def loss_kind(self) -> str:
+        """The cross entropy it runs (LOSS_BYTES): a compiled loss as the fused kernel."""
+        return "fused" if self.compiled_loss else self.loss
+
+    @property
+    def loss_bytes(self) -> float:
+        """Bytes its cross entropy moves per logit element, forward and backward."""
+        return LOSS_BYTES[self.loss_kind]
+
     def buckets(self, params: float, dp: int) -> float:
         """Gradient buckets of `params` parameters at data-parallel size `dp`."""
         size = max(self.bucket_elements, self.bucket_per_dp_rank * dp)

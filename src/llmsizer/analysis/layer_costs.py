@@ -511,15 +511,8 @@ def _head_s(st: Setting, tp: int, tokens: int) -> float:
     dtype = st.precision.compute_dtype
     head_dtype = "bf16" if dtype == "fp8" else dtype
     return 3 * _linear_time(head_op, tokens, tp, 1, acc, head_dtype, st.act_bytes, eff) + \
-        loss_bytes(st.framework) * tokens * head_op.rank_dims(tp)[1] / (
+        frameworks.profile(st.framework).loss_bytes * tokens * head_op.rank_dims(tp)[1] / (
             acc.memory_bandwidth_bytes_s * eff.memory_ceiling)
-
-
-def loss_bytes(framework: str) -> float:
-    """Bytes the framework's cross entropy moves per logit element, forward and backward
-    (frameworks.LOSS_BYTES; a compiled loss as the fused kernel)."""
-    prof = frameworks.profile(framework)
-    return frameworks.LOSS_BYTES["fused" if prof.compiled_loss else prof.loss]
 
 
 @lru_cache(maxsize=4096)

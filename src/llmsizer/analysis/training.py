@@ -175,10 +175,9 @@ def train_step(spec: ModelSpec, par: Parallelism, precision: TrainingPrecision, 
             "; unfused: Q·Kᵀ and P·V as batched products at the matrix-product ceiling, the "
             "softmax's read and write of the a·s² scores between them (the attention kernels' "
             "efficiency above is for flash kernels)")
-    loss = frameworks.LOSS_BYTES["fused" if prof.compiled_loss else prof.loss]
     assumptions["loss"] = (
-        f"{'compiled' if prof.compiled_loss else prof.loss} cross entropy: {loss:g} bytes per "
-        "logit element, forward and backward, beside the output head's products "
+        f"{'compiled' if prof.compiled_loss else prof.loss} cross entropy: {prof.loss_bytes:g} "
+        "bytes per logit element, forward and backward, beside the output head's products "
         "(frameworks.LOSS_BYTES)")
     assumptions["framework"] = f"{prof.name}: {_overlaps(prof, dp_overlap)} ({prof.source})"
     if prof.attention == "fa2" and eff.fa2_attention_ratio < 1:
