@@ -198,18 +198,18 @@ def _attention_time(op: Op, layer: LayerGraph, mb: int, seq_local: int, cp: int,
     this context length and head dimension (FlashAttention-2's where `fa2` and the measurement
     is of a faster kernel); unfused attention runs as its kernels (`_eager_attention_time`)."""
     context = seq_local * cp
-    if cp == 1:
-        pairs = layer_pairs(layer, seq_local, context, "causal" if flash else "dense")
-    else:
-        pairs = seq_local * context // 2  # ring attention: each rank's share of the causal pairs
     heads, kv_heads = op.rank_heads(tp)
-    flops = op.rank_forward_flops(0, tp, pairs=mb * pairs)
     # queries read and outputs written (heads), keys and values read (K/V heads)
     qkvo = e * mb * seq_local * (heads + kv_heads) * (op.qk_dim + op.v_dim)
-    bw = acc.memory_bandwidth_bytes_s
     if not flash:
         return (_eager_attention_time(op, mb, seq_local, context, heads, qkvo, acc, peak, e,
                                       eff),) * 2
+    if cp == 1:
+        pairs = layer_pairs(layer, seq_local, context, "causal")
+    else:
+        pairs = seq_local * context // 2  # ring attention: each rank's share of the causal pairs
+    flops = op.rank_forward_flops(0, tp, pairs=mb * pairs)
+    bw = acc.memory_bandwidth_bytes_s
     window = min(context, layer.keys_visible or context)
     fwd_eff, bwd_eff = (eff.attention_at(window, False, op.head_dim, fa2),
                         eff.attention_at(window, True, op.head_dim, fa2))
@@ -231,13 +231,11 @@ def _eager_attention_time(op: Op, mb: int, seq_local: int, context: int, heads: 
     batch = mb * heads
     scores_el = batch * seq_local * context
     bw = acc.memory_bandwidth_bytes_s
-    t = 0.0
-    for rows, k, n, extra in ((seq_local, op.qk_dim, context, scores_el),
-                              (seq_local, context, op.v_dim, scores_el)):
-        g = Gemm(rows, k, n, batch)
-        t += op_time(g.flops, e * extra + qkvo / 2, peak, bw,
-                     gemm_efficiency(g, eff, acc, "bf16"), eff)
-    return t + 2 * e * scores_el / (bw * eff.memory_ceiling)
+    products = sum(op_time(g.flops, e * scores_el + qkvo / 2, peak, bw,
+                           gemm_efficiency(g, eff, acc, "bf16"), eff)
+                   for g in (Gemm(seq_local, op.qk_dim, context, batch),
+                             Gemm(seq_local, context, op.v_dim, batch)))
+    return products + 2 * e * scores_el / (bw * eff.memory_ceiling)
 
 
 def _stream_time(op: Op, tokens: int, tp: int, acc: Accelerator, e: float,
