@@ -619,6 +619,34 @@ def test_async_tp_hides_the_forward_communication_only():
     assert userbuffers.tp_comm_s < async_tp.tp_comm_s / 2
 
 
+def test_async_tp_leaves_the_gathers_serial_under_rowwise_fp8_scales():
+    # pytorch/pytorch#149990: with row-wise scales torch.compile's micro-pipeline pass fuses the
+    # matmul-reduce-scatters but not the all-gather-matmuls
+    assert frameworks.async_tp_fuses_gathers("fp8", "tensorwise")
+    assert frameworks.async_tp_fuses_gathers("bf16", "rowwise")
+    assert not frameworks.async_tp_fuses_gathers("fp8", "rowwise")
+    acc = get_accelerator("h100")
+    par = Parallelism(tp=8, sequence_parallel=True, micro_batch=1, grad_accum=4,
+                      recompute="full")
+
+    def tp(framework: str, recipe: str):
+        return train_step(get_model("llama-2-70b"), par, training_precision("fp8"),
+                          optimizer("adam"), 4096, Cluster(acc), Efficiency.for_accelerator(acc),
+                          framework=framework, fp8_recipe=recipe).time
+
+    plain, rowwise = tp("torchtitan+compile", "rowwise"), \
+        tp("torchtitan+compile+tp-comm-overlap", "rowwise")
+    assert rowwise.tp_comm_total_s == pytest.approx(plain.tp_comm_total_s)
+    # full recomputation, bf16 gathers (row-wise casts after gathering): forward 2 scatters +
+    # 2 gathers, backward 2, in halves of an all-reduce each; only the scatters (2 of 6) hide
+    assert rowwise.tp_comm_s >= plain.tp_comm_total_s * 4 / 6 * (1 - 1e-9)
+    assert rowwise.tp_comm_s < plain.tp_comm_s
+    # tensor-wise scales: the gathers (FP8, one byte) fuse too
+    tensorwise = tp("torchtitan+compile+tp-comm-overlap", "tensorwise")
+    total = tp("torchtitan+compile", "tensorwise").tp_comm_total_s
+    assert tensorwise.tp_comm_s / total < rowwise.tp_comm_s / plain.tp_comm_total_s
+
+
 def _deepspeed_train_schedule(micro_batches: int, stages: int, stage: int):
     """The instruction stream of one stage under DeepSpeed's TrainSchedule
     (deepspeed/runtime/pipe/schedule.py): 2·(m + p − 1) steps, forward on even stages at even

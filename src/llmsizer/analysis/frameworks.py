@@ -163,6 +163,20 @@ class Profile:
 # cross_entropy_loss_fusion=True, NeMo's recipes) and a compiled loss run it.
 LOSS_BYTES = {"megatron-unfused": 52.0, "eager": 48.0, "fused": 12.0}
 
+# PyTorch's async TP (torch.compile's micro-pipeline pass, Profile.tp_overlap_backward off)
+# fuses each all-gather with the product that reads it and each product with the
+# reduce-scatter of its output. Under torchao's row-wise FP8 scales only the second fuses: "the
+# matmul-reduce-scatters were being fused properly - however, the all-gather-matmul patterns
+# were NOT" (pytorch/pytorch#149990, opened 2025-03-25, still open), so the forward's gathers
+# run serially. The FP8 recipes this holds for:
+ASYNC_TP_UNFUSED_GATHERS = frozenset({"rowwise"})
+
+
+def async_tp_fuses_gathers(compute_dtype: str, fp8_recipe: str) -> bool:
+    """Whether PyTorch's async TP overlaps the forward's all-gathers with their products at
+    this precision (ASYNC_TP_UNFUSED_GATHERS)."""
+    return not (compute_dtype == "fp8" and fp8_recipe in ASYNC_TP_UNFUSED_GATHERS)
+
 
 _MEGATRON_SOURCE = (
     "Megatron-LM megatron/training/arguments.py (--overlap-grad-reduce, --overlap-param-gather, "

@@ -538,15 +538,23 @@ def tp_passes(st: Setting, tp: int, sp: bool, recompute: str) -> tuple[float, fl
     forward's all-gathers (`recomputes_gathers`). FP8 runs that cast
     before gathering (fp8_gathers) move the forward all-gathers at one byte an element;
     reduce-scatters and the backward's gathers of gradients stay in bf16."""
+    scatters, gathers, backward = tp_pass_parts(st, tp, sp, recompute)
+    return scatters + gathers, backward
+
+
+def tp_pass_parts(st: Setting, tp: int, sp: bool, recompute: str
+                  ) -> tuple[float, float, float]:
+    """`tp_passes` with the forward split into its reduce-scatters and its all-gathers (each
+    half of an all-reduce, the gathers at one byte an element where fp8_gathers): (forward
+    scatters, forward gathers, backward)."""
     fp8 = st.precision.compute_dtype == "fp8" and fp8_gathers(st.fp8_recipe, tp, sp)
     # two forward all-reduces' worth: two reduce-scatters (half each) and two all-gathers
     gathers = 1 / st.act_bytes if fp8 else 1.0
-    forward = 1 + gathers
     if recompute == "full":
-        return 2 * forward, 2.0
+        return 2.0, 2 * gathers, 2.0
     if recomputes_gathers(st.framework, tp, sp, recompute):
-        return forward + gathers, 2.0
-    return forward, 2.0
+        return 1.0, 2 * gathers, 2.0
+    return 1.0, gathers, 2.0
 
 
 @lru_cache(maxsize=4096)

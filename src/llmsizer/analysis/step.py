@@ -28,7 +28,7 @@ from llmsizer.analysis.layer_costs import (
     Setting,
     StageCosts,
     stage_costs,
-    tp_passes,
+    tp_pass_parts,
 )
 
 __all__ = ["DEFAULT_FRAMEWORK_OVERHEAD", "Group", "GroupResult", "Setting", "Variants",
@@ -145,9 +145,13 @@ def _sharded(coll: Callable[..., float], nbytes_dense: float, nbytes_expert: flo
 
 
 def _forward_share(st: Setting, g: Group) -> float:
-    """The forward passes' share of a layer's tensor-parallel communication."""
-    fwd, bwd = tp_passes(st, g.tp, g.sequence_parallel, g.recompute)
-    return fwd / (fwd + bwd)
+    """The share of a layer's tensor-parallel communication PyTorch's async TP overlaps: the
+    forward passes', less their all-gathers where the FP8 recipe keeps those from fusing with
+    their products (frameworks.async_tp_fuses_gathers)."""
+    scatters, gathers, bwd = tp_pass_parts(st, g.tp, g.sequence_parallel, g.recompute)
+    fused = scatters + (gathers if frameworks.async_tp_fuses_gathers(
+        st.precision.compute_dtype, st.fp8_recipe) else 0.0)
+    return fused / (scatters + gathers + bwd)
 
 
 @lru_cache(maxsize=8192)

@@ -179,7 +179,9 @@ def train_step(spec: ModelSpec, par: Parallelism, precision: TrainingPrecision, 
         f"{'compiled' if prof.compiled_loss else prof.loss} cross entropy: {prof.loss_bytes:g} "
         "bytes per logit element, forward and backward, beside the output head's products "
         "(frameworks.LOSS_BYTES)")
-    assumptions["framework"] = f"{prof.name}: {_overlaps(prof, dp_overlap)} ({prof.source})"
+    gathers_fuse = frameworks.async_tp_fuses_gathers(precision.compute_dtype, fp8_recipe)
+    assumptions["framework"] = (f"{prof.name}: {_overlaps(prof, dp_overlap, gathers_fuse)} "
+                                f"({prof.source})")
     if prof.attention == "fa2" and eff.fa2_attention_ratio < 1:
         assumptions["attention kernel"] = (
             f"FlashAttention-2 ({prof.name}): {eff.fa2_attention_ratio:.3f} of the generation's "
@@ -270,8 +272,8 @@ def _launches(st: step.Setting, par: Parallelism) -> str:
                if st.spec.moe is not None and per_expert else ""))
 
 
-def _overlaps(prof: frameworks.Profile, dp_overlap: bool) -> str:
-    """The profile's overlaps in words."""
+def _overlaps(prof: frameworks.Profile, dp_overlap: bool, gathers_fuse: bool = True) -> str:
+    """The profile's overlaps in words (`gathers_fuse`: frameworks.async_tp_fuses_gathers)."""
     if not dp_overlap:
         return "no data-parallel overlap (--no-dp-overlap)"
     parts = [name for name, on in (
@@ -279,7 +281,9 @@ def _overlaps(prof: frameworks.Profile, dp_overlap: bool) -> str:
         ("parameter gather under the next forward", prof.overlap_param_gather),
         ("ZeRO-3 per-layer prefetch", prof.prefetch_params),
         ("TP communication under the linear layers" + (
-            "" if prof.tp_overlap_backward else " (forward passes only: async TP)"),
+            "" if prof.tp_overlap_backward else " (forward passes only: async TP" + (
+                "" if gathers_fuse else "; its all-gathers serial: they do not fuse with the "
+                "products under row-wise FP8 scales, pytorch/pytorch#149990") + ")"),
          prof.tp_comm_overlap),
         ("pipeline p2p on its own stream (interleaved)", prof.overlap_p2p)) if on]
     said = "overlaps " + ", ".join(parts) if parts else "no overlap"
