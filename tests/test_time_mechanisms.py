@@ -297,7 +297,7 @@ def _layer(model: str, index: int = 0):
 
 def test_a_dense_layer_launches_its_ops_once_forward_and_gemms_twice_backward():
     from llmsizer.analysis.efficiency import KERNELS_PER_LAYER_EXTRA
-    from llmsizer.analysis.layer_costs import layer_kernels
+    from llmsizer.analysis.op_costs import layer_kernels
 
     # Llama: norms, q/k/v, attention, o, gate/up/down. Forward: 7 GEMMs + 1 fused attention +
     # the norm op + the layer's element-wise extras; backward: 2 GEMMs each (data, weight),
@@ -318,7 +318,7 @@ def test_a_dense_layer_launches_its_ops_once_forward_and_gemms_twice_backward():
 
 
 def test_experts_launch_one_gemm_each_under_transformer_engine_and_one_grouped_kernel_else():
-    from llmsizer.analysis.layer_costs import ROUTING_KERNELS, layer_kernels
+    from llmsizer.analysis.op_costs import ROUTING_KERNELS, layer_kernels
 
     spec, layer = _layer("qwen3-30b-a3b")
     assert spec.moe is not None and spec.is_moe_layer(0)
@@ -340,7 +340,7 @@ def test_experts_launch_one_gemm_each_under_transformer_engine_and_one_grouped_k
 def test_launch_overhead_adds_kernels_times_their_cost_to_the_step():
     from dataclasses import replace
 
-    from llmsizer.analysis.layer_costs import layer_kernels
+    from llmsizer.analysis.op_costs import layer_kernels
     from llmsizer.graph import build_graph
 
     acc = get_accelerator("h100")
@@ -469,7 +469,7 @@ def test_scatter_gather_splits_pipeline_hand_offs_over_the_tensor_parallel_ranks
 
 def test_unfused_elementwise_ops_move_what_the_eager_code_moves():
     # torchtitan without torch.compile: RMSNorm 9x, rotary 5x, SwiGLU 10/6 of the fused bytes
-    # (layer_costs.EAGER_ELEMENTWISE, counted from torchtitan@9dec370's modules); residual adds
+    # (op_costs.EAGER_ELEMENTWISE, counted from torchtitan@9dec370's modules); residual adds
     # unchanged
     from llmsizer.analysis import step
     from llmsizer.analysis.layer_costs import _layer_time
@@ -509,7 +509,7 @@ def test_products_reading_one_tensor_are_marked_in_the_graph(model, shared):
 
 
 def test_fp8_casts_a_shared_input_once_and_a_gathered_one_on_its_shard():
-    from llmsizer.analysis.layer_costs import FP8_CAST_BYTES, _fp8_cast_bytes
+    from llmsizer.analysis.op_costs import FP8_CAST_BYTES, fp8_cast_bytes
 
     _, layer = _layer("llama-2-7b")
     ops = {op.name: op for op in layer.ops}
@@ -517,17 +517,17 @@ def test_fp8_casts_a_shared_input_once_and_a_gathered_one_on_its_shard():
     per = FP8_CAST_BYTES["tensorwise"]
     # sequence parallel, tensorwise: the column-parallel input is cast on the rank's 1/tp of the
     # sequence before the all-gather; the output gradient (q's 4096/8 columns) in full
-    f, b = _fp8_cast_bytes(ops["q_proj"], tokens, tp, 1, "tensorwise", True)
+    f, b = fp8_cast_bytes(ops["q_proj"], tokens, tp, 1, "tensorwise", True)
     assert f == pytest.approx(per * tokens * h / tp)
     assert b == pytest.approx(per * tokens * h / tp)
     # torchtitan gathers rowwise runs in bf16 and casts the gathered input
-    f, _ = _fp8_cast_bytes(ops["q_proj"], tokens, tp, 1, "rowwise", True)
+    f, _ = fp8_cast_bytes(ops["q_proj"], tokens, tp, 1, "rowwise", True)
     assert f == pytest.approx(FP8_CAST_BYTES["rowwise"] * tokens * h)
     # k reads q's input: nothing more to cast forward
-    f, _ = _fp8_cast_bytes(ops["k_proj"], tokens, tp, 1, "tensorwise", True)
+    f, _ = fp8_cast_bytes(ops["k_proj"], tokens, tp, 1, "tensorwise", True)
     assert f == 0
     # a row-parallel product's input is the rank's own shard already: no change
-    f, _ = _fp8_cast_bytes(ops["o_proj"], tokens, tp, 1, "tensorwise", True)
+    f, _ = fp8_cast_bytes(ops["o_proj"], tokens, tp, 1, "tensorwise", True)
     assert f == pytest.approx(per * tokens * h / tp)
 
 
@@ -537,21 +537,21 @@ def test_rowwise_scaling_rescales_the_backward_products_outputs_after_them():
     one read and one write of the input gradient (tokens × in-features) and of the weight
     gradient (in × out features), on top of casting the output gradient. Row- and column-wise
     copies each take their own amax pass: 8 bytes an element, 2 more than tensorwise."""
-    from llmsizer.analysis.layer_costs import FP8_CAST_BYTES, _fp8_cast_bytes
+    from llmsizer.analysis.op_costs import FP8_CAST_BYTES, fp8_cast_bytes
 
     _, layer = _layer("llama-2-7b")
     ops = {op.name: op for op in layer.ops}
     tokens, h, tp = 4096, 4096, 8
     # without sequence parallelism q's input is whole on every rank; its output is h/tp wide
-    _, tensorwise = _fp8_cast_bytes(ops["q_proj"], tokens, tp, 1, "tensorwise", False)
+    _, tensorwise = fp8_cast_bytes(ops["q_proj"], tokens, tp, 1, "tensorwise", False)
     assert tensorwise == pytest.approx(6 * tokens * h / tp)
-    _, rowwise = _fp8_cast_bytes(ops["q_proj"], tokens, tp, 1, "rowwise", False)
+    _, rowwise = fp8_cast_bytes(ops["q_proj"], tokens, tp, 1, "rowwise", False)
     grad_input, grad_weight = tokens * h, h * h / tp
     assert FP8_CAST_BYTES["rowwise"] == 8.0
     assert rowwise == pytest.approx(8 * tokens * h / tp + 4 * (grad_input + grad_weight))
     # the recipes whose products scale inside the GEMM add nothing after it
     for recipe in ("delayed", "current", "tensorwise", "blockwise", "mxfp8"):
-        _, b = _fp8_cast_bytes(ops["q_proj"], tokens, tp, 1, recipe, False)
+        _, b = fp8_cast_bytes(ops["q_proj"], tokens, tp, 1, recipe, False)
         assert b == pytest.approx(FP8_CAST_BYTES[recipe] * tokens * h / tp)
 
 

@@ -193,7 +193,7 @@ def add_moe_options(p: argparse.ArgumentParser) -> None:
     """--moe-imbalance, --moe-dispatcher, --moe-a2a-overlap and --cuda-graphs, as train and plan
     take them."""
     from llmsizer.analysis.comm import MOE_DISPATCHERS
-    from llmsizer.analysis.layer_costs import CUDA_GRAPHS
+    from llmsizer.analysis.op_costs import CUDA_GRAPHS
     from llmsizer.analysis.training import A2A_OVERLAP_FRAMEWORKS, MAX_MOE_IMBALANCE
 
     p.add_argument("--moe-imbalance", type=arg_float(1, MAX_MOE_IMBALANCE, what="a ratio"),

@@ -510,7 +510,7 @@ TRAINING_CASE_FIELDS: dict[str, Field] = _CASE_COMMON | {
     # the attention kernels the run used: fused (flash) or the unfused QK^T, softmax, dropout, AV
     # sequence that every run before FlashAttention (2022) executed
     "attention": Field(("str",), choices=("flash", "eager")),
-    # what the run captured in CUDA graphs (layer_costs.CUDA_GRAPHS), where its recipe says
+    # what the run captured in CUDA graphs (op_costs.CUDA_GRAPHS), where its recipe says
     "cuda_graphs": Field(("str",), choices=("none", "attn", "moe_router", "attn,moe_router",
                                             "full")),
     # layers on the first and the last pipeline stage, where the source says so

@@ -397,7 +397,7 @@ class LayerGraph:
         the FFN activation reads gate and up and writes their product (3 per element; 2 for a
         plain activation), and rotary embedding (where `rotary`) reads and writes queries and
         keys. Fused kernels move exactly that; `eager_*` multiply what unfused PyTorch ops move
-        instead (EAGER_ELEMENTWISE in llmsizer.analysis.layer_costs)."""
+        instead (EAGER_ELEMENTWISE in llmsizer.analysis.op_costs)."""
         rep = tp if sequence_parallel else 1
         stream = 6 * hidden
         split = 0.0

@@ -74,7 +74,7 @@ class Efficiency:
     collective_latency_s: float = 5e-6  # per hop of a collective (NVLink; 2x across nodes)
     # launch + tail of one kernel (the gap the GPU spends between kernels, and in eager training
     # the host's time to issue it where the host cannot run ahead): every kernel of a decode step
-    # and of a training micro-batch (layer_costs.layer_kernels)
+    # and of a training micro-batch (op_costs.layer_kernels)
     kernel_overhead_s: float = 4e-6
     # The share of compute speed lost while an NCCL collective runs beside it: its kernels hold
     # SMs (one CTA per channel: an all-gather's 24 CTAs of H100's 132 SMs, NVIDIA developer

@@ -31,7 +31,7 @@ from llmsizer.analysis.cluster import Cluster
 from llmsizer.analysis.efficiency import Efficiency, gemm_efficiency, op_time
 from llmsizer.analysis.finetune_targets import Adapter, adapters
 from llmsizer.analysis.frameworks import DDP_BUCKET_BYTES
-from llmsizer.analysis.layer_costs import _linear_time
+from llmsizer.analysis.op_costs import linear_time
 from llmsizer.analysis.params import count_params
 from llmsizer.analysis.training import TrainingResult, train_step
 from llmsizer.errors import SpecError
@@ -312,7 +312,7 @@ def finetune(spec: ModelSpec, ft: FineTune, par: Parallelism, precision: Trainin
     acc = cluster.accelerator
     peak_flops = acc.sustained_peak(precision.compute_dtype)
     tokens = mb * seq
-    frozen_wgrad = sum(_linear_time(op, tokens, 1, 1, acc, precision.compute_dtype, e, eff)
+    frozen_wgrad = sum(linear_time(op, tokens, 1, 1, acc, precision.compute_dtype, e, eff)
                        for _, op in g.all_ops() if op.kind in ("linear", "router"))
     adapter_s = sum(_adapter_time(a, tokens, cluster, eff, peak_flops) for a in ads)
     bw = acc.memory_bandwidth_bytes_s * eff.memory_ceiling

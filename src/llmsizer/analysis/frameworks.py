@@ -109,7 +109,7 @@ class Profile:
     p2p_scatter_gather: bool = False
     # element-wise ops (norms, rotary, the gated activation) run fused — Transformer Engine's
     # and Megatron's fused kernels, or torch.compile — or as the unfused PyTorch ops a model's
-    # code writes (layer_costs.EAGER_ELEMENTWISE): torchtitan compiles only with
+    # code writes (op_costs.EAGER_ELEMENTWISE): torchtitan compiles only with
     # --training.compile (torchtitan docs), plain FSDP runs the model as written
     fused_elementwise: bool = True
     # what TP overlap covers: the backward's communication too (Transformer Engine's

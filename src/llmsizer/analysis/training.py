@@ -17,15 +17,15 @@ from llmsizer.analysis import comm, frameworks, step
 from llmsizer.analysis.cluster import Cluster
 from llmsizer.analysis.efficiency import Efficiency
 from llmsizer.analysis.flops import StepFlops, training_step_flops
-from llmsizer.analysis.layer_costs import (
+from llmsizer.analysis.layer_costs import recomputes_gathers
+from llmsizer.analysis.memory import TrainingMemory, group_and_variants, memory_from_result
+from llmsizer.analysis.op_costs import (
     CUDA_GRAPHS,
     EAGER_ELEMENTWISE,
     FP8_RECIPES,
     FP8_RESCALE_BYTES,
     fp8_gathers,
-    recomputes_gathers,
 )
-from llmsizer.analysis.memory import TrainingMemory, group_and_variants, memory_from_result
 from llmsizer.errors import SpecError
 from llmsizer.graph import build_graph
 from llmsizer.specs.model import ModelSpec
@@ -131,7 +131,7 @@ def train_step(spec: ModelSpec, par: Parallelism, precision: TrainingPrecision, 
     `moe_imbalance` the busiest expert-parallel rank's tokens over the mean (1: balanced);
     `moe_dispatcher` how tokens reach their experts (comm.MOE_DISPATCHERS); `moe_a2a_overlap`
     Megatron-Core's expert all-to-all overlap across micro-batches; `cuda_graphs` what CUDA
-    graphs capture (layer_costs.CUDA_GRAPHS), whose kernels then cost no launch each."""
+    graphs capture (op_costs.CUDA_GRAPHS), whose kernels then cost no launch each."""
     eff = eff or Efficiency.for_accelerator(cluster.accelerator)
     prof = frameworks.profile(framework)
     if fp8_recipe not in FP8_RECIPES:
@@ -191,7 +191,7 @@ def train_step(spec: ModelSpec, par: Parallelism, precision: TrainingPrecision, 
             f"unfused PyTorch ops ({prof.name}; +compile fuses them): RMSNorm moves "
             f"{EAGER_ELEMENTWISE['rmsnorm']:g}x, rotary {EAGER_ELEMENTWISE['rotary']:g}x, the "
             f"gated activation {EAGER_ELEMENTWISE['gated']:.2f}x a fused kernel's bytes "
-            "(layer_costs.EAGER_ELEMENTWISE)")
+            "(op_costs.EAGER_ELEMENTWISE)")
     attn_op = next((layer.attention for layer in build_graph(spec).layers if layer.attention),
                    None)
     if attn_op is not None and attention_backward == "flash":
