@@ -144,7 +144,7 @@ def _sharded(coll: Callable[..., float], nbytes_dense: float, nbytes_expert: flo
                                                                    link))
 
 
-def _forward_share(st: Setting, g: Group) -> float:
+def _async_tp_share(st: Setting, g: Group) -> float:
     """The share of a layer's tensor-parallel communication PyTorch's async TP overlaps: the
     forward passes', less their all-gathers where the FP8 recipe keeps those from fusing with
     their products (frameworks.async_tp_fuses_gathers)."""
@@ -339,7 +339,7 @@ def evaluate(st: Setting, gs: list[Group] | Group, vs: list[Variants] | Variants
     if prof.tp_comm_overlap:
         # what the overlap covers (Profile.tp_overlap_backward): all of it, or the forward
         # passes' share, hidden behind the same share of the products
-        share = per_row([1.0 if prof.tp_overlap_backward else _forward_share(st, g)
+        share = per_row([1.0 if prof.tp_overlap_backward else _async_tp_share(st, g)
                          for g in gs])
         tp_exp_mb = frameworks.exposed(share * tp_mb, share * per_row(costs.tp_linear_s),
                                        np.maximum(1, per_row([g.tp for g in gs]))) \
