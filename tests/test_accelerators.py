@@ -130,3 +130,20 @@ def test_datasheet_gb_that_is_gib():
     assert get_accelerator("v100").memory_bytes == 32 * 2**30
     assert get_accelerator("h200").memory_bytes == 141 * 2**30
     assert get_accelerator("a100-80gb").memory_stated.startswith("80GB")
+
+
+def test_ascend_910b_parts_take_their_own_generations_measured_ceilings():
+    # Ascend 910B/910C (Da Vinci cores) are a generation of their own: a mamf-finder search on a
+    # 910B2C found 322.5 bf16 TFLOP/s of the 376 the catalog takes for the 910B2
+    # (gameofdimension/gpu_benchmark@1103b99), not the 'other' generation's assumed 0.75
+    from llmsizer.analysis.efficiency import generation_of, generation_table, measured_efficiency
+
+    ascend = generation_table()["ascend"]
+    assert "matmul_ceiling" in ascend["sources"] and "matmul_ceiling" not in ascend["assumed"]
+    for name in ("ascend-910b2", "ascend-910b3", "ascend-910c"):
+        acc = get_accelerator(name)
+        assert generation_of(acc) == "ascend"
+        assert measured_efficiency(acc).matmul_ceiling == ascend["efficiency"]["matmul_ceiling"]
+    b2 = get_accelerator("ascend-910b2")
+    assert b2.peak("bf16") * measured_efficiency(b2).matmul_ceiling == pytest.approx(322.5e12,
+                                                                                    rel=2e-3)
