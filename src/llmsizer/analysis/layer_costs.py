@@ -203,7 +203,7 @@ def _layer_time(st: Setting, layer_index: int, tp: int, cp: int, ep: int, mb: in
     for op in layer.ops:
         if op.kind == "router":
             fwd_mm += linear_time(op, tokens, tp, ep, acc, "bf16" if dtype == "fp8" else dtype,
-                                   e, eff)
+                                  e, eff)
         elif op.kind == "linear":
             # routed experts run on the busiest rank's tokens (st.moe_imbalance)
             skew = st.moe_imbalance if op.expert_parallel and ep > 1 else 1.0
@@ -216,7 +216,7 @@ def _layer_time(st: Setting, layer_index: int, tp: int, cp: int, ep: int, mb: in
             # of a faster kernel
             fa2 = frameworks.profile(st.framework).attention == "fa2"
             attn, attn_bwd = attention_time(op, layer, mb, seq_local, cp, tp, flash, acc,
-                                             attn_peak, e, eff, fa2)
+                                            attn_peak, e, eff, fa2)
         elif op.kind in ("scan", "conv"):
             fwd_scan += stream_time(op, tokens, tp, acc, e, eff)
     # Element-wise work (norms, residual adds, activation, rotary, MoE routing and permutation,

@@ -20,7 +20,7 @@ from llmsizer.specs.hardware import Accelerator
 
 
 def linear_time(op: Op, tokens: int, tp: int, ep: int, acc: Accelerator, dtype: str,
-                 e: float, eff: Efficiency) -> float:
+                e: float, eff: Efficiency) -> float:
     """Forward time of one linear op's share on one device (its product from the graph), at the
     matrix peak of `dtype` and the generation's ceiling for it."""
     g = op.rank_gemm(tokens, tp, ep)
@@ -63,7 +63,7 @@ EAGER_ELEMENTWISE = {"rmsnorm": 9.0, "layernorm": 1.0, "rotary": 5.0, "gated": 1
 
 
 def fp8_cast_bytes(op: Op, tokens: int, tp: int, ep: int, recipe: str, sp: bool
-                    ) -> tuple[float, float]:
+                   ) -> tuple[float, float]:
     """(forward, backward) bytes an FP8 recipe moves to cast one linear op's operands: its
     input in the forward pass, its output gradient in the backward pass. Weights are cast once
     per step (Transformer Engine caches them across micro-batches): see `_weight_cast_bytes`.
@@ -92,8 +92,8 @@ def fp8_gathers(recipe: str, tp: int, sp: bool) -> bool:
 
 
 def attention_time(op: Op, layer: LayerGraph, mb: int, seq_local: int, cp: int, tp: int,
-                    flash: bool, acc: Accelerator, peak: float, e: float,
-                    eff: Efficiency, fa2: bool = False) -> tuple[float, float]:
+                   flash: bool, acc: Accelerator, peak: float, e: float,
+                   eff: Efficiency, fa2: bool = False) -> tuple[float, float]:
     """Forward time of the attention core on one device, and the time of the same work at the
     backward kernels' efficiency (the backward's 2.5x FLOPs are applied by the caller). Flash
     kernels skip masked tiles (causal pairs) and reach the generation's measured efficiency at
@@ -141,7 +141,7 @@ def _eager_attention_time(op: Op, mb: int, seq_local: int, context: int, heads: 
 
 
 def stream_time(op: Op, tokens: int, tp: int, acc: Accelerator, e: float,
-                 eff: Efficiency) -> float:
+                eff: Efficiency) -> float:
     """Recurrent scans and convolutions (linear attention, SSM): their inputs and outputs
     streamed through memory, or their FLOPs at the CUDA-core fp32 rate, whichever is slower."""
     return op_time(op.rank_forward_flops(tokens, tp), op.rank_stream_bytes(tokens, tp, e),
