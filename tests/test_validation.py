@@ -126,3 +126,27 @@ def test_calibration_bad_input_is_one_line(capsys, argv, expect):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert expect in err and len(err.strip().splitlines()) == 1
+
+
+def test_leave_one_source_out_is_computed_once_per_process_for_the_same_cases():
+    import copy
+
+    from llmsizer.validation.calibrate import family_of, leave_one_source_out
+
+    cases = load_cases("training")
+    fams = ("narayanan2021", "korthikanti2022")
+    small = [c for f in fams for c in [c for c in cases if family_of(c) == f][:2]]
+    assert {family_of(c) for c in small} == set(fams)
+    first = leave_one_source_out(small, "training")
+    assert leave_one_source_out(list(small), "training") is first
+    # other data: computed afresh (a measured value twice as slow is predicted twice as wrong)
+    changed = copy.deepcopy(small)
+    m = changed[0].data["measured"]
+    key = next(k for k in ("step_time_s", "tokens_per_s_per_gpu", "tflops_per_gpu", "mfu")
+               if k in m)
+    m[key] = m[key] * (2 if key == "step_time_s" else 0.5)
+    again = leave_one_source_out(changed, "training")
+    assert again is not first
+    before = {r.case: r.error for _, r in first.rows if r.metric == "training step time"}
+    after = {r.case: r.error for _, r in again.rows if r.metric == "training step time"}
+    assert after[changed[0].id] != pytest.approx(before[changed[0].id])
